@@ -1,0 +1,96 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "logkv",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "LogKV", targets: ["LogKV"]),
+        .library(name: "LogKVServer", targets: ["LogKVServer"]),
+        .executable(name: "logkvd", targets: ["logkvd"]),
+        .executable(name: "logkv", targets: ["LogKVCLI"]),
+        .executable(name: "logkv-bench", targets: ["LogKVBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        .target(
+            name: "LogKV",
+            dependencies: [
+                "CSQLite",
+                "CZlib",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "LogKVServer",
+            dependencies: [
+                "LogKV",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "logkvd",
+            dependencies: [
+                "LogKVServer",
+                "LogKV",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "LogKVCLI",
+            dependencies: [
+                "LogKV",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "LogKVBench",
+            dependencies: ["LogKV", "CSQLite"]
+        ),
+        .executableTarget(
+            name: "LogKVCrashWriter",
+            dependencies: ["LogKV"],
+            path: "Tests/LogKVCrashWriter"
+        ),
+        .testTarget(
+            name: "LogKVTests",
+            dependencies: ["LogKV", "CSQLite", "LogKVCrashWriter"]
+        ),
+        .testTarget(
+            name: "LogKVServerTests",
+            dependencies: [
+                "LogKVServer", "LogKV", "logkvd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef LOGKV_CZLIB_SHIM_H
+#define LOGKV_CZLIB_SHIM_H
+#include <zlib.h>
+#endif

@@ -1,0 +1,53 @@
+import Metrics
+
+/// The engine's metrics, created once per store through swift-metrics; the
+/// executable picks the backend (Prometheus), tests may inject a factory.
+/// Names follow Prometheus conventions: `logkv_` prefix, base units.
+struct EngineMetrics: Sendable {
+    let readHit: Counter
+    let readMiss: Counter
+    let readExpired: Counter
+    let readCorrupt: Counter
+    let writesPut: Counter
+    let writesDelete: Counter
+    let expiredRead: Counter
+    let expiredSweep: Counter
+    let expiredCompaction: Counter
+    let writtenBytes: Counter
+    let fsyncDuration: Timer
+    let flushDuration: Timer
+    let flushBatchSize: Recorder
+    let pendingEntries: Gauge
+    let recoveryDuration: Gauge
+    let recoveryReplayed: Gauge
+    let recoveryTruncatedBytes: Gauge
+    let indexRebuilds: Counter
+
+    init(factory: (any MetricsFactory)?) {
+        let f = factory ?? MetricsSystem.factory
+        func reads(_ result: String) -> Counter {
+            Counter(label: "logkv_reads_total", dimensions: [("result", result)], factory: f)
+        }
+        func expired(_ reason: String) -> Counter {
+            Counter(label: "logkv_expirations_total", dimensions: [("reason", reason)], factory: f)
+        }
+        readHit = reads("hit")
+        readMiss = reads("miss")
+        readExpired = reads("expired")
+        readCorrupt = reads("corrupt")
+        writesPut = Counter(label: "logkv_writes_total", dimensions: [("op", "put")], factory: f)
+        writesDelete = Counter(label: "logkv_writes_total", dimensions: [("op", "delete")], factory: f)
+        expiredRead = expired("read")
+        expiredSweep = expired("sweep")
+        expiredCompaction = expired("compaction")
+        writtenBytes = Counter(label: "logkv_log_written_bytes_total", factory: f)
+        fsyncDuration = Timer(label: "logkv_fsync_duration_seconds", factory: f)
+        flushDuration = Timer(label: "logkv_index_flush_duration_seconds", factory: f)
+        flushBatchSize = Recorder(label: "logkv_index_flush_batch_entries", factory: f)
+        pendingEntries = Gauge(label: "logkv_index_pending_entries", factory: f)
+        recoveryDuration = Gauge(label: "logkv_recovery_duration_seconds", factory: f)
+        recoveryReplayed = Gauge(label: "logkv_recovery_replayed_records", factory: f)
+        recoveryTruncatedBytes = Gauge(label: "logkv_recovery_truncated_bytes", factory: f)
+        indexRebuilds = Counter(label: "logkv_index_rebuilds_total", factory: f)
+    }
+}

@@ -1,0 +1,337 @@
+import Foundation
+
+/// The SQLite mirror of the KeyDir.
+///
+/// `IndexWriter` owns the single writer connection; after `open` it is used
+/// only by the flusher thread (and by recovery before the flusher starts).
+/// `IndexReader`s are read-only connections handed out by `IndexReaderPool`,
+/// each used by one thread at a time. WAL mode keeps readers and the writer
+/// out of each other's way.
+final class IndexWriter: @unchecked Sendable {
+    let db: SQLiteConnection
+    private let selectRow: SQLiteStatement
+    private let upsertRow: SQLiteStatement
+    private let deleteRow: SQLiteStatement
+    private let addSegmentLive: SQLiteStatement
+    private let setSegmentSize: SQLiteStatement
+    private let writeCheckpoint: SQLiteStatement
+    private let addKeyCount: SQLiteStatement
+    private var tombstonesTableReady = false
+    private var selectTombstone: SQLiteStatement?
+    private var upsertTombstone: SQLiteStatement?
+
+    /// Opens (creating if needed) the index and applies pending migrations.
+    init(path: String) throws {
+        db = try SQLiteConnection(path: path)
+        try db.exec("PRAGMA journal_mode=WAL")
+        try db.exec("PRAGMA synchronous=NORMAL")
+        // Reads the header: fails here on a file that is not a database.
+        try db.exec("PRAGMA schema_version")
+        try Self.migrate(db)
+        selectRow = try db.prepare("SELECT segment, length, seq FROM keydir WHERE key = ?1")
+        upsertRow = try db.prepare("""
+            INSERT INTO keydir(key, segment, offset, length, seq, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            ON CONFLICT(key) DO UPDATE SET segment = excluded.segment, offset = excluded.offset,
+              length = excluded.length, seq = excluded.seq, expires_at = excluded.expires_at
+            """)
+        deleteRow = try db.prepare("DELETE FROM keydir WHERE key = ?1")
+        addSegmentLive = try db.prepare("""
+            INSERT INTO segments(id, live_bytes, live_keys) VALUES (?1, ?2, ?3)
+            ON CONFLICT(id) DO UPDATE SET live_bytes = live_bytes + excluded.live_bytes,
+              live_keys = live_keys + excluded.live_keys
+            """)
+        setSegmentSize = try db.prepare("""
+            INSERT INTO segments(id, size_bytes) VALUES (?1, ?2)
+            ON CONFLICT(id) DO UPDATE SET size_bytes = excluded.size_bytes
+            """)
+        writeCheckpoint = try db.prepare("""
+            INSERT INTO checkpoint(id, segment, offset, max_seq) VALUES (1, ?1, ?2, ?3)
+            ON CONFLICT(id) DO UPDATE SET segment = excluded.segment, offset = excluded.offset,
+              max_seq = max(max_seq, excluded.max_seq)
+            """)
+        addKeyCount = try db.prepare("""
+            INSERT INTO meta(name, value) VALUES ('key_count', ?1)
+            ON CONFLICT(name) DO UPDATE SET value = value + excluded.value
+            """)
+    }
+
+    static func migrate(_ db: SQLiteConnection) throws {
+        let version = Int(try db.scalarInt("PRAGMA user_version") ?? 0)
+        guard version <= Migrations.all.count else {
+            throw LogKVError.index(code: 0, message: "index schema version \(version) is newer than this build (\(Migrations.all.count))")
+        }
+        for (number, migration) in Migrations.all.enumerated() where number >= version {
+            try db.exec("BEGIN IMMEDIATE")
+            do {
+                try db.exec(migration.sql)
+                try db.exec("PRAGMA user_version = \(number + 1)")
+                try db.exec("COMMIT")
+            } catch {
+                try? db.exec("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    func checkpoint() throws -> (position: LogPosition, maxSeq: UInt64)? {
+        let stmt = try db.prepare("SELECT segment, offset, max_seq FROM checkpoint WHERE id = 1")
+        guard try stmt.step() else { return nil }
+        return (LogPosition(segment: UInt64(stmt.int64(0)), offset: stmt.int64(1)), UInt64(stmt.int64(2)))
+    }
+
+    func storeID() throws -> [UInt8]? {
+        let stmt = try db.prepare("SELECT value FROM meta WHERE name = 'store_id'")
+        return try stmt.step() ? stmt.blob(0) : nil
+    }
+
+    func setStoreID(_ id: [UInt8]) throws {
+        let stmt = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES ('store_id', ?1)")
+        stmt.bind(1, id)
+        try stmt.run()
+    }
+
+    /// Applies a batch of changes and advances the checkpoint, in one
+    /// transaction.
+    ///
+    /// - Parameters:
+    ///   - changes: newest change per key, sorted by key for B-tree locality.
+    ///   - checkpoint: the log position every change up to which is included.
+    ///   - segmentSizes: current sizes of segments touched since the last batch.
+    ///   - outOfOrder: true when replaying segments whose records may come in
+    ///     any seq order (rebuild): deletes are then remembered so an older
+    ///     put met later cannot resurrect its key.
+    func apply(
+        _ changes: [([UInt8], KeyDirChange)], checkpoint: LogPosition, maxSeq: UInt64,
+        segmentSizes: [UInt64: Int64], outOfOrder: Bool = false
+    ) throws {
+        try db.exec("BEGIN IMMEDIATE")
+        do {
+            var liveDelta: [UInt64: (bytes: Int64, keys: Int64)] = [:]
+            var keyDelta: Int64 = 0
+            func account(_ segment: UInt64, _ bytes: Int64, _ keys: Int64) {
+                let old = liveDelta[segment] ?? (0, 0)
+                liveDelta[segment] = (old.bytes + bytes, old.keys + keys)
+            }
+            for (key, change) in changes {
+                let old = try currentRow(key)
+                switch change {
+                case let .put(loc):
+                    if let old, old.seq >= loc.seq { continue }
+                    if outOfOrder, let tomb = try tombstoneSeq(key), tomb > loc.seq { continue }
+                    upsertRow.bind(1, key)
+                    upsertRow.bind(2, Int64(loc.segment))
+                    upsertRow.bind(3, loc.offset)
+                    upsertRow.bind(4, Int64(loc.length))
+                    upsertRow.bind(5, Int64(bitPattern: loc.seq))
+                    upsertRow.bind(6, loc.expiresAt)
+                    try upsertRow.run()
+                    account(loc.segment, Int64(loc.length), 1)
+                    if let old { account(old.segment, -old.length, -1) } else { keyDelta += 1 }
+                case let .delete(seq):
+                    if outOfOrder { try rememberTombstone(key, seq) }
+                    guard let old, old.seq < seq else { continue }
+                    try removeRow(key)
+                    account(old.segment, -old.length, -1)
+                    keyDelta -= 1
+                case let .expire(seq):
+                    guard let old, old.seq == seq else { continue }
+                    try removeRow(key)
+                    account(old.segment, -old.length, -1)
+                    keyDelta -= 1
+                }
+            }
+            for (segment, delta) in liveDelta where delta != (0, 0) {
+                addSegmentLive.bind(1, Int64(segment))
+                addSegmentLive.bind(2, delta.bytes)
+                addSegmentLive.bind(3, delta.keys)
+                try addSegmentLive.run()
+            }
+            for (segment, size) in segmentSizes {
+                setSegmentSize.bind(1, Int64(segment))
+                setSegmentSize.bind(2, size)
+                try setSegmentSize.run()
+            }
+            if keyDelta != 0 {
+                addKeyCount.bind(1, keyDelta)
+                try addKeyCount.run()
+            }
+            writeCheckpoint.bind(1, Int64(checkpoint.segment))
+            writeCheckpoint.bind(2, checkpoint.offset)
+            writeCheckpoint.bind(3, Int64(bitPattern: maxSeq))
+            try writeCheckpoint.run()
+            try db.exec("COMMIT")
+        } catch {
+            try? db.exec("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Drops what a rebuild needed and nobody else does.
+    func finishOutOfOrderReplay() throws {
+        guard tombstonesTableReady else { return }
+        selectTombstone = nil
+        upsertTombstone = nil
+        try db.exec("DROP TABLE temp.rebuild_tombstones")
+        tombstonesTableReady = false
+    }
+
+    func walCheckpoint() {
+        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    private func currentRow(_ key: [UInt8]) throws -> (segment: UInt64, length: Int64, seq: UInt64)? {
+        selectRow.bind(1, key)
+        defer { selectRow.reset() }
+        guard try selectRow.step() else { return nil }
+        return (UInt64(selectRow.int64(0)), selectRow.int64(1), UInt64(bitPattern: selectRow.int64(2)))
+    }
+
+    private func removeRow(_ key: [UInt8]) throws {
+        deleteRow.bind(1, key)
+        try deleteRow.run()
+    }
+
+    private func prepareTombstones() throws {
+        guard !tombstonesTableReady else { return }
+        try db.exec("CREATE TEMP TABLE IF NOT EXISTS rebuild_tombstones(key BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
+        selectTombstone = try db.prepare("SELECT seq FROM temp.rebuild_tombstones WHERE key = ?1")
+        upsertTombstone = try db.prepare("""
+            INSERT INTO temp.rebuild_tombstones(key, seq) VALUES (?1, ?2)
+            ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)
+            """)
+        tombstonesTableReady = true
+    }
+
+    private func tombstoneSeq(_ key: [UInt8]) throws -> UInt64? {
+        try prepareTombstones()
+        let stmt = selectTombstone!
+        stmt.bind(1, key)
+        defer { stmt.reset() }
+        return try stmt.step() ? UInt64(bitPattern: stmt.int64(0)) : nil
+    }
+
+    private func rememberTombstone(_ key: [UInt8], _ seq: UInt64) throws {
+        try prepareTombstones()
+        let stmt = upsertTombstone!
+        stmt.bind(1, key)
+        stmt.bind(2, Int64(bitPattern: seq))
+        try stmt.run()
+    }
+}
+
+/// A read-only connection with its prepared statements.
+final class IndexReader: @unchecked Sendable {
+    private let db: SQLiteConnection
+    private let lookupRow: SQLiteStatement
+    private let scanBounded: SQLiteStatement
+    private let scanOpen: SQLiteStatement
+    private let segmentsStmt: SQLiteStatement
+    private let keyCountStmt: SQLiteStatement
+
+    init(path: String) throws {
+        db = try SQLiteConnection(path: path, readOnly: true)
+        lookupRow = try db.prepare("SELECT segment, offset, length, seq, expires_at FROM keydir WHERE key = ?1")
+        let scan = """
+            SELECT key, seq, expires_at, length FROM keydir
+            WHERE key > ?1 AND key >= ?2 %@ AND (expires_at = 0 OR expires_at > ?4)
+            ORDER BY key LIMIT ?5
+            """
+        scanBounded = try db.prepare(scan.replacingFirst("%@", with: "AND key < ?3"))
+        scanOpen = try db.prepare(scan.replacingFirst("%@", with: "AND ?3 IS NULL"))
+        segmentsStmt = try db.prepare("SELECT id, size_bytes, live_bytes, live_keys FROM segments ORDER BY id")
+        keyCountStmt = try db.prepare("SELECT value FROM meta WHERE name = 'key_count'")
+    }
+
+    func lookup(_ key: [UInt8]) throws -> RecordLocation? {
+        lookupRow.bind(1, key)
+        defer { lookupRow.reset() }
+        guard try lookupRow.step() else { return nil }
+        return RecordLocation(
+            segment: UInt64(lookupRow.int64(0)), offset: lookupRow.int64(1), length: Int(lookupRow.int64(2)),
+            seq: UInt64(bitPattern: lookupRow.int64(3)), expiresAt: lookupRow.int64(4))
+    }
+
+    /// Keys in key order with `prefix`, strictly after `after`, unexpired at `now`.
+    func scan(prefix: [UInt8], after: [UInt8], limit: Int, now: Int64) throws -> [KeyInfo] {
+        let upper = Self.prefixUpperBound(prefix)
+        let stmt = upper == nil ? scanOpen : scanBounded
+        stmt.bind(1, after)
+        stmt.bind(2, prefix)
+        if let upper { stmt.bind(3, upper) }
+        stmt.bind(4, now)
+        stmt.bind(5, Int64(limit))
+        defer { stmt.reset() }
+        var out: [KeyInfo] = []
+        while try stmt.step() {
+            let key = stmt.blob(0)
+            let expires = stmt.int64(2)
+            out.append(KeyInfo(
+                key: key, seq: UInt64(bitPattern: stmt.int64(1)), expiresAt: expires == 0 ? nil : expires,
+                valueSize: Int(stmt.int64(3)) - RecordFormat.recordHeaderSize - key.count))
+        }
+        return out
+    }
+
+    struct SegmentRow: Sendable { var id: UInt64; var size: Int64; var liveBytes: Int64; var liveKeys: Int64 }
+
+    func segments() throws -> [SegmentRow] {
+        defer { segmentsStmt.reset() }
+        var rows: [SegmentRow] = []
+        while try segmentsStmt.step() {
+            rows.append(SegmentRow(id: UInt64(segmentsStmt.int64(0)), size: segmentsStmt.int64(1),
+                                   liveBytes: segmentsStmt.int64(2), liveKeys: segmentsStmt.int64(3)))
+        }
+        return rows
+    }
+
+    func keyCount() throws -> Int64 {
+        defer { keyCountStmt.reset() }
+        return try keyCountStmt.step() ? keyCountStmt.int64(0) : 0
+    }
+
+    /// The smallest key greater than every key starting with `prefix`, or nil
+    /// when there is none (empty prefix, or all 0xFF).
+    static func prefixUpperBound(_ prefix: [UInt8]) -> [UInt8]? {
+        var bound = prefix
+        while let last = bound.last {
+            if last < 0xFF {
+                bound[bound.count - 1] = last + 1
+                return bound
+            }
+            bound.removeLast()
+        }
+        return nil
+    }
+}
+
+/// A small pool of read connections; each is used by one thread at a time.
+final class IndexReaderPool: @unchecked Sendable {
+    private let path: String
+    private let lock = PlainLock()
+    private var idle: [IndexReader] = []
+    private let maxIdle: Int
+
+    init(path: String, maxIdle: Int) {
+        self.path = path
+        self.maxIdle = max(1, maxIdle)
+    }
+
+    func withReader<T>(_ body: (IndexReader) throws -> T) throws -> T {
+        let reader = try lock.withLock { idle.popLast() } ?? IndexReader(path: path)
+        defer {
+            lock.withLock { if idle.count < maxIdle { idle.append(reader) } }
+        }
+        return try body(reader)
+    }
+
+    func drain() {
+        lock.withLock { idle.removeAll() }
+    }
+}
+
+extension String {
+    func replacingFirst(_ target: String, with replacement: String) -> String {
+        guard let range = range(of: target) else { return self }
+        return replacingCharacters(in: range, with: replacement)
+    }
+}

@@ -1,0 +1,85 @@
+/// Where a key's latest record lives.
+struct RecordLocation: Equatable, Sendable {
+    var segment: UInt64
+    var offset: Int64
+    /// Whole record length, header included.
+    var length: Int
+    var seq: UInt64
+    /// Unix ms; 0 = never.
+    var expiresAt: Int64
+
+    func isExpired(now: Int64) -> Bool { expiresAt != 0 && expiresAt <= now }
+}
+
+/// A position in the log: just past some record.
+struct LogPosition: Comparable, Sendable {
+    var segment: UInt64
+    var offset: Int64
+
+    static func < (a: LogPosition, b: LogPosition) -> Bool {
+        (a.segment, a.offset) < (b.segment, b.offset)
+    }
+}
+
+/// A change to the KeyDir not yet in SQLite. Newest wins per key.
+enum KeyDirChange: Equatable, Sendable {
+    /// The key's latest record is a value at this location.
+    case put(RecordLocation)
+    /// The key was deleted by a tombstone with this seq.
+    case delete(seq: UInt64)
+    /// The key's record with this seq has expired; remove its row if it is
+    /// still the one in the index (a newer write wins).
+    case expire(seq: UInt64)
+
+    var seq: UInt64 {
+        switch self {
+        case let .put(loc): return loc.seq
+        case let .delete(seq), let .expire(seq): return seq
+        }
+    }
+}
+
+/// A key in a listing.
+public struct KeyInfo: Equatable, Sendable {
+    public var key: [UInt8]
+    /// The version of the key's value (its record's seq).
+    public var seq: UInt64
+    /// Unix ms, or nil when the key never expires.
+    public var expiresAt: Int64?
+    public var valueSize: Int
+}
+
+/// A value read from the store.
+public struct StoredValue: Equatable, Sendable {
+    public var value: [UInt8]
+    /// The version of this value: its record's seq, strictly increasing per
+    /// write across the store. Usable as an ETag.
+    public var seq: UInt64
+    /// Unix ms when written.
+    public var writtenAt: Int64
+    /// Unix ms, or nil when the key never expires.
+    public var expiresAt: Int64?
+}
+
+/// A condition on a write, checked atomically with it.
+public enum WriteCondition: Equatable, Sendable {
+    case none
+    /// Only if the key's current version has this seq.
+    case ifVersion(UInt64)
+    /// Only if the key does not exist (or has expired).
+    case ifAbsent
+}
+
+/// A snapshot of the store's size and health.
+public struct LogKVStats: Equatable, Sendable {
+    /// Keys in the index (expired keys not yet swept included); the pending
+    /// backlog may add to or take from it.
+    public var keys: Int64
+    public var liveBytes: Int64
+    public var deadBytes: Int64
+    public var totalBytes: Int64
+    public var segments: Int
+    /// Index changes not yet in SQLite.
+    public var pendingIndexEntries: Int
+    public var lastSeq: UInt64
+}

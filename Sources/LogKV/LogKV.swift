@@ -1,0 +1,355 @@
+import Foundation
+import Logging
+
+/// A Bitcask-style key-value store: values in append-only segment files, the
+/// KeyDir mirrored into SQLite.
+///
+/// Contracts:
+/// - Thread-safe. Any number of threads may call any method at once. Writes
+///   append one at a time (concurrent writers share fsyncs); reads run in
+///   parallel with positioned reads.
+/// - A write returns once it is acknowledged under `LogKVOptions.fsync`; from
+///   then on every read sees it (or a newer write), and after a crash it is
+///   recovered (for `.always` even after a power loss).
+/// - Methods block on disk I/O; call them off event loops.
+/// - `close()` flushes the index so that its checkpoint covers the whole log,
+///   and releases the directory lock. Further calls throw `.closed`.
+public final class LogKV: @unchecked Sendable {
+    public let options: LogKVOptions
+    public let path: String
+    let dir: DataDirectory
+    let metrics: EngineMetrics
+    var logger: Logger { options.logger }
+    let storeID: [UInt8]
+    let readers: IndexReaderPool
+    let indexWriter: IndexWriter
+    private var directoryLock: DirectoryLock?
+
+    // MARK: Writer state, guarded by `writerLock` (held across one append).
+    let writerLock = NSLock()
+    var active: SegmentFile
+    var nextSeq: UInt64
+    var writeFailure: LogKVError?
+    var writerClosed = false
+
+    // MARK: Shared state, guarded by `state` (never held across I/O).
+    let state = NSCondition()
+    /// Changes not yet handed to the flusher; newest per key.
+    var pending: [[UInt8]: KeyDirChange] = [:]
+    /// Changes the flusher is committing now; still visible to readers.
+    var flushing: [[UInt8]: KeyDirChange] = [:]
+    /// Just past the last record whose change is in `pending` or earlier.
+    var logEnd: LogPosition
+    var lastSeq: UInt64
+    /// Final sizes of segments sealed since the last flush.
+    var sealedSizes: [UInt64: Int64] = [:]
+    /// Every segment file, readable by id.
+    var segments: [UInt64: SegmentFile]
+    /// Bumped after every index commit; a reader caches a row read from
+    /// SQLite only if no commit happened meanwhile.
+    var flushEpoch: UInt64 = 0
+    var cache: KeyDirCache
+    var closing = false
+    var flusherRunning = false
+    var flusherExited = false
+    var flusherError: LogKVError?
+
+    // MARK: Durability, guarded by `syncState`.
+    let syncState = NSCondition()
+    var appendedBytes: UInt64 = 0
+    var syncedBytes: UInt64 = 0
+    var syncInProgress = false
+    var syncFile: SegmentFile
+    var syncerRunning = false
+    var syncerExited = false
+
+    /// Opens (creating if needed) the store in `path`, recovering from a crash
+    /// if the last run did not close cleanly.
+    ///
+    /// - Throws: `.locked` if another process or store holds the directory;
+    ///   `.corruption` for damage recovery must not paper over; `.io`, `.index`.
+    public convenience init(path: String, options: LogKVOptions = LogKVOptions()) throws {
+        let started = DispatchTime.now()
+        let recovered = try Recovery.open(path: path, options: options)
+        try self.init(recovered: recovered, options: options)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        metrics.recoveryDuration.record(seconds)
+        metrics.recoveryReplayed.record(recovered.replayedRecords)
+        metrics.recoveryTruncatedBytes.record(recovered.truncatedBytes)
+        if recovered.rebuilt { metrics.indexRebuilds.increment() }
+        logger.info("opened store", metadata: [
+            "path": "\(path)", "segments": "\(recovered.segments.count)",
+            "replayed_records": "\(recovered.replayedRecords)", "rebuilt_index": "\(recovered.rebuilt)",
+            "seconds": "\(seconds)",
+        ])
+    }
+
+    private init(recovered: Recovery.Result, options: LogKVOptions) throws {
+        guard options.maxKeySize > 0, options.maxValueSize >= 0, options.segmentSize > 0 else {
+            throw LogKVError.invalidArgument("key, value and segment size limits must be positive")
+        }
+        self.options = options
+        self.path = recovered.dir.path
+        self.dir = recovered.dir
+        self.metrics = EngineMetrics(factory: options.metricsFactory)
+        self.storeID = recovered.storeID
+        self.directoryLock = recovered.lock
+        self.indexWriter = recovered.index
+        self.readers = IndexReaderPool(path: recovered.dir.indexPath, maxIdle: options.readConnections)
+        self.segments = Dictionary(uniqueKeysWithValues: recovered.segments.map { ($0.id, $0) })
+        self.active = recovered.segments.last!
+        self.syncFile = self.active
+        self.nextSeq = recovered.maxSeq + 1
+        self.lastSeq = recovered.maxSeq
+        self.logEnd = LogPosition(segment: active.id, offset: active.size)
+        self.cache = KeyDirCache(budgetBytes: options.cacheBudgetBytes)
+        startFlusher()
+        startSyncer()
+    }
+
+    deinit {
+        if !writerClosed { try? close() }
+    }
+
+    // MARK: Public API
+
+    /// Stores `value` under `key`.
+    ///
+    /// - Parameters:
+    ///   - expiresAt: unix ms after which the key reads as missing; nil = never.
+    ///   - condition: checked atomically with the write.
+    /// - Returns: the new version (seq) of the key.
+    /// - Throws: `.keyTooLarge`, `.valueTooLarge`, `.invalidKey`,
+    ///   `.preconditionFailed`, `.diskFull`, `.readOnly`, `.closed`, `.io`.
+    @discardableResult
+    public func put(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil,
+                    condition: WriteCondition = .none) throws -> UInt64 {
+        try validate(key: key)
+        guard value.count <= options.maxValueSize else {
+            throw LogKVError.valueTooLarge(size: value.count, limit: options.maxValueSize)
+        }
+        if let expiresAt, expiresAt <= 0 {
+            throw LogKVError.invalidArgument("expiresAt must be a positive unix time in ms")
+        }
+        let seq = try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition)
+        metrics.writesPut.increment()
+        return seq
+    }
+
+    /// Deletes `key`.
+    ///
+    /// - Returns: false (and writes nothing) if the key did not exist.
+    /// - Throws: as `put`.
+    @discardableResult
+    public func delete(_ key: [UInt8], condition: WriteCondition = .none) throws -> Bool {
+        try validate(key: key)
+        do {
+            _ = try append(key: key, value: [], expiresAt: 0, tombstone: true, condition: condition)
+        } catch LogKVError.preconditionFailed(nil) where condition == .none {
+            return false
+        }
+        metrics.writesDelete.increment()
+        return true
+    }
+
+    /// Reads the latest value of `key`, or nil if it is missing or expired.
+    ///
+    /// - Throws: `.corruption` if the record fails its checksum (never returns
+    ///   garbage), `.io`, `.index`, `.closed`.
+    public func get(_ key: [UInt8]) throws -> StoredValue? {
+        try validate(key: key)
+        let now = options.clock()
+        guard let location = try locate(key) else {
+            metrics.readMiss.increment()
+            return nil
+        }
+        if location.isExpired(now: now) {
+            expireLazily(key, location)
+            metrics.readExpired.increment()
+            return nil
+        }
+        let value = try readValue(key: key, at: location)
+        metrics.readHit.increment()
+        return value
+    }
+
+    /// Keys in key order that start with `prefix` and sort after `after`,
+    /// at most `limit` of them, expired keys left out.
+    public func scan(prefix: [UInt8] = [], after: [UInt8] = [], limit: Int = 1000) throws -> [KeyInfo] {
+        guard limit > 0 else { return [] }
+        let now = options.clock()
+        // Unflushed changes in range override what SQLite says; each may hide
+        // one SQLite row, so SQLite is asked for that many more.
+        var overlay: [[UInt8]: KeyDirChange] = [:]
+        state.withLock {
+            for source in [flushing, pending] {
+                for (key, change) in source where key.starts(with: prefix) && after.lexicographicallyPrecedes(key) {
+                    overlay[key] = change
+                }
+            }
+        }
+        var rows = try readers.withReader { try $0.scan(prefix: prefix, after: after, limit: limit + overlay.count, now: now) }
+        rows.removeAll { overlay[$0.key] != nil }
+        for (key, change) in overlay {
+            if case let .put(loc) = change, !loc.isExpired(now: now) {
+                rows.append(KeyInfo(key: key, seq: loc.seq, expiresAt: loc.expiresAt == 0 ? nil : loc.expiresAt,
+                                    valueSize: loc.length - RecordFormat.recordHeaderSize - key.count))
+            }
+        }
+        rows.sort { $0.key.lexicographicallyPrecedes($1.key) }
+        return Array(rows.prefix(limit))
+    }
+
+    /// Sizes and counts, read from the index and the in-memory state.
+    public func stats() throws -> LogKVStats {
+        let (pendingCount, seq, segmentCount) = state.withLock { (pending.count + flushing.count, lastSeq, segments.count) }
+        let (rows, keys) = try readers.withReader { (try $0.segments(), try $0.keyCount()) }
+        let live = rows.reduce(Int64(0)) { $0 + $1.liveBytes }
+        let total = state.withLock { segments.values.reduce(Int64(0)) { $0 + $1.size } }
+        return LogKVStats(keys: keys, liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
+                          segments: segmentCount, pendingIndexEntries: pendingCount, lastSeq: seq)
+    }
+
+    /// Waits until every change acknowledged so far is in the SQLite index.
+    public func flushIndex() throws {
+        state.lock()
+        defer { state.unlock() }
+        state.broadcast()
+        while !(pending.isEmpty && flushing.isEmpty) {
+            if let flusherError { throw flusherError }
+            if !flusherRunning { throw LogKVError.closed }
+            state.wait()
+        }
+    }
+
+    /// Makes every acknowledged write durable now, whatever the fsync policy.
+    public func sync() throws {
+        let target = syncState.withLock { appendedBytes }
+        try waitForSync(upTo: target)
+    }
+
+    /// Flushes the index, syncs the log and releases the directory.
+    public func close() throws {
+        let alreadyClosed: Bool = writerLock.withLock {
+            let was = writerClosed
+            writerClosed = true
+            return was
+        }
+        if alreadyClosed { return }
+        var firstError: Error?
+        do { try sync() } catch { firstError = firstError ?? error }
+        stopSyncer()
+        stopFlusher()
+        if let flusherError { firstError = firstError ?? flusherError }
+        indexWriter.walCheckpoint()
+        readers.drain()
+        directoryLock = nil
+        if let firstError { throw firstError }
+    }
+
+    // MARK: Internals shared by the read and write paths
+
+    func validate(key: [UInt8]) throws {
+        if key.isEmpty { throw LogKVError.invalidKey("key is empty") }
+        if key.count > options.maxKeySize {
+            throw LogKVError.keyTooLarge(size: key.count, limit: options.maxKeySize)
+        }
+    }
+
+    /// Where the latest record of `key` lives, or nil if it has none (or its
+    /// latest change is a delete or an expiry).
+    func locate(_ key: [UInt8]) throws -> RecordLocation? {
+        var epoch: UInt64 = 0
+        var found: KeyDirChange?
+        var cached: RecordLocation?
+        var closed = false
+        state.withLock {
+            closed = !flusherRunning && closing
+            if let change = pending[key] ?? flushing[key] {
+                found = change
+            } else if let location = cache.get(key) {
+                cached = location
+            }
+            epoch = flushEpoch
+        }
+        if closed { throw LogKVError.closed }
+        if let found {
+            if case let .put(location) = found { return location }
+            return nil
+        }
+        if let cached { return cached }
+        let location = try readers.withReader { try $0.lookup(key) }
+        if let location {
+            state.withLock {
+                if flushEpoch == epoch && pending[key] == nil && flushing[key] == nil {
+                    cache.insert(key, location)
+                }
+            }
+        }
+        return location
+    }
+
+    /// Reads and verifies the record at `location`.
+    func readValue(key: [UInt8], at location: RecordLocation) throws -> StoredValue {
+        guard let segment = state.withLock({ segments[location.segment] }) else {
+            throw LogKVError.corruption(segment: location.segment, offset: location.offset,
+                                        reason: "index points at a segment that does not exist")
+        }
+        let bytes: [UInt8]
+        do {
+            bytes = try segment.read(at: location.offset, count: location.length)
+        } catch let error as LogKVError {
+            metrics.readCorrupt.increment()
+            throw error
+        }
+        let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
+        let keyEnd = RecordFormat.recordHeaderSize + Int(header.keyLength)
+        let intact = header.recordLength == bytes.count
+            && bytes.withUnsafeBytes { RecordCodec.crcMatches($0, expected: header.crc) }
+        guard intact else {
+            metrics.readCorrupt.increment()
+            logger.error("checksum mismatch on read", metadata: [
+                "segment": "\(location.segment)", "offset": "\(location.offset)"])
+            throw LogKVError.corruption(segment: location.segment, offset: location.offset, reason: "checksum mismatch")
+        }
+        guard header.seq == location.seq, bytes[RecordFormat.recordHeaderSize..<keyEnd].elementsEqual(key) else {
+            metrics.readCorrupt.increment()
+            throw LogKVError.corruption(segment: location.segment, offset: location.offset,
+                                        reason: "index points at a different record")
+        }
+        return StoredValue(value: Array(bytes[keyEnd...]), seq: header.seq, writtenAt: header.writtenAt,
+                           expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
+    }
+
+    /// Removes an expired key from the KeyDir, unless a newer write won.
+    func expireLazily(_ key: [UInt8], _ location: RecordLocation) {
+        let counted: Bool = state.withLock {
+            if let current = pending[key] {
+                guard current == .put(location) else { return false }
+            } else if let inFlight = flushing[key], inFlight.seq != location.seq {
+                return false
+            }
+            pending[key] = .expire(seq: location.seq)
+            cache.remove(key)
+            return true
+        }
+        if counted { metrics.expiredRead.increment() }
+    }
+}
+
+extension LogKV {
+    /// Convenience for UTF-8 string keys and values.
+    @discardableResult
+    public func put(_ key: String, _ value: String, expiresAt: Int64? = nil) throws -> UInt64 {
+        try put(Array(key.utf8), Array(value.utf8), expiresAt: expiresAt)
+    }
+
+    public func get(_ key: String) throws -> StoredValue? {
+        try get(Array(key.utf8))
+    }
+
+    @discardableResult
+    public func delete(_ key: String) throws -> Bool {
+        try delete(Array(key.utf8))
+    }
+}

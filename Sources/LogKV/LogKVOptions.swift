@@ -1,0 +1,55 @@
+import Logging
+import Metrics
+
+/// When an acknowledged write is known to be on disk.
+public enum FsyncPolicy: String, Sendable, CaseIterable {
+    /// Acknowledge after an fsync covering the record; concurrent writers
+    /// share one fsync (group commit).
+    case always
+    /// fsync in the background every `fsyncInterval` (like Redis `everysec`).
+    case interval
+    /// Leave it to the operating system.
+    case never
+}
+
+/// Settings of a store. Every field has a production default.
+public struct LogKVOptions: Sendable {
+    /// Largest accepted key, bytes.
+    public var maxKeySize: Int = 64 * 1024
+    /// Largest accepted value, bytes.
+    public var maxValueSize: Int = 64 * 1024 * 1024
+    /// The active segment is sealed and a new one started past this size.
+    public var segmentSize: Int64 = 256 * 1024 * 1024
+    public var fsync: FsyncPolicy = .interval
+    /// Period of the background fsync under `.interval`, milliseconds.
+    public var fsyncIntervalMillis: Int = 1000
+    /// Memory budget of the in-memory KeyDir cache in front of SQLite, bytes.
+    /// 0 disables it.
+    public var cacheBudgetBytes: Int = 64 * 1024 * 1024
+    /// How many unflushed index entries may wait before writers are held back.
+    public var maxPendingEntries: Int = 200_000
+    /// How long the flusher waits to gather a batch, milliseconds.
+    public var flushIntervalMillis: Int = 5
+    /// Number of SQLite read connections.
+    public var readConnections: Int = 4
+    /// Where the engine's metrics go; nil means the global `MetricsSystem`.
+    public var metricsFactory: (any MetricsFactory)? = nil
+    /// Recovery progress, truncations and background errors are logged here.
+    public var logger = Logger(label: "logkv")
+    /// Milliseconds since the Unix epoch; injectable for tests.
+    public var clock: @Sendable () -> Int64 = { LogKVOptions.systemMillis() }
+
+    public init() {}
+
+    public static func systemMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,140 @@
+import CZlib
+
+/// The on-disk format of segment files, described in one place.
+///
+/// A segment file is a fixed header followed by records, back to back:
+///
+///     segment header (32 bytes)
+///       magic      8   "LOGKVSEG"
+///       version    4   format version, little-endian (currently 1)
+///       reserved   4   zero
+///       store_id  16   random id of the data directory; an index built for
+///                      another directory is recognised and rebuilt
+///
+///     record (37-byte header, then key, then value), all little-endian
+///       crc         4  CRC-32 (zlib) over every byte after this field
+///       seq         8  store-wide sequence number, strictly increasing per write
+///       written_at  8  unix time, milliseconds
+///       expires_at  8  unix time, milliseconds; 0 = never
+///       flags       1  bit 0 = tombstone
+///       key_len     4  bytes
+///       value_len   4  bytes (0 for a tombstone)
+///       key         key_len bytes
+///       value       value_len bytes
+///
+/// The highest `seq` for a key wins, wherever its record lies; a tombstone or
+/// an expired record wins like any other and hides older values.
+enum RecordFormat {
+    static let segmentMagic: [UInt8] = Array("LOGKVSEG".utf8)
+    static let formatVersion: UInt32 = 1
+    static let segmentHeaderSize = 32
+    static let recordHeaderSize = 4 + 8 + 8 + 8 + 1 + 4 + 4  // 37
+
+    static let tombstoneFlag: UInt8 = 1 << 0
+}
+
+/// A decoded record header.
+struct RecordHeader: Equatable, Sendable {
+    var crc: UInt32
+    var seq: UInt64
+    var writtenAt: Int64
+    var expiresAt: Int64
+    var flags: UInt8
+    var keyLength: UInt32
+    var valueLength: UInt32
+
+    var isTombstone: Bool { flags & RecordFormat.tombstoneFlag != 0 }
+    var recordLength: Int { RecordFormat.recordHeaderSize + Int(keyLength) + Int(valueLength) }
+}
+
+/// A whole record as decoded from disk.
+struct Record: Sendable {
+    var header: RecordHeader
+    var key: [UInt8]
+    var value: [UInt8]
+}
+
+enum RecordCodec {
+    /// Encodes one record; the CRC covers everything after the crc field.
+    static func encode(
+        seq: UInt64, writtenAt: Int64, expiresAt: Int64, tombstone: Bool,
+        key: [UInt8], value: [UInt8]
+    ) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(RecordFormat.recordHeaderSize + key.count + value.count)
+        out.append(contentsOf: [0, 0, 0, 0])
+        appendLE(&out, seq)
+        appendLE(&out, UInt64(bitPattern: writtenAt))
+        appendLE(&out, UInt64(bitPattern: expiresAt))
+        out.append(tombstone ? RecordFormat.tombstoneFlag : 0)
+        appendLE(&out, UInt32(key.count))
+        appendLE(&out, UInt32(value.count))
+        out.append(contentsOf: key)
+        out.append(contentsOf: value)
+        let crc = out.withUnsafeBufferPointer { buf in
+            CRC32.checksum(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buf)[4...]))
+        }
+        out[0] = UInt8(truncatingIfNeeded: crc)
+        out[1] = UInt8(truncatingIfNeeded: crc >> 8)
+        out[2] = UInt8(truncatingIfNeeded: crc >> 16)
+        out[3] = UInt8(truncatingIfNeeded: crc >> 24)
+        return out
+    }
+
+    /// Decodes a record header from the first 37 bytes of `bytes`.
+    static func decodeHeader(_ bytes: UnsafeRawBufferPointer) -> RecordHeader {
+        precondition(bytes.count >= RecordFormat.recordHeaderSize)
+        return RecordHeader(
+            crc: readLE(bytes, 0),
+            seq: readLE(bytes, 4),
+            writtenAt: Int64(bitPattern: readLE(bytes, 12)),
+            expiresAt: Int64(bitPattern: readLE(bytes, 20)),
+            flags: bytes[28],
+            keyLength: readLE(bytes, 29),
+            valueLength: readLE(bytes, 33)
+        )
+    }
+
+    /// Verifies the CRC of a whole encoded record (header + key + value).
+    static func crcMatches(_ record: UnsafeRawBufferPointer, expected: UInt32) -> Bool {
+        CRC32.checksum(UnsafeRawBufferPointer(rebasing: record[4...])) == expected
+    }
+
+    static func segmentHeader(storeID: [UInt8]) -> [UInt8] {
+        precondition(storeID.count == 16)
+        var out = RecordFormat.segmentMagic
+        appendLE(&out, RecordFormat.formatVersion)
+        appendLE(&out, UInt32(0))
+        out.append(contentsOf: storeID)
+        return out
+    }
+
+    /// Parses a segment header; returns the store id, or nil if the bytes are
+    /// not a segment header of a version this build understands.
+    static func parseSegmentHeader(_ bytes: [UInt8]) -> (version: UInt32, storeID: [UInt8])? {
+        guard bytes.count >= RecordFormat.segmentHeaderSize,
+              Array(bytes[0..<8]) == RecordFormat.segmentMagic else { return nil }
+        let version: UInt32 = bytes.withUnsafeBytes { readLE($0, 8) }
+        return (version, Array(bytes[16..<32]))
+    }
+
+    static func appendLE<T: FixedWidthInteger>(_ out: inout [UInt8], _ v: T) {
+        withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
+    }
+
+    static func readLE<T: FixedWidthInteger>(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> T {
+        var v: T = 0
+        withUnsafeMutableBytes(of: &v) { dst in
+            dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + MemoryLayout<T>.size]))
+        }
+        return T(littleEndian: v)
+    }
+}
+
+/// CRC-32 (IEEE) from zlib.
+enum CRC32 {
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return UInt32(crc32(0, nil, 0)) }
+        return UInt32(crc32(0, base.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
+    }
+}

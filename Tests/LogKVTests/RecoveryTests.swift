@@ -1,0 +1,212 @@
+import Foundation
+import Testing
+@testable import LogKV
+
+@Suite struct RecoveryTests {
+    /// Writes keys k0..k(n-1) with value "v<i>" and closes the store.
+    func populate(_ dir: TempDir, count: Int = 100, options: LogKVOptions = .testing()) throws {
+        let store = try LogKV(path: dir.path, options: options)
+        for i in 0..<count { try store.put("k\(i)", "v\(i)") }
+        try store.close()
+    }
+
+    func expectAll(_ store: LogKV, count: Int) throws {
+        for i in 0..<count {
+            #expect(try store.get("k\(i)")?.value == bytes("v\(i)"), "k\(i)")
+        }
+    }
+
+    @Test func reopenAfterCleanCloseReplaysNothing() throws {
+        let dir = TempDir()
+        try populate(dir)
+        let result = try Recovery.open(path: dir.path, options: .testing())
+        #expect(result.replayedRecords == 0)
+        #expect(result.rebuilt == false)
+    }
+
+    @Test func reopenAfterTornWriteKeepsAckedKeys() throws {
+        let dir = TempDir()
+        try populate(dir)
+        let segment = dir.segmentFiles().last!
+        let size = dir.size(segment)
+        // Cut the last record in half: what a crash mid-append leaves.
+        truncate(segment, off_t(size - 5))
+        let store = try LogKV(path: dir.path, options: .testing())
+        defer { try? store.close() }
+        try expectAll(store, count: 99)
+        #expect(try store.get("k99") == nil)
+        // The store goes on working after the cut.
+        try store.put("k99", "again")
+        #expect(try store.get("k99")?.value == bytes("again"))
+    }
+
+    @Test func reopenAfterTornTailWithUnflushedIndexKeepsAckedKeys() throws {
+        let dir = TempDir()
+        let store = try LogKV(path: dir.path, options: .testing())
+        for i in 0..<100 { try store.put("k\(i)", "v\(i)") }
+        try store.sync()
+        // Simulate a crash: copy the directory's files while the store is open.
+        let copy = TempDir()
+        try FileManager.default.removeItem(atPath: copy.path)
+        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
+        try store.close()
+        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+        let segment = copy.segmentFiles().last!
+        let garbage: [UInt8] = [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE]
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data(garbage))
+        try handle.close()
+        let reopened = try LogKV(path: copy.path, options: .testing())
+        defer { try? reopened.close() }
+        try expectAll(reopened, count: 100)
+    }
+
+    @Test func flippedByteSurfacesAsCorruptionOnRead() throws {
+        let dir = TempDir()
+        try populate(dir, count: 10)
+        let segment = dir.segmentFiles().last!
+        var data = try Data(contentsOf: URL(fileURLWithPath: segment))
+        // Flip one value byte of the first record ("k0" -> "v0").
+        let recordStart = RecordFormat.segmentHeaderSize
+        data[recordStart + RecordFormat.recordHeaderSize + 2] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: segment))
+        let store = try LogKV(path: dir.path, options: .testing())
+        defer { try? store.close() }
+        #expect(throws: LogKVError.corruption(segment: 1, offset: Int64(recordStart), reason: "checksum mismatch")) {
+            try store.get("k0")
+        }
+        #expect(try store.get("k1")?.value == bytes("v1"))
+    }
+
+    @Test func flippedByteMidSegmentFailsRecoveryInsteadOfSkipping() throws {
+        let dir = TempDir()
+        try populate(dir, count: 10)
+        try FileManager.default.removeItem(atPath: dir.indexPath)  // force a full replay
+        let segment = dir.segmentFiles().last!
+        var data = try Data(contentsOf: URL(fileURLWithPath: segment))
+        data[RecordFormat.segmentHeaderSize + RecordFormat.recordHeaderSize] ^= 0x01
+        try data.write(to: URL(fileURLWithPath: segment))
+        #expect(throws: LogKVError.corruption(segment: 1, offset: Int64(RecordFormat.segmentHeaderSize), reason: "checksum mismatch")) {
+            _ = try LogKV(path: dir.path, options: .testing())
+        }
+    }
+
+    @Test func deletedIndexIsRebuiltWithIdenticalContents() throws {
+        let dir = TempDir()
+        var options = LogKVOptions.testing()
+        options.segmentSize = 4096
+        let clock = ManualClock()
+        options.clock = { clock.now }
+        let store = try LogKV(path: dir.path, options: options)
+        for i in 0..<300 { try store.put("k\(i % 120)", "v\(i)", expiresAt: i % 7 == 0 ? clock.now + 100_000 : nil) }
+        for i in stride(from: 0, to: 120, by: 5) { try store.delete("k\(i)") }
+        try store.close()
+        let before = try indexDump(dir)
+        for file in [dir.indexPath, dir.indexPath + "-wal", dir.indexPath + "-shm"] {
+            try? FileManager.default.removeItem(atPath: file)
+        }
+        let result = try Recovery.open(path: dir.path, options: options)
+        #expect(result.rebuilt)
+        #expect(result.replayedRecords == 324)
+        _ = consume result
+        #expect(try indexDump(dir) == before)
+        #expect(dir.segmentFiles().count > 3)
+    }
+
+    @Test func indexBehindTheLogIsCaughtUpByReplay() throws {
+        let dir = TempDir()
+        try populate(dir, count: 50)
+        let savedIndex = try Data(contentsOf: URL(fileURLWithPath: dir.indexPath))
+        let store = try LogKV(path: dir.path, options: .testing())
+        for i in 50..<80 { try store.put("k\(i)", "v\(i)") }
+        try store.put("k0", "changed")
+        try store.close()
+        // Put back the older index: its checkpoint is 31 records behind.
+        try savedIndex.write(to: URL(fileURLWithPath: dir.indexPath))
+        let result = try Recovery.open(path: dir.path, options: .testing())
+        #expect(result.replayedRecords == 31)
+        #expect(result.rebuilt == false)
+        _ = consume result
+        let reopened = try LogKV(path: dir.path, options: .testing())
+        defer { try? reopened.close() }
+        #expect(try reopened.get("k0")?.value == bytes("changed"))
+        for i in 1..<80 { #expect(try reopened.get("k\(i)")?.value == bytes("v\(i)")) }
+        #expect(try reopened.stats().keys == 80)
+    }
+
+    @Test func garbageIndexFileIsRebuilt() throws {
+        let dir = TempDir()
+        try populate(dir, count: 20)
+        for file in [dir.indexPath + "-wal", dir.indexPath + "-shm"] { try? FileManager.default.removeItem(atPath: file) }
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: dir.indexPath))
+        let store = try LogKV(path: dir.path, options: .testing())
+        defer { try? store.close() }
+        try expectAll(store, count: 20)
+    }
+
+    @Test func indexFromAnotherDirectoryIsRebuilt() throws {
+        let a = TempDir(), b = TempDir()
+        try populate(a, count: 10)
+        let store = try LogKV(path: b.path, options: .testing())
+        try store.put("only-in-b", "x")
+        try store.close()
+        try FileManager.default.removeItem(atPath: a.indexPath)
+        try FileManager.default.copyItem(atPath: b.indexPath, toPath: a.indexPath)
+        let reopened = try LogKV(path: a.path, options: .testing())
+        defer { try? reopened.close() }
+        try expectAll(reopened, count: 10)
+        #expect(try reopened.get("only-in-b") == nil)
+    }
+
+    @Test func secondOpenerIsRefusedWithTheHolderNamed() throws {
+        let dir = TempDir()
+        let store = try LogKV(path: dir.path, options: .testing())
+        defer { try? store.close() }
+        do {
+            _ = try LogKV(path: dir.path, options: .testing())
+            Issue.record("second open succeeded")
+        } catch let LogKVError.locked(path, holder) {
+            #expect(path.hasSuffix("/LOCK"))
+            #expect(holder.contains("pid \(getpid())"))
+        }
+    }
+
+    @Test func lockIsReleasedByClose() throws {
+        let dir = TempDir()
+        let store = try LogKV(path: dir.path, options: .testing())
+        try store.close()
+        let again = try LogKV(path: dir.path, options: .testing())
+        try again.close()
+    }
+
+    @Test func segmentFromAnotherStoreIsReported() throws {
+        let a = TempDir(), b = TempDir()
+        var options = LogKVOptions.testing()
+        options.segmentSize = 1024
+        let store = try LogKV(path: a.path, options: options)
+        for i in 0..<40 { try store.put("k\(i)", String(repeating: "x", count: 100)) }
+        try store.close()
+        try populate(b, count: 1)
+        let foreign = a.segmentFiles()[0]
+        try FileManager.default.removeItem(atPath: foreign)
+        try FileManager.default.copyItem(atPath: b.segmentFiles()[0], toPath: foreign)
+        #expect(throws: LogKVError.self) { _ = try LogKV(path: a.path, options: options) }
+    }
+
+    /// The index rows, the checkpoint and the per-segment accounting, as text.
+    func indexDump(_ dir: TempDir) throws -> [String] {
+        let db = try SQLiteConnection(path: dir.indexPath, readOnly: true)
+        var out: [String] = []
+        let rows = try db.prepare("SELECT hex(key), segment, offset, length, seq, expires_at FROM keydir ORDER BY key")
+        while try rows.step() {
+            out.append((0..<6).map { $0 == 0 ? String(decoding: rows.blob(0), as: UTF8.self) : String(rows.int64(Int32($0))) }.joined(separator: " "))
+        }
+        let segs = try db.prepare("SELECT id, size_bytes, live_bytes, live_keys FROM segments ORDER BY id")
+        while try segs.step() { out.append("seg " + (0..<4).map { String(segs.int64(Int32($0))) }.joined(separator: " ")) }
+        let cp = try db.prepare("SELECT segment, offset, max_seq FROM checkpoint")
+        while try cp.step() { out.append("cp " + (0..<3).map { String(cp.int64(Int32($0))) }.joined(separator: " ")) }
+        out.append("keys \(try db.scalarInt("SELECT value FROM meta WHERE name = 'key_count'") ?? -1)")
+        return out
+    }
+}

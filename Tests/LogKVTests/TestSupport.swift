@@ -1,0 +1,64 @@
+import Foundation
+@testable import LogKV
+
+/// A fresh temporary directory, removed when the test is done with it.
+final class TempDir: @unchecked Sendable {
+    let path: String
+
+    init(_ name: String = "logkv") {
+        path = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString)"
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    var segmentsPath: String { path + "/segments" }
+    var indexPath: String { path + "/index.sqlite" }
+
+    func segmentFiles() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: segmentsPath)) ?? [])
+            .filter { $0.hasSuffix(".seg") }.sorted().map { segmentsPath + "/" + $0 }
+    }
+
+    func size(_ file: String) -> Int64 {
+        ((try? FileManager.default.attributesOfItem(atPath: file)[.size]) as? NSNumber)?.int64Value ?? -1
+    }
+}
+
+/// A clock the test moves by hand.
+final class ManualClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var millis: Int64
+
+    init(_ start: Int64 = 1_700_000_000_000) { millis = start }
+
+    var now: Int64 { lock.lock(); defer { lock.unlock() }; return millis }
+
+    func advance(_ ms: Int64) { lock.lock(); millis += ms; lock.unlock() }
+}
+
+extension LogKVOptions {
+    static func testing(clock: ManualClock? = nil, fsync: FsyncPolicy = .never) -> LogKVOptions {
+        var options = LogKVOptions()
+        options.fsync = fsync
+        options.cacheBudgetBytes = 1 << 20
+        if let clock { options.clock = { clock.now } }
+        return options
+    }
+}
+
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+/// Locates the executables SwiftPM builds next to the test bundle.
+func builtProduct(_ name: String) -> String {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    // swift-testing on Linux may run from inside the .xctest bundle path.
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    let fallback = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
+    return fallback
+}
