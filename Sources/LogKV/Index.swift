@@ -134,7 +134,8 @@ final class IndexWriter: @unchecked Sendable {
                     account(old.segment, -old.length, -1)
                     keyDelta -= 1
                 case let .expire(seq):
-                    guard let old, old.seq == seq else { continue }
+                    // The expired record hides every older one, flushed or not.
+                    guard let old, old.seq <= seq else { continue }
                     try removeRow(key)
                     account(old.segment, -old.length, -1)
                     keyDelta -= 1

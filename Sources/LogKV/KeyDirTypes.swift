@@ -27,8 +27,9 @@ enum KeyDirChange: Equatable, Sendable {
     case put(RecordLocation)
     /// The key was deleted by a tombstone with this seq.
     case delete(seq: UInt64)
-    /// The key's record with this seq has expired; remove its row if it is
-    /// still the one in the index (a newer write wins).
+    /// The key's record with this seq has expired; remove the key's row
+    /// unless it holds a newer record (a newer write wins). Older rows go too:
+    /// the expired record hides them.
     case expire(seq: UInt64)
 
     var seq: UInt64 {
