@@ -71,7 +71,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "LogKVBench",
-            dependencies: ["LogKV", "CSQLite"]
+            dependencies: [
+                "LogKV", "CSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "LogKVCrashWriter",

@@ -48,7 +48,7 @@ extension LogKV {
             state.unlock()
 
             let started = DispatchTime.now()
-            let sorted = batch.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            let sorted = batch.sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) }
             var failure: Error?
             do {
                 try indexWriter.apply(sorted, checkpoint: checkpoint, maxSeq: maxSeq, segmentSizes: sizes)

@@ -7,7 +7,7 @@
 /// Thread-safety: none of its own; the store calls it under its state lock.
 struct KeyDirCache {
     private struct Slot {
-        var key: [UInt8]
+        var key: KeyBytes
         var location: RecordLocation
         var referenced: Bool
     }
@@ -18,7 +18,7 @@ struct KeyDirCache {
 
     let budgetBytes: Int
     private var slots: [Slot] = []
-    private var indexByKey: [[UInt8]: Int] = [:]
+    private var indexByKey: [KeyBytes: Int] = [:]
     private var hand = 0
     private(set) var usedBytes = 0
 
@@ -28,14 +28,14 @@ struct KeyDirCache {
 
     var count: Int { indexByKey.count }
 
-    mutating func get(_ key: [UInt8]) -> RecordLocation? {
+    mutating func get(_ key: KeyBytes) -> RecordLocation? {
         guard let i = indexByKey[key] else { return nil }
         slots[i].referenced = true
         return slots[i].location
     }
 
-    mutating func insert(_ key: [UInt8], _ location: RecordLocation) {
-        let cost = key.count + Self.entryOverhead
+    mutating func insert(_ key: KeyBytes, _ location: RecordLocation) {
+        let cost = key.bytes.count + Self.entryOverhead
         guard cost <= budgetBytes else { return }
         if let i = indexByKey[key] {
             slots[i].location = location
@@ -49,13 +49,13 @@ struct KeyDirCache {
     }
 
     /// Updates the entry if present; never adds one.
-    mutating func updateIfPresent(_ key: [UInt8], _ location: RecordLocation) {
+    mutating func updateIfPresent(_ key: KeyBytes, _ location: RecordLocation) {
         if let i = indexByKey[key] { slots[i].location = location }
     }
 
-    mutating func remove(_ key: [UInt8]) {
+    mutating func remove(_ key: KeyBytes) {
         guard let i = indexByKey.removeValue(forKey: key) else { return }
-        usedBytes -= slots[i].key.count + Self.entryOverhead
+        usedBytes -= slots[i].key.bytes.count + Self.entryOverhead
         let last = slots.count - 1
         if i != last {
             slots[i] = slots[last]

@@ -24,33 +24,35 @@ extension LogKV {
                 if tombstone && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
             }
             seq = nextSeq
-            let record = RecordCodec.encode(seq: seq, writtenAt: now, expiresAt: expiresAt, tombstone: tombstone,
-                                            key: key, value: value)
-            if active.size + Int64(record.count) > options.segmentSize
+            let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, tombstone: tombstone,
+                                              key: key, value: value)
+            let recordLength = head.count + value.count
+            if active.size + Int64(recordLength) > options.segmentSize
                 && active.size > Int64(RecordFormat.segmentHeaderSize) {
                 try rotate()
             }
             let offset = active.size
             do {
-                try active.append(record)
+                try active.append(head, value)
             } catch let error as LogKVError {
                 if case .readOnly = error { writeFailure = error }
                 throw error
             }
             nextSeq += 1
-            let location = RecordLocation(segment: active.id, offset: offset, length: record.count,
+            let location = RecordLocation(segment: active.id, offset: offset, length: recordLength,
                                           seq: seq, expiresAt: expiresAt)
+            let k = KeyBytes(key)
             state.withLock {
-                pending[key] = tombstone ? .delete(seq: seq) : .put(location)
+                pending[k] = tombstone ? .delete(seq: seq) : .put(location)
                 logEnd = LogPosition(segment: active.id, offset: active.size)
                 lastSeq = seq
-                cache.remove(key)
+                cache.remove(k)
             }
             acknowledgedAt = syncState.withLock {
-                appendedBytes += UInt64(record.count)
+                appendedBytes += UInt64(recordLength)
                 return appendedBytes
             }
-            metrics.writtenBytes.increment(by: record.count)
+            metrics.writtenBytes.increment(by: recordLength)
         }
         if options.fsync == .always {
             try waitForSync(upTo: acknowledgedAt)

@@ -35,9 +35,9 @@ public final class LogKV: @unchecked Sendable {
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()
     /// Changes not yet handed to the flusher; newest per key.
-    var pending: [[UInt8]: KeyDirChange] = [:]
+    var pending: [KeyBytes: KeyDirChange] = [:]
     /// Changes the flusher is committing now; still visible to readers.
-    var flushing: [[UInt8]: KeyDirChange] = [:]
+    var flushing: [KeyBytes: KeyDirChange] = [:]
     /// Just past the last record whose change is in `pending` or earlier.
     var logEnd: LogPosition
     var lastSeq: UInt64
@@ -183,8 +183,8 @@ public final class LogKV: @unchecked Sendable {
         var overlay: [[UInt8]: KeyDirChange] = [:]
         state.withLock {
             for source in [flushing, pending] {
-                for (key, change) in source where key.starts(with: prefix) && after.lexicographicallyPrecedes(key) {
-                    overlay[key] = change
+                for (key, change) in source where key.bytes.starts(with: prefix) && KeyBytes.compare(after, key.bytes) < 0 {
+                    overlay[key.bytes] = change
                 }
             }
         }
@@ -196,7 +196,7 @@ public final class LogKV: @unchecked Sendable {
                                     valueSize: loc.length - RecordFormat.recordHeaderSize - key.count))
             }
         }
-        rows.sort { $0.key.lexicographicallyPrecedes($1.key) }
+        rows.sort { KeyBytes.compare($0.key, $1.key) < 0 }
         return Array(rows.prefix(limit))
     }
 
@@ -258,7 +258,8 @@ public final class LogKV: @unchecked Sendable {
 
     /// Where the latest record of `key` lives, or nil if it has none (or its
     /// latest change is a delete or an expiry).
-    func locate(_ key: [UInt8]) throws -> RecordLocation? {
+    func locate(_ keyBytes: [UInt8]) throws -> RecordLocation? {
+        let key = KeyBytes(keyBytes)
         var epoch: UInt64 = 0
         var found: KeyDirChange?
         var cached: RecordLocation?
@@ -278,7 +279,7 @@ public final class LogKV: @unchecked Sendable {
             return nil
         }
         if let cached { return cached }
-        let location = try readers.withReader { try $0.lookup(key) }
+        let location = try readers.withReader { try $0.lookup(keyBytes) }
         if let location {
             state.withLock {
                 if flushEpoch == epoch && pending[key] == nil && flushing[key] == nil {
@@ -322,7 +323,8 @@ public final class LogKV: @unchecked Sendable {
     }
 
     /// Removes an expired key from the KeyDir, unless a newer write won.
-    func expireLazily(_ key: [UInt8], _ location: RecordLocation) {
+    func expireLazily(_ keyBytes: [UInt8], _ location: RecordLocation) {
+        let key = KeyBytes(keyBytes)
         let counted: Bool = state.withLock {
             if let current = pending[key] {
                 guard current == .put(location) else { return false }

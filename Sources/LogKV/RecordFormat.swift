@@ -60,8 +60,19 @@ enum RecordCodec {
         seq: UInt64, writtenAt: Int64, expiresAt: Int64, tombstone: Bool,
         key: [UInt8], value: [UInt8]
     ) -> [UInt8] {
+        encodeHead(seq: seq, writtenAt: writtenAt, expiresAt: expiresAt, tombstone: tombstone,
+                   key: key, value: value) + value
+    }
+
+    /// Encodes the header and key of a record whose value follows them; the
+    /// CRC already covers the value. Lets the writer hand the value to the
+    /// kernel without copying it into one buffer first.
+    static func encodeHead(
+        seq: UInt64, writtenAt: Int64, expiresAt: Int64, tombstone: Bool,
+        key: [UInt8], value: [UInt8]
+    ) -> [UInt8] {
         var out = [UInt8]()
-        out.reserveCapacity(RecordFormat.recordHeaderSize + key.count + value.count)
+        out.reserveCapacity(RecordFormat.recordHeaderSize + key.count)
         out.append(contentsOf: [0, 0, 0, 0])
         appendLE(&out, seq)
         appendLE(&out, UInt64(bitPattern: writtenAt))
@@ -70,10 +81,8 @@ enum RecordCodec {
         appendLE(&out, UInt32(key.count))
         appendLE(&out, UInt32(value.count))
         out.append(contentsOf: key)
-        out.append(contentsOf: value)
-        let crc = out.withUnsafeBufferPointer { buf in
-            CRC32.checksum(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buf)[4...]))
-        }
+        var crc = out.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[4...])) }
+        crc = value.withUnsafeBytes { CRC32.update(crc, $0) }
         out[0] = UInt8(truncatingIfNeeded: crc)
         out[1] = UInt8(truncatingIfNeeded: crc >> 8)
         out[2] = UInt8(truncatingIfNeeded: crc >> 16)
@@ -134,7 +143,12 @@ enum RecordCodec {
 /// CRC-32 (IEEE) from zlib.
 enum CRC32 {
     static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return UInt32(crc32(0, nil, 0)) }
-        return UInt32(crc32(0, base.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
+        update(0, bytes)
+    }
+
+    /// Continues a CRC over more bytes: update(checksum(a), b) == checksum(a + b).
+    static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+        return UInt32(crc32_z(uLong(crc), base.assumingMemoryBound(to: Bytef.self), bytes.count))
     }
 }

@@ -141,10 +141,10 @@ enum Recovery {
         var maxSeq = maxSeq
         var records = 0
         var truncated = 0
-        var batch: [[UInt8]: KeyDirChange] = [:]
+        var batch: [KeyBytes: KeyDirChange] = [:]
         var sizes: [UInt64: Int64] = [:]
         func commit(upTo position: LogPosition) throws {
-            let sorted = batch.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            let sorted = batch.sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) }
             try index.apply(sorted, checkpoint: position, maxSeq: maxSeq, segmentSizes: sizes, outOfOrder: outOfOrder)
             batch.removeAll(keepingCapacity: true)
             sizes.removeAll()
@@ -160,10 +160,11 @@ enum Recovery {
                         ? .delete(seq: h.seq)
                         : .put(RecordLocation(segment: segment.id, offset: entry.offset, length: h.recordLength,
                                               seq: h.seq, expiresAt: h.expiresAt))
-                    if let existing = batch[entry.key], existing.seq > h.seq {
+                    let key = KeyBytes(entry.key)
+                    if let existing = batch[key], existing.seq > h.seq {
                         // Out of order (rebuild after compaction): keep the newer one.
                     } else {
-                        batch[entry.key] = change
+                        batch[key] = change
                     }
                     maxSeq = max(maxSeq, h.seq)
                     records += 1

@@ -68,24 +68,42 @@ final class SegmentFile: @unchecked Sendable {
     /// Appends bytes at the end. On failure the file is cut back to its old
     /// size, so a failed append never leaves half a record behind.
     func append(_ bytes: [UInt8]) throws {
+        try append(bytes, [])
+    }
+
+    /// Appends `head` then `tail` with one system call where possible.
+    func append(_ head: [UInt8], _ tail: [UInt8]) throws {
         let start = size
+        let total = head.count + tail.count
         var written = 0
-        try bytes.withUnsafeBytes { buf in
-            while written < buf.count {
-                let n = pwrite(fd, buf.baseAddress! + written, buf.count - written, off_t(start) + off_t(written))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    let err = errno
-                    if ftruncate(fd, off_t(start)) != 0 {
-                        throw LogKVError.readOnly(reason: "append to \(path) failed (\(String(cString: strerror(err)))) and the partial record could not be removed")
+        try head.withUnsafeBytes { h in
+            try tail.withUnsafeBytes { t in
+                while written < total {
+                    let n: Int
+                    if written < h.count {
+                        var iov = [
+                            iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress! + written), iov_len: h.count - written),
+                            iovec(iov_base: UnsafeMutableRawPointer(mutating: t.baseAddress), iov_len: t.count),
+                        ]
+                        n = pwritev(fd, &iov, t.count > 0 ? 2 : 1, off_t(start) + off_t(written))
+                    } else {
+                        let done = written - h.count
+                        n = pwrite(fd, t.baseAddress! + done, t.count - done, off_t(start) + off_t(written))
                     }
-                    if err == ENOSPC || err == EDQUOT { throw LogKVError.diskFull }
-                    throw LogKVError.io(operation: "write", path: path, errno: err)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        let err = errno
+                        if ftruncate(fd, off_t(start)) != 0 {
+                            throw LogKVError.readOnly(reason: "append to \(path) failed (\(String(cString: strerror(err)))) and the partial record could not be removed")
+                        }
+                        if err == ENOSPC || err == EDQUOT { throw LogKVError.diskFull }
+                        throw LogKVError.io(operation: "write", path: path, errno: err)
+                    }
+                    written += n
                 }
-                written += n
             }
         }
-        size = start + Int64(bytes.count)
+        size = start + Int64(total)
     }
 
     /// Positioned read of exactly `count` bytes.
