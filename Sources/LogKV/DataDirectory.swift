@@ -40,10 +40,13 @@ struct DataDirectory: Sendable {
         return ids.sorted()
     }
 
+    /// Creates the directory (and its parents) and `segments/`.
     func create() throws {
-        for dir in [path, segmentsPath] {
-            if mkdir(dir, 0o755) != 0 && errno != EEXIST {
-                throw LogKVError.io(operation: "mkdir", path: dir, errno: errno)
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for component in (path + "/segments").split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
+                throw LogKVError.io(operation: "mkdir", path: prefix, errno: errno)
             }
         }
     }

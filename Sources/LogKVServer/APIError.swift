@@ -1,0 +1,44 @@
+import LogKV
+import NIOHTTP1
+
+/// An error answered to a client: a status and a one-line message, sent as
+/// `{"success": false, "message": ...}`.
+///
+/// Every engine error becomes an HTTP status here, and only here.
+public struct APIError: Error, Equatable, Sendable {
+    public var status: HTTPResponseStatus
+    public var message: String
+    /// Extra headers (e.g. `Allow` on 405, `WWW-Authenticate` on 401).
+    public var headers: [(String, String)] = []
+
+    public init(_ status: HTTPResponseStatus, _ message: String, headers: [(String, String)] = []) {
+        self.status = status
+        self.message = message
+        self.headers = headers
+    }
+
+    public static func == (a: APIError, b: APIError) -> Bool { a.status == b.status && a.message == b.message }
+
+    static func badRequest(_ m: String) -> APIError { APIError(.badRequest, m) }
+    static func notFound(_ m: String) -> APIError { APIError(.notFound, m) }
+
+    /// The status and message for any error thrown while serving a request.
+    public static func from(_ error: Error) -> APIError {
+        if let api = error as? APIError { return api }
+        guard let kv = error as? LogKVError else {
+            return APIError(.internalServerError, "internal error: \(error)")
+        }
+        switch kv {
+        case .keyTooLarge, .valueTooLarge:
+            return APIError(.payloadTooLarge, kv.description)
+        case .invalidKey, .invalidArgument:
+            return APIError(.badRequest, kv.description)
+        case .preconditionFailed:
+            return APIError(.preconditionFailed, kv.description)
+        case .diskFull, .readOnly, .closed:
+            return APIError(.serviceUnavailable, kv.description)
+        case .locked, .corruption, .io, .index:
+            return APIError(.internalServerError, kv.description)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import LogKV
+import NIOCore
+import NIOHTTP1
+
+/// The last handler of the pipeline: one aggregated request in, one
+/// response out. Routing, auth and error mapping happen here; the work is
+/// done by `KVAPI`.
+///
+/// Runs on its channel's event loop only. Pipelined requests are answered in
+/// order because NIO's pipelining handler holds back the next request until
+/// this one's response is written.
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOHTTPServerRequestFull
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let api: KVAPI
+    private let expectedAuthorization: [UInt8]?
+
+    init(api: KVAPI) {
+        self.api = api
+        self.expectedAuthorization = api.configuration.token.map { Array("Bearer \($0)".utf8) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let full = unwrapInboundIn(data)
+        let started = DispatchTime.now().uptimeNanoseconds
+        var request = Request(head: full.head, body: full.body, eventLoop: context.eventLoop)
+        let keepAlive = full.head.isKeepAlive
+        let version = full.head.version
+        var routeLabel = "unmatched"
+        let reply: Reply
+        switch KVAPI.match(&request) {
+        case let .failure(error):
+            reply = .now(.error(error))
+        case let .success(route):
+            routeLabel = route.template
+            if route.requiresAuth, let expected = expectedAuthorization,
+               !Self.constantTimeEquals(request.headers.first(name: "authorization").map { Array($0.utf8) } ?? [], expected) {
+                reply = .now(.error(APIError(.unauthorized, "missing or invalid bearer token",
+                                             headers: [("WWW-Authenticate", "Bearer realm=\"logkv\"")])))
+            } else {
+                do {
+                    reply = try route.handler(api, request)
+                } catch {
+                    reply = .now(.error(APIError.from(error)))
+                }
+            }
+        }
+        let method = request.method
+        let label = routeLabel
+        switch reply {
+        case let .now(response):
+            write(context: context, response, version: version, keepAlive: keepAlive)
+            api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
+                                            nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+        case let .later(future):
+            future.assumeIsolated().whenComplete { result in
+                let response: Response
+                switch result {
+                case let .success(r): response = r
+                case let .failure(error): response = .error(APIError.from(error))
+                }
+                self.write(context: context, response, version: version, keepAlive: keepAlive)
+                self.api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
+                                                     nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+            }
+        }
+    }
+
+    private func write(context: ChannelHandlerContext, _ response: Response, version: HTTPVersion, keepAlive: Bool) {
+        var headers = response.headers
+        if !headers.contains(name: "content-length") {
+            headers.add(name: "content-length", value: String(response.body.count))
+        }
+        if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+        let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if !response.body.isEmpty {
+            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+            buffer.writeBytes(response.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let done = context.writeAndFlushPromise()
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if !keepAlive {
+            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var diff: UInt8 = 0
+        for i in 0..<a.count { diff |= a[i] ^ b[i] }
+        return diff == 0
+    }
+}
+
+extension ChannelHandlerContext {
+    func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise() }
+}
+
+/// Answers a request whose declared body is over the limit with a JSON 413
+/// before the aggregator buffers any of it, then closes the connection.
+final class BodyLimitHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let limit: Int
+    private var rejecting = false
+
+    init(limit: Int) { self.limit = limit }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if case let .head(head) = part {
+            rejecting = false
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+                rejecting = true
+                let error = Response.error(APIError(.payloadTooLarge, "request body of \(length) bytes exceeds the limit of \(limit) bytes"))
+                var headers = error.headers
+                headers.add(name: "content-length", value: String(error.body.count))
+                headers.add(name: "connection", value: "close")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: error.status, headers: headers))), promise: nil)
+                var buffer = context.channel.allocator.buffer(capacity: error.body.count)
+                buffer.writeBytes(error.body)
+                context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+                return
+            }
+        }
+        if rejecting { return }
+        context.fireChannelRead(data)
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import LogKV
+
+/// `POST /v1/batch`: `{"ops": [{"op": "put"|"delete"|"get", "key", "value"?, "ttl"?, "encoding"?}, ...]}`.
+///
+/// Every operation is validated before any runs (a malformed batch changes
+/// nothing); then they run in order, each on its own: the batch is not a
+/// transaction. The answer lists one result per operation.
+extension KVAPI {
+    struct BatchBody: Decodable { var ops: [WriteBody] }
+
+    enum BatchOp: Sendable {
+        case put([UInt8], [UInt8], Int64?)
+        case delete([UInt8])
+        case get([UInt8])
+
+        var key: [UInt8] {
+            switch self { case let .put(k, _, _), let .delete(k), let .get(k): return k }
+        }
+    }
+
+    func batch(_ request: Request) throws -> Reply {
+        let body = try WriteBody.decode(BatchBody.self, from: request)
+        guard !body.ops.isEmpty else { throw APIError.badRequest("\"ops\" must not be empty") }
+        guard body.ops.count <= configuration.maxBatchOperations else {
+            throw APIError(.payloadTooLarge, "at most \(configuration.maxBatchOperations) operations per batch")
+        }
+        let now = store.options.clock()
+        var ops: [BatchOp] = []
+        for (i, op) in body.ops.enumerated() {
+            do {
+                let key = try op.keyBytes()
+                switch op.op {
+                case "put", "set": ops.append(.put(key, try op.valueBytes(), try op.expiresAt(now: now)))
+                case "delete": ops.append(.delete(key))
+                case "get": ops.append(.get(key))
+                default: throw APIError.badRequest("\"op\" must be put, delete or get")
+                }
+            } catch let error as APIError {
+                throw APIError(error.status, "operation \(i): \(error.message)")
+            }
+        }
+        return offload(request) { [store, ops] in
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("success", true)
+            w.beginArray("results")
+            for op in ops {
+                w.beginObject()
+                Self.writeKey(&w, op.key)
+                do {
+                    switch op {
+                    case let .put(key, value, expiresAt):
+                        w.field("op", "put")
+                        let seq = try store.put(key, value, expiresAt: expiresAt)
+                        w.field("success", true)
+                        w.field("status", 204)
+                        w.field("version", seq)
+                    case let .delete(key):
+                        w.field("op", "delete")
+                        let existed = try store.delete(key)
+                        w.field("success", existed)
+                        w.field("status", existed ? 204 : 404)
+                    case let .get(key):
+                        w.field("op", "get")
+                        if let stored = try store.get(key) {
+                            w.field("success", true)
+                            w.field("status", 200)
+                            if stored.value.isValidUTF8 {
+                                w.field("value", utf8: stored.value)
+                            } else {
+                                w.field("value", Data(stored.value).base64EncodedString())
+                                w.field("encoding", "base64")
+                            }
+                            w.field("version", stored.seq)
+                        } else {
+                            w.field("success", false)
+                            w.field("status", 404)
+                        }
+                    }
+                } catch {
+                    let api = APIError.from(error)
+                    w.field("success", false)
+                    w.field("status", Int(api.status.code))
+                    w.field("message", api.message)
+                }
+                w.endObject()
+            }
+            w.endArray()
+            w.endObject()
+            return Response.json(w)
+        }
+    }
+}

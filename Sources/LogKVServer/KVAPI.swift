@@ -1,0 +1,295 @@
+import Foundation
+import LogKV
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The KV routes over one store. Thin: it parses and validates HTTP input,
+/// calls the engine, and shapes the answer; the engine knows nothing of HTTP.
+///
+/// Thread-safety: immutable after init; handlers run on event loops and
+/// hand blocking engine calls to `blockingPool`.
+public final class KVAPI: Sendable {
+    let store: LogKV
+    let configuration: ServerConfiguration
+    let blockingPool: NIOThreadPool
+    let serverMetrics: ServerMetrics
+
+    init(store: LogKV, configuration: ServerConfiguration, blockingPool: NIOThreadPool, serverMetrics: ServerMetrics) {
+        self.store = store
+        self.configuration = configuration
+        self.blockingPool = blockingPool
+        self.serverMetrics = serverMetrics
+    }
+
+    /// Runs engine work off the event loop; errors become JSON error responses.
+    func offload(_ request: Request, _ body: @escaping @Sendable () throws -> Response) -> Reply {
+        .later(blockingPool.runIfActive(eventLoop: request.eventLoop) {
+            do { return try body() } catch { return Response.error(APIError.from(error)) }
+        })
+    }
+
+    /// Runs engine work inline when the store promises it will not wait on
+    /// the disk for long (appends without fsync), else off the loop.
+    func writeReply(_ request: Request, _ body: @escaping @Sendable () throws -> Response) throws -> Reply {
+        if store.options.fsync == .always { return offload(request, body) }
+        return .now(try body())
+    }
+
+    // MARK: Routes
+
+    func health(_ request: Request) -> Reply {
+        .now(Response(status: .ok, contentType: "text/plain; charset=utf-8", body: Array("ok".utf8)))
+    }
+
+    func metricsText(_ request: Request) -> Reply {
+        offload(request) { [self] in
+            serverMetrics.refreshGauges(from: store)
+            var body: [UInt8] = []
+            configuration.metricsRegistry?.emit(into: &body)
+            return Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body)
+        }
+    }
+
+    func get(_ request: Request) throws -> Reply {
+        let key = request.key
+        let raw = request.query["raw"] != nil
+        let head = request.method == .HEAD
+        let ifNoneMatch = request.headers.first(name: "if-none-match")
+        return offload(request) { [store] in
+            guard let stored = try store.get(key) else {
+                throw APIError.notFound("key not found")
+            }
+            var headers = HTTPHeaders()
+            let etag = "\"\(stored.seq)\""
+            headers.add(name: "etag", value: etag)
+            let now = store.options.clock()
+            if let expires = stored.expiresAt {
+                headers.add(name: "x-logkv-ttl", value: String(max(0, (expires - now + 999) / 1000)))
+            }
+            if let ifNoneMatch, ETag.matches(ifNoneMatch, seq: stored.seq) {
+                return Response(status: .notModified, headers: headers)
+            }
+            var response: Response
+            if raw {
+                response = Response(status: .ok, contentType: "application/octet-stream", body: stored.value, headers: headers)
+            } else {
+                var w = JSONWriter()
+                w.beginObject()
+                w.field("success", true)
+                w.field("message", "ok")
+                w.field("timestamp", rfc3339(millis: now))
+                Self.writeKey(&w, key)
+                if stored.value.isValidUTF8 {
+                    w.field("value", utf8: stored.value)
+                } else {
+                    w.field("value", Data(stored.value).base64EncodedString())
+                    w.field("encoding", "base64")
+                }
+                w.field("version", stored.seq)
+                if let expires = stored.expiresAt {
+                    w.field("ttl", max(0, (expires - now + 999) / 1000))
+                    w.field("expires_at", rfc3339(millis: expires))
+                }
+                w.endObject()
+                response = Response.json(w)
+                response.headers.add(contentsOf: headers)
+            }
+            if head { response.headers.replaceOrAdd(name: "content-length", value: String(response.body.count)); response.body = [] }
+            return response
+        }
+    }
+
+    func putJSON(_ request: Request) throws -> Reply {
+        let body = try WriteBody.decode(WriteBody.self, from: request)
+        let key = try body.keyBytes()
+        let value = try body.valueBytes()
+        let expiresAt = try body.expiresAt(now: store.options.clock())
+        let condition = try ETag.condition(request.headers, store: store, key: key)
+        return try writeReply(request) { [store] in
+            let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
+            return Response(status: .noContent, headers: ["etag": "\"\(seq)\""])
+        }
+    }
+
+    func putRaw(_ request: Request) throws -> Reply {
+        let key = request.key
+        let value = request.bodyBytes
+        let expiresAt = try TTL.expiry(fromQuery: request.query["ttl"], now: store.options.clock())
+        let condition = try ETag.condition(request.headers, store: store, key: key)
+        return try writeReply(request) { [store] in
+            let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
+            return Response(status: .noContent, headers: ["etag": "\"\(seq)\""])
+        }
+    }
+
+    func delete(_ request: Request) throws -> Reply {
+        let key = request.key
+        let condition = try ETag.condition(request.headers, store: store, key: key)
+        if condition == .ifAbsent { throw APIError(.badRequest, "If-None-Match is not meaningful on DELETE") }
+        return try writeReply(request) { [store] in
+            guard try store.delete(key, condition: condition) else { throw APIError.notFound("key not found") }
+            return .noContent
+        }
+    }
+
+    func listKeys(_ request: Request) throws -> Reply {
+        let prefix = Array((request.query["prefix"] ?? "").utf8)
+        let after = Array((request.query["after"] ?? "").utf8)
+        var limit = configuration.defaultPageSize
+        if let text = request.query["limit"] {
+            guard let n = Int(text), n > 0 else { throw APIError.badRequest("limit must be a positive integer") }
+            limit = min(n, configuration.maxPageSize)
+        }
+        return offload(request) { [store, limit] in
+            let page = try store.scan(prefix: prefix, after: after, limit: limit)
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("success", true)
+            w.beginArray("keys")
+            for info in page { w.element(Self.keyText(info.key)) }
+            w.endArray()
+            w.field("count", page.count)
+            if page.count == limit, let last = page.last {
+                w.field("next_after", Self.keyText(last.key))
+            } else {
+                w.fieldNull("next_after")
+            }
+            w.endObject()
+            return Response.json(w)
+        }
+    }
+
+    func stats(_ request: Request) throws -> Reply {
+        offload(request) { [store] in
+            let s = try store.stats()
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("success", true)
+            w.field("total_keys", s.keys)
+            w.field("total_size", s.totalBytes)
+            w.field("segments", s.segments)
+            w.field("live_bytes", s.liveBytes)
+            w.field("dead_bytes", s.deadBytes)
+            w.field("pending_index_entries", s.pendingIndexEntries)
+            w.field("last_version", s.lastSeq)
+            w.field("fsync", store.options.fsync.rawValue)
+            w.endObject()
+            return Response.json(w)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// A key as text for JSON: itself when it is UTF-8, else percent-encoded
+    /// (the form the path and `after` accept).
+    static func keyText(_ key: [UInt8]) -> String {
+        key.isValidUTF8 ? String(decoding: key, as: UTF8.self) : percentEncode(key)
+    }
+
+    static func writeKey(_ w: inout JSONWriter, _ key: [UInt8]) {
+        if key.isValidUTF8 {
+            w.field("key", utf8: key)
+        } else {
+            w.field("key", percentEncode(key))
+            w.field("key_encoding", "percent")
+        }
+    }
+}
+
+/// The JSON write body `{"key", "value", "ttl"?, "encoding"?}`, as the
+/// logkv-store clients send it. Also one operation of a batch.
+struct WriteBody: Decodable {
+    var op: String?
+    var key: String?
+    var value: String?
+    var ttl: Int64?
+    var encoding: String?
+
+    static func decode<T: Decodable>(_ type: T.Type, from request: Request) throws -> T {
+        guard let body = request.body, body.readableBytes > 0 else { throw APIError.badRequest("request body is empty") }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let path = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+            throw APIError.badRequest("invalid JSON body: \"\(path)\" has the wrong type")
+        } catch DecodingError.dataCorrupted(let context) {
+            throw APIError.badRequest("malformed JSON body: \(context.debugDescription)")
+        } catch {
+            throw APIError.badRequest("invalid JSON body: \(error)")
+        }
+    }
+
+    func keyBytes() throws -> [UInt8] {
+        guard let key else { throw APIError.badRequest("\"key\" is required") }
+        guard !key.isEmpty else { throw APIError.badRequest("\"key\" must not be empty") }
+        return Array(key.utf8)
+    }
+
+    func valueBytes() throws -> [UInt8] {
+        guard let value else { throw APIError.badRequest("\"value\" is required and must be a string") }
+        switch encoding {
+        case nil, "utf-8", "utf8": return Array(value.utf8)
+        case "base64":
+            guard let data = Data(base64Encoded: value) else { throw APIError.badRequest("\"value\" is not valid base64") }
+            return Array(data)
+        case let other?: throw APIError.badRequest("unknown encoding \"\(other)\"")
+        }
+    }
+
+    func expiresAt(now: Int64) throws -> Int64? {
+        try ttl.map { try TTL.expiry(seconds: $0, now: now) }
+    }
+}
+
+/// TTLs: whole seconds, positive, at most ten years.
+enum TTL {
+    static let maxSeconds: Int64 = 10 * 365 * 24 * 3600
+
+    static func expiry(fromQuery text: String?, now: Int64) throws -> Int64? {
+        guard let text else { return nil }
+        guard let seconds = Int64(text) else { throw APIError.badRequest("ttl must be a whole number of seconds") }
+        return try expiry(seconds: seconds, now: now)
+    }
+
+    static func expiry(seconds: Int64, now: Int64) throws -> Int64 {
+        guard seconds > 0 else { throw APIError.badRequest("ttl must be positive") }
+        guard seconds <= maxSeconds else { throw APIError.badRequest("ttl must be at most \(maxSeconds) seconds") }
+        return now + seconds * 1000
+    }
+}
+
+/// ETags are a value's version (its seq) in quotes.
+enum ETag {
+    static func parse(_ text: Substring) -> UInt64? {
+        var t = text.trimmingCharacters(in: .whitespaces)[...]
+        if t.hasPrefix("W/") { t = t.dropFirst(2) }
+        if t.hasPrefix("\"") && t.hasSuffix("\"") && t.count >= 2 { t = t.dropFirst().dropLast() }
+        return UInt64(t)
+    }
+
+    static func matches(_ header: String, seq: UInt64) -> Bool {
+        if header.trimmingCharacters(in: .whitespaces) == "*" { return true }
+        return header.split(separator: ",").contains { parse($0) == seq }
+    }
+
+    /// The write condition from `If-Match` / `If-None-Match: *`.
+    static func condition(_ headers: HTTPHeaders, store: LogKV, key: [UInt8]) throws -> WriteCondition {
+        if let ifNoneMatch = headers.first(name: "if-none-match") {
+            guard ifNoneMatch.trimmingCharacters(in: .whitespaces) == "*" else {
+                throw APIError.badRequest("only If-None-Match: * is supported on writes")
+            }
+            return .ifAbsent
+        }
+        if let ifMatch = headers.first(name: "if-match") {
+            if ifMatch.trimmingCharacters(in: .whitespaces) == "*" {
+                // Any current version: the key must exist.
+                guard let current = try store.get(key) else { throw APIError(.preconditionFailed, "key does not exist") }
+                return .ifVersion(current.seq)
+            }
+            guard let seq = parse(Substring(ifMatch)) else { throw APIError.badRequest("If-Match must be an ETag from this server") }
+            return .ifVersion(seq)
+        }
+        return .none
+    }
+}

@@ -1,0 +1,63 @@
+import NIOHTTP1
+
+/// The route table: every route the server answers, in one place. The
+/// OpenAPI document (`openapi.yaml`) is checked against it in tests.
+///
+/// `{key}` matches the rest of the path, slashes included, percent-decoded.
+struct Route: Sendable {
+    var method: HTTPMethod
+    var template: String
+    var requiresAuth: Bool
+    var handler: @Sendable (KVAPI, Request) throws -> Reply
+}
+
+extension KVAPI {
+    static let routes: [Route] = [
+        Route(method: .GET, template: "/health", requiresAuth: false) { api, r in api.health(r) },
+        Route(method: .GET, template: "/metrics", requiresAuth: false) { api, r in api.metricsText(r) },
+        Route(method: .PUT, template: "/v1/kv", requiresAuth: true) { api, r in try api.putJSON(r) },
+        Route(method: .POST, template: "/v1/kv", requiresAuth: true) { api, r in try api.putJSON(r) },
+        Route(method: .GET, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.get(r) },
+        Route(method: .HEAD, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.get(r) },
+        Route(method: .PUT, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.putRaw(r) },
+        Route(method: .DELETE, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.delete(r) },
+        Route(method: .GET, template: "/v1/keys", requiresAuth: true) { api, r in try api.listKeys(r) },
+        Route(method: .GET, template: "/v1/stats", requiresAuth: true) { api, r in try api.stats(r) },
+        Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },
+    ]
+
+    /// Finds the route for a request, or the error to answer: 404 for an
+    /// unknown path, 405 (with `Allow`) for a known path and another method.
+    static func match(_ request: inout Request) -> Result<Route, APIError> {
+        var pathMatches: [Route] = []
+        for route in routes {
+            if let key = matchTemplate(route.template, request.path) {
+                pathMatches.append(route)
+                if route.method == request.method {
+                    if let key {
+                        guard let decoded = percentDecode(key) else {
+                            return .failure(.badRequest("malformed percent-encoding in key"))
+                        }
+                        request.key = decoded
+                    }
+                    return .success(route)
+                }
+            }
+        }
+        if pathMatches.isEmpty { return .failure(.notFound("no route for \(request.path)")) }
+        let allow = pathMatches.map(\.method.rawValue).joined(separator: ", ")
+        return .failure(APIError(.methodNotAllowed, "method \(request.method.rawValue) not allowed on \(request.path)",
+                                 headers: [("Allow", allow)]))
+    }
+
+    /// nil if the path does not match; .some(nil) for a match without
+    /// `{key}`; .some(key) with the raw (encoded) key.
+    static func matchTemplate(_ template: String, _ path: String) -> String?? {
+        if let brace = template.range(of: "{key}") {
+            let prefix = template[..<brace.lowerBound]
+            guard path.hasPrefix(prefix), path.count > prefix.count else { return nil }
+            return .some(String(path.dropFirst(prefix.count)))
+        }
+        return template == path ? .some(nil) : nil
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import LogKV
+import Metrics
+import NIOConcurrencyHelpers
+import NIOHTTP1
+
+/// HTTP metrics, plus the gauges that mirror the store's state at scrape
+/// time. Labels are the route template, the method and the status class, so
+/// cardinality is bounded by the route table whatever the keys are.
+final class ServerMetrics: Sendable {
+    private struct Series: Hashable { var method: String; var route: String; var status: String }
+    private let factory: any MetricsFactory
+    private let counters = NIOLockedValueBox<[Series: Counter]>([:])
+    private let timers = NIOLockedValueBox<[Series: Metrics.Timer]>([:])
+    let keys: Gauge
+    let liveBytes: Gauge
+    let deadBytes: Gauge
+    let totalBytes: Gauge
+    let segments: Gauge
+    let residentMemory: Gauge
+    let openFDs: Gauge
+    let startTime: Gauge
+
+    init(factory: (any MetricsFactory)?) {
+        let f = factory ?? MetricsSystem.factory
+        self.factory = f
+        keys = Gauge(label: "logkv_keys", factory: f)
+        liveBytes = Gauge(label: "logkv_live_bytes", factory: f)
+        deadBytes = Gauge(label: "logkv_dead_bytes", factory: f)
+        totalBytes = Gauge(label: "logkv_segment_bytes", factory: f)
+        segments = Gauge(label: "logkv_segments", factory: f)
+        residentMemory = Gauge(label: "process_resident_memory_bytes", factory: f)
+        openFDs = Gauge(label: "process_open_fds", factory: f)
+        startTime = Gauge(label: "process_start_time_seconds", factory: f)
+        startTime.record(Date().timeIntervalSince1970)
+    }
+
+    func recordRequest(method: HTTPMethod, route: String, status: HTTPResponseStatus, nanoseconds: UInt64) {
+        let klass = "\(status.code / 100)xx"
+        let series = Series(method: method.rawValue, route: route, status: klass)
+        let counter = counters.withLockedValue { map in
+            if let c = map[series] { return c }
+            let c = Counter(label: "logkv_http_requests_total",
+                            dimensions: [("method", series.method), ("route", route), ("status", klass)], factory: factory)
+            map[series] = c
+            return c
+        }
+        counter.increment()
+        let timerSeries = Series(method: method.rawValue, route: route, status: "")
+        let timer = timers.withLockedValue { map in
+            if let t = map[timerSeries] { return t }
+            let t = Metrics.Timer(label: "logkv_http_request_duration_seconds",
+                                  dimensions: [("method", timerSeries.method), ("route", route)], factory: factory)
+            map[timerSeries] = t
+            return t
+        }
+        timer.recordNanoseconds(Int64(nanoseconds))
+    }
+
+    /// Updates the state gauges just before a scrape.
+    func refreshGauges(from store: LogKV) {
+        if let s = try? store.stats() {
+            keys.record(s.keys)
+            liveBytes.record(s.liveBytes)
+            deadBytes.record(s.deadBytes)
+            totalBytes.record(s.totalBytes)
+            segments.record(s.segments)
+        }
+        residentMemory.record(Self.residentBytes())
+        openFDs.record(Self.openFileDescriptors())
+    }
+
+    static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    static func openFileDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+    }
+}

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import Logging
+import LogKV
+import LogKVServer
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// `logkvd`: the logkv server. Every setting has a flag and an environment
+/// variable; flags win.
+@main
+struct Logkvd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logkvd",
+        abstract: "Serve a logkv data directory over HTTP.",
+        discussion: """
+            Environment: LOGKV_ADDR, LOGKV_DATA_DIR, LOGKV_FSYNC, LOGKV_TOKEN (the token itself), \
+            LOGKV_TOKEN_FILE, LOGKV_METRICS_ADDR, LOGKV_LOG_LEVEL.
+            """)
+
+    @Option(help: "Listen address: :8080, host:port or [v6]:port. (env LOGKV_ADDR, default :8080)")
+    var addr: String?
+    @Option(help: "Data directory. (env LOGKV_DATA_DIR, default data)")
+    var dataDir: String?
+    @Option(help: "fsync policy: always, interval or never. (env LOGKV_FSYNC, default interval)")
+    var fsync: String?
+    @Option(help: "File holding the bearer token; auth is off without a token. (env LOGKV_TOKEN_FILE, or LOGKV_TOKEN for the token itself)")
+    var tokenFile: String?
+    @Option(help: "Also serve /metrics on this address. (env LOGKV_METRICS_ADDR)")
+    var metricsAddr: String?
+    @Option(help: "Largest key, bytes.") var maxKeySize = LogKVOptions().maxKeySize
+    @Option(help: "Largest value, bytes.") var maxValueSize = LogKVOptions().maxValueSize
+    @Option(help: "Segment size before rotation, bytes.") var segmentSize = LogKVOptions().segmentSize
+    @Option(help: "Memory budget of the KeyDir cache, bytes.") var cacheBytes = LogKVOptions().cacheBudgetBytes
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. (env LOGKV_LOG_LEVEL)")
+    var logLevel: String?
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let level = Logger.Level(rawValue: logLevel ?? env["LOGKV_LOG_LEVEL"] ?? "info") ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "logkvd")
+
+        let addressText = addr ?? env["LOGKV_ADDR"] ?? ":8080"
+        guard let address = ListenAddress(parsing: addressText) else {
+            throw ValidationError("invalid listen address \"\(addressText)\" (expected :PORT or HOST:PORT)")
+        }
+        var serverConfig = ServerConfiguration()
+        serverConfig.address = address
+        if let text = metricsAddr ?? env["LOGKV_METRICS_ADDR"] {
+            guard let metrics = ListenAddress(parsing: text) else { throw ValidationError("invalid metrics address \"\(text)\"") }
+            serverConfig.metricsAddress = metrics
+        }
+        serverConfig.token = try loadToken(env: env)
+
+        var options = LogKVOptions()
+        let fsyncText = fsync ?? env["LOGKV_FSYNC"] ?? "interval"
+        guard let policy = FsyncPolicy(rawValue: fsyncText) else {
+            throw ValidationError("invalid fsync policy \"\(fsyncText)\" (expected always, interval or never)")
+        }
+        options.fsync = policy
+        options.maxKeySize = maxKeySize
+        options.maxValueSize = maxValueSize
+        options.segmentSize = segmentSize
+        options.cacheBudgetBytes = cacheBytes
+        options.logger = Logger(label: "logkv")
+
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+            .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .seconds(2.5), .seconds(5), .seconds(10),
+        ]
+        factory.defaultValueHistogramBuckets = [1, 10, 100, 1000, 5000, 10_000, 50_000, 100_000]
+        MetricsSystem.bootstrap(factory)
+        serverConfig.metricsRegistry = registry
+
+        let dataPath = dataDir ?? env["LOGKV_DATA_DIR"] ?? "data"
+        let store: LogKV
+        do {
+            store = try LogKV(path: dataPath, options: options)
+        } catch let error as LogKVError {
+            logger.critical("cannot open data directory", metadata: ["path": "\(dataPath)", "error": "\(error)"])
+            FileHandle.standardError.write("logkvd: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
+        }
+        let server = LogKVHTTPServer(store: store, configuration: serverConfig, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        var failure: Error?
+        do { try await group.run() } catch { failure = error }
+        // The store closes last, after every request has been answered.
+        do { try store.close() } catch { logger.error("closing the store failed", metadata: ["error": "\(error)"]) }
+        logger.info("stopped; index checkpoint covers the log")
+        if let failure { throw failure }
+    }
+
+    func loadToken(env: [String: String]) throws -> String? {
+        if let path = tokenFile ?? env["LOGKV_TOKEN_FILE"] {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("cannot read token file \(path)")
+            }
+            let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty else { throw ValidationError("token file \(path) is empty") }
+            return token
+        }
+        if let token = env["LOGKV_TOKEN"], !token.isEmpty { return token }
+        return nil
+    }
+}
