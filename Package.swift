@@ -30,11 +30,13 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(name: "CLinux"),
         .target(
             name: "LogKV",
             dependencies: [
                 "CSQLite",
                 "CZlib",
+                "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]

@@ -173,6 +173,49 @@ public final class LogKV: @unchecked Sendable {
         return value
     }
 
+    /// The outcome of `getWithoutWaiting`.
+    public enum ImmediateRead: Sendable {
+        /// The read completed: the value, or nil if missing or expired.
+        case done(StoredValue?)
+        /// Answering needs the disk (an index lookup or a cold segment page);
+        /// call `get` from a thread that may block.
+        case wouldBlock
+    }
+
+    /// Reads `key` only if that needs no disk I/O: its location is in memory
+    /// and its record in the page cache. Safe to call on an event loop.
+    ///
+    /// - Throws: as `get`.
+    public func getWithoutWaiting(_ key: [UInt8]) throws -> ImmediateRead {
+        try validate(key: key)
+        let k = KeyBytes(key)
+        var found: KeyDirChange?
+        state.withLock {
+            if let change = pending[k] ?? flushing[k] {
+                found = change
+            } else if let location = cache.get(k) {
+                found = .put(location)
+            }
+        }
+        guard let found else { return .wouldBlock }
+        guard case let .put(location) = found else {
+            metrics.readMiss.increment()
+            return .done(nil)
+        }
+        if location.isExpired(now: options.clock()) {
+            expireLazily(key, location)
+            metrics.readExpired.increment()
+            return .done(nil)
+        }
+        guard let segment = state.withLock({ segments[location.segment] }),
+              let bytes = segment.readIfCached(at: location.offset, count: location.length) else {
+            return .wouldBlock
+        }
+        let value = try decodeRecord(bytes, key: key, at: location)
+        metrics.readHit.increment()
+        return .done(value)
+    }
+
     /// Keys in key order that start with `prefix` and sort after `after`,
     /// at most `limit` of them, expired keys left out.
     public func scan(prefix: [UInt8] = [], after: [UInt8] = [], limit: Int = 1000) throws -> [KeyInfo] {
@@ -303,6 +346,12 @@ public final class LogKV: @unchecked Sendable {
             metrics.readCorrupt.increment()
             throw error
         }
+        return try decodeRecord(bytes, key: key, at: location)
+    }
+
+    /// Verifies a record read from `location` and returns its value; never
+    /// returns bytes that fail the checksum or belong to another key.
+    func decodeRecord(_ bytes: [UInt8], key: [UInt8], at location: RecordLocation) throws -> StoredValue {
         let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
         let keyEnd = RecordFormat.recordHeaderSize + Int(header.keyLength)
         let intact = header.recordLength == bytes.count

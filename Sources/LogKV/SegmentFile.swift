@@ -1,3 +1,5 @@
+import CLinux
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -129,6 +131,14 @@ final class SegmentFile: @unchecked Sendable {
             got += n
         }
         return got
+    }
+
+    /// Reads `count` bytes at `offset` only if they are in the page cache;
+    /// nil when getting them would wait on the disk (or the kernel cannot say).
+    func readIfCached(at offset: Int64, count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { logkv_pread_nowait(fd, $0.baseAddress, count, off_t(offset)) }
+        return n == count ? out : nil
     }
 
     func sync() throws {

@@ -56,8 +56,8 @@ public final class KVAPI: Sendable {
         let raw = request.query["raw"] != nil
         let head = request.method == .HEAD
         let ifNoneMatch = request.headers.first(name: "if-none-match")
-        return offload(request) { [store] in
-            guard let stored = try store.get(key) else {
+        let respond: @Sendable (StoredValue?) throws -> Response = { [store] stored in
+            guard let stored else {
                 throw APIError.notFound("key not found")
             }
             var headers = HTTPHeaders()
@@ -98,6 +98,12 @@ public final class KVAPI: Sendable {
             if head { response.headers.replaceOrAdd(name: "content-length", value: String(response.body.count)); response.body = [] }
             return response
         }
+        // Hot keys are answered on the event loop; anything that needs the
+        // disk goes to the blocking pool.
+        if case let .done(stored) = try store.getWithoutWaiting(key) {
+            return .now(try respond(stored))
+        }
+        return offload(request) { [store] in try respond(try store.get(key)) }
     }
 
     func putJSON(_ request: Request) throws -> Reply {
