@@ -1,0 +1,301 @@
+import Foundation
+import LogKV
+@testable import LogKVServer
+import Testing
+
+@Suite struct KVRoutesTests {
+    @Test func healthAnswersOk() async throws {
+        try await withServer { s in
+            let r = try s.client().request("GET", "/health")
+            #expect(r.status == 200)
+            #expect(r.text == "ok")
+        }
+    }
+
+    @Test func seedJSONWriteThenReadRoundTrips() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            for method in ["PUT", "POST"] {
+                let put = try c.request(method, "/v1/kv", json: #"{"key": "greeting", "value": "hello \"world\" ✓"}"#)
+                #expect(put.status == 204)
+                let get = try c.request("GET", "/v1/kv/greeting")
+                #expect(get.status == 200)
+                #expect(get.headers["content-type"] == "application/json")
+                let json = get.json
+                #expect(json["success"] as? Bool == true)
+                #expect(json["key"] as? String == "greeting")
+                #expect(json["value"] as? String == "hello \"world\" ✓")
+                #expect(json["message"] is String)
+                #expect(json["timestamp"] is String)
+                #expect(get.headers["etag"] == put.headers["etag"])
+            }
+        }
+    }
+
+    @Test func missingKeyIs404WithJSONError() async throws {
+        try await withServer { s in
+            let r = try s.client().request("GET", "/v1/kv/nope")
+            #expect(r.status == 404)
+            #expect(r.json["success"] as? Bool == false)
+            #expect(r.json["message"] as? String == "key not found")
+        }
+    }
+
+    @Test func deleteIs204ThenMissingIs404() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            _ = try c.request("PUT", "/v1/kv/d", body: utf8("x"))
+            #expect(try c.request("DELETE", "/v1/kv/d").status == 204)
+            #expect(try c.request("GET", "/v1/kv/d").status == 404)
+            #expect(try c.request("DELETE", "/v1/kv/d").status == 404)
+        }
+    }
+
+    @Test func rawValuesAreBinarySafe() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            let value = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 7) }
+            #expect(try c.request("PUT", "/v1/kv/bin", body: value).status == 204)
+            let raw = try c.request("GET", "/v1/kv/bin?raw")
+            #expect(raw.status == 200)
+            #expect(raw.headers["content-type"] == "application/octet-stream")
+            #expect(raw.body == value)
+            // As JSON, non-UTF-8 values travel as base64 and say so.
+            let json = try c.request("GET", "/v1/kv/bin").json
+            #expect(json["encoding"] as? String == "base64")
+            #expect(Data(base64Encoded: json["value"] as! String).map(Array.init) == value)
+            // And base64 works on the way in too.
+            let b64 = Data([0, 255, 1]).base64EncodedString()
+            #expect(try c.request("PUT", "/v1/kv", json: #"{"key":"b","value":"\#(b64)","encoding":"base64"}"#).status == 204)
+            #expect(try c.request("GET", "/v1/kv/b?raw").body == [0, 255, 1])
+        }
+    }
+
+    @Test func keysMayContainSlashesAndUTF8() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            #expect(try c.request("PUT", "/v1/kv/a/b/c", body: utf8("1")).status == 204)
+            #expect(try c.request("GET", "/v1/kv/a%2Fb%2Fc?raw").text == "1")
+            #expect(try c.request("PUT", "/v1/kv", json: #"{"key":"ключ/ü","value":"2"}"#).status == 204)
+            let encoded = percentEncode(utf8("ключ/ü"))
+            #expect(try c.request("GET", "/v1/kv/\(encoded)?raw").text == "2")
+            #expect(try c.request("GET", "/v1/kv/%ZZ").status == 400)
+        }
+    }
+
+    @Test func ttlOnEveryWritePathWithRemainingTTLOnRead() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            #expect(try c.request("PUT", "/v1/kv", json: #"{"key":"t1","value":"v","ttl":60}"#).status == 204)
+            #expect(try c.request("PUT", "/v1/kv/t2?ttl=30", body: utf8("v")).status == 204)
+            let t1 = try c.request("GET", "/v1/kv/t1")
+            #expect((t1.json["ttl"] as? Int).map { (59...60).contains($0) } == true)
+            #expect(t1.json["expires_at"] is String)
+            let t2 = try c.request("GET", "/v1/kv/t2?raw")
+            #expect(t2.headers["x-logkv-ttl"].flatMap(Int.init).map { (29...30).contains($0) } == true)
+            #expect(try c.request("PUT", "/v1/kv/short?ttl=1", body: utf8("v")).status == 204)
+            try await Task.sleep(for: .milliseconds(1100))
+            #expect(try c.request("GET", "/v1/kv/short").status == 404)
+        }
+    }
+
+    @Test(arguments: [
+        (#"{"key":"k","value":"v","ttl":0}"#, "ttl must be positive"),
+        (#"{"key":"k","value":"v","ttl":-5}"#, "ttl must be positive"),
+        (#"{"key":"k","value":"v","ttl":1.5}"#, "malformed JSON body"),
+        (#"{"key":"k","value":"v","ttl":"10"}"#, "wrong type"),
+        (#"{"key":"k"}"#, "\"value\" is required"),
+        (#"{"value":"v"}"#, "\"key\" is required"),
+        (#"{"key":"","value":"v"}"#, "must not be empty"),
+        (#"{"key":1,"value":"v"}"#, "wrong type"),
+        (#"[1,2]"#, "wrong type"),
+        (#"{"key":"k","value":"v""#, "malformed JSON body"),
+        (#"{"key":"k","value":"%%%","encoding":"base64"}"#, "not valid base64"),
+    ])
+    func badJSONWritesAre400AndWriteNothing(body: String, message: String) async throws {
+        try await withServer { s in
+            let c = try s.client()
+            let r = try c.request("PUT", "/v1/kv", json: body)
+            #expect(r.status == 400, "\(body)")
+            #expect(r.json["success"] as? Bool == false)
+            #expect((r.json["message"] as? String)?.contains(message) == true, "\(r.text)")
+            #expect(try s.store.stats().lastSeq == 0)
+        }
+    }
+
+    @Test func badTTLInQueryIs400() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            #expect(try c.request("PUT", "/v1/kv/k?ttl=abc", body: utf8("v")).status == 400)
+            #expect(try c.request("PUT", "/v1/kv/k?ttl=0", body: utf8("v")).status == 400)
+            #expect(try c.request("PUT", "/v1/kv/k?ttl=999999999999", body: utf8("v")).status == 400)
+        }
+    }
+
+    @Test func oversizeKeyOrValueIs413WithJSON() async throws {
+        var options = LogKVOptions()
+        options.fsync = .never
+        options.maxKeySize = 16
+        options.maxValueSize = 1024
+        try await withServer(options: options) { s in
+            let c = try s.client()
+            let bigKey = String(repeating: "k", count: 17)
+            let r1 = try c.request("PUT", "/v1/kv/\(bigKey)", body: utf8("v"))
+            #expect(r1.status == 413)
+            #expect(r1.json["success"] as? Bool == false)
+            let r2 = try c.request("PUT", "/v1/kv/k", body: Array(repeating: 1, count: 1025))
+            #expect(r2.status == 413)
+            #expect((r2.json["message"] as? String)?.contains("1025") == true)
+            // A body far over any limit is refused before it is read.
+            let r3 = try s.client().request("PUT", "/v1/kv/k", body: Array(repeating: 1, count: 200_000))
+            #expect(r3.status == 413)
+            #expect(r3.json["success"] as? Bool == false)
+            #expect(try s.client().request("GET", "/v1/kv/k").status == 404)
+        }
+    }
+
+    @Test func wrongMethodIs405WithAllow() async throws {
+        try await withServer { s in
+            let r = try s.client().request("PATCH", "/v1/kv/x")
+            #expect(r.status == 405)
+            #expect(r.headers["allow"]?.contains("GET") == true)
+            #expect(r.json["success"] as? Bool == false)
+            #expect(try s.client().request("DELETE", "/v1/keys").status == 405)
+            #expect(try s.client().request("GET", "/nowhere").status == 404)
+        }
+    }
+
+    @Test func conditionalWritesUseETags() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            let created = try c.request("PUT", "/v1/kv/cas", headers: ["If-None-Match": "*"], body: utf8("1"))
+            #expect(created.status == 204)
+            let etag = try #require(created.headers["etag"])
+            #expect(try c.request("PUT", "/v1/kv/cas", headers: ["If-None-Match": "*"], body: utf8("x")).status == 412)
+            let swapped = try c.request("PUT", "/v1/kv/cas", headers: ["If-Match": etag], body: utf8("2"))
+            #expect(swapped.status == 204)
+            let stale = try c.request("PUT", "/v1/kv/cas", headers: ["If-Match": etag], body: utf8("3"))
+            #expect(stale.status == 412)
+            #expect(stale.json["success"] as? Bool == false)
+            #expect(try c.request("GET", "/v1/kv/cas?raw").text == "2")
+            #expect(try c.request("GET", "/v1/kv/cas", headers: ["If-None-Match": swapped.headers["etag"]!]).status == 304)
+            #expect(try c.request("DELETE", "/v1/kv/cas", headers: ["If-Match": etag]).status == 412)
+            #expect(try c.request("DELETE", "/v1/kv/cas", headers: ["If-Match": swapped.headers["etag"]!]).status == 204)
+            #expect(try c.request("PUT", "/v1/kv/none", headers: ["If-Match": "*"], body: utf8("x")).status == 412)
+        }
+    }
+
+    @Test func listingPagesInKeyOrderWithPrefixAndCursor() async throws {
+        try await withServer(configure: { $0.defaultPageSize = 4 }) { s in
+            let c = try s.client()
+            for i in 0..<10 { _ = try c.request("PUT", "/v1/kv/p/\(i)", body: utf8("v")) }
+            _ = try c.request("PUT", "/v1/kv/q", body: utf8("v"))
+            var keys: [String] = []
+            var after = ""
+            while true {
+                let page = try c.request("GET", "/v1/keys?prefix=p/&after=\(percentEncode(utf8(after)))").json
+                #expect(page["success"] as? Bool == true)
+                let batch = page["keys"] as? [String] ?? []
+                #expect(batch.count <= 4)
+                keys += batch
+                guard let next = page["next_after"] as? String else { break }
+                after = next
+            }
+            #expect(keys == (0..<10).map { "p/\($0)" })
+            let all = try c.request("GET", "/v1/keys?limit=100").json["keys"] as? [String]
+            #expect(all?.count == 11)
+            #expect(try c.request("GET", "/v1/keys?limit=0").status == 400)
+        }
+    }
+
+    @Test func statsHasSeedFields() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            _ = try c.request("PUT", "/v1/kv/a", body: utf8("v"))
+            try s.store.flushIndex()
+            let stats = try c.request("GET", "/v1/stats").json
+            #expect(stats["total_keys"] as? Int == 1)
+            #expect((stats["total_size"] as? Int ?? 0) > 0)
+            #expect(stats["segments"] as? Int == 1)
+        }
+    }
+
+    @Test func batchRunsEveryOperationAndReportsEach() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            let body = #"{"ops":[{"op":"put","key":"a","value":"1"},{"op":"put","key":"b","value":"2","ttl":60},{"op":"get","key":"a"},{"op":"delete","key":"a"},{"op":"delete","key":"zz"},{"op":"get","key":"a"}]}"#
+            let r = try c.request("POST", "/v1/batch", json: body)
+            #expect(r.status == 200)
+            let results = r.json["results"] as? [[String: Any]] ?? []
+            #expect(results.map { $0["status"] as? Int } == [204, 204, 200, 204, 404, 404])
+            #expect(results[2]["value"] as? String == "1")
+            #expect(try c.request("GET", "/v1/kv/b?raw").text == "2")
+            // One bad operation refuses the whole batch before anything runs.
+            let bad = try c.request("POST", "/v1/batch", json: #"{"ops":[{"op":"put","key":"c","value":"1"},{"op":"explode","key":"d"}]}"#)
+            #expect(bad.status == 400)
+            #expect((bad.json["message"] as? String)?.contains("operation 1") == true)
+            #expect(try c.request("GET", "/v1/kv/c").status == 404)
+        }
+    }
+
+    @Test func authGuardsEverythingButHealthAndMetrics() async throws {
+        try await withServer(token: "s3cret") { s in
+            let c = try s.client()
+            #expect(try c.request("GET", "/health").status == 200)
+            #expect(try c.request("GET", "/metrics").status == 200)
+            let denied = try c.request("PUT", "/v1/kv/a", body: utf8("v"))
+            #expect(denied.status == 401)
+            #expect(denied.json["success"] as? Bool == false)
+            #expect(denied.headers["www-authenticate"] != nil)
+            #expect(try c.request("GET", "/v1/kv/a", headers: ["Authorization": "Bearer wrong"]).status == 401)
+            let ok = try c.request("PUT", "/v1/kv/a", headers: ["Authorization": "Bearer s3cret"], body: utf8("v"))
+            #expect(ok.status == 204)
+            #expect(try c.request("GET", "/v1/kv/a?raw", headers: ["Authorization": "Bearer s3cret"]).text == "v")
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            var bytes: [UInt8] = []
+            for i in 0..<20 { bytes += HTTPTestClient.encode("PUT", "/v1/kv/pipe\(i)", body: utf8("v\(i)")) }
+            for i in 0..<20 { bytes += HTTPTestClient.encode("GET", "/v1/kv/pipe\(i)?raw") }
+            try c.sendRaw(bytes)
+            for _ in 0..<20 { #expect(try c.readResponse().status == 204) }
+            for i in 0..<20 { #expect(try c.readResponse().text == "v\(i)") }
+        }
+    }
+
+    @Test func fullDiskAnswers503() {
+        #expect(APIError.from(LogKVError.diskFull).status == .serviceUnavailable)
+        #expect(APIError.from(LogKVError.readOnly(reason: "x")).status == .serviceUnavailable)
+        #expect(APIError.from(LogKVError.corruption(segment: 1, offset: 2, reason: "x")).status == .internalServerError)
+    }
+
+    @Test func manyConcurrentClientsEachGetTheirOwnKeysValue() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            for i in 0..<200 {
+                let value = String(repeating: Character(UnicodeScalar(UInt8(65 + i % 26))), count: 100 + i)
+                _ = try c.request("PUT", "/v1/kv/key\(i)", body: utf8("key\(i)=" + value))
+            }
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for worker in 0..<16 {
+                    group.addTask {
+                        let client = try s.client()
+                        var wrong = 0
+                        for j in 0..<150 {
+                            let i = (worker * 37 + j * 11) % 200
+                            let r = try client.request("GET", "/v1/kv/key\(i)?raw")
+                            if !r.text.hasPrefix("key\(i)=") || r.body.count != "key\(i)=".utf8.count + 100 + i { wrong += 1 }
+                        }
+                        return wrong
+                    }
+                }
+                var wrong = 0
+                for try await w in group { wrong += w }
+                #expect(wrong == 0)
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import LogKV
+@testable import LogKVServer
+import Metrics
+import NIOCore
+import Prometheus
+
+/// A store and a server on a free loopback port, built the way logkvd builds
+/// them.
+final class TestServer: @unchecked Sendable {
+    let dir: String
+    let store: LogKV
+    let server: LogKVHTTPServer
+    let channels: [Channel]
+    let port: Int
+    let registry = PrometheusCollectorRegistry()
+
+    init(token: String? = nil, options: LogKVOptions? = nil, configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
+        dir = NSTemporaryDirectory() + "logkv-server-\(UUID().uuidString)"
+        var opts = options ?? LogKVOptions()
+        if options == nil { opts.fsync = .never }
+        let factory = PrometheusMetricsFactory(registry: registry)
+        opts.metricsFactory = factory
+        store = try LogKV(path: dir, options: opts)
+        var config = ServerConfiguration()
+        config.address = ListenAddress(host: "127.0.0.1", port: 0)
+        config.token = token
+        config.eventLoopThreads = 2
+        config.metricsRegistry = registry
+        configure(&config)
+        server = LogKVHTTPServer(store: store, configuration: config, metricsFactory: factory)
+        channels = try await server.bind()
+        port = channels[0].localAddress!.port!
+    }
+
+    func client() throws -> HTTPTestClient { try HTTPTestClient(port: port) }
+
+    func stop() async throws {
+        for channel in channels { try? await channel.close() }
+        try await server.shutdown()
+        try store.close()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// Runs `body` against a fresh test server and always stops it.
+func withServer(token: String? = nil, options: LogKVOptions? = nil,
+                configure: (inout ServerConfiguration) -> Void = { _ in },
+                _ body: (TestServer) async throws -> Void) async throws {
+    let server = try await TestServer(token: token, options: options, configure: configure)
+    do {
+        try await body(server)
+    } catch {
+        try? await server.stop()
+        throw error
+    }
+    try await server.stop()
+}
+
+func utf8(_ s: String) -> [UInt8] { Array(s.utf8) }
