@@ -99,7 +99,7 @@ extension LogKV {
         syncState.lock()
         defer { syncState.unlock() }
         while syncedBytes < target {
-            if let writeFailure = writerLock.withLock({ self.writeFailure }) { throw writeFailure }
+            if let writeFailure { throw writeFailure }
             if syncInProgress {
                 syncState.wait()
                 continue
@@ -126,7 +126,7 @@ extension LogKV {
             // After a failed fsync the page cache may have dropped the data:
             // the only honest answer is to stop taking writes.
             let error = LogKVError.readOnly(reason: "fsync failed: \(failure)")
-            writerLock.withLock { writeFailure = error }
+            writeFailure = error
             logger.critical("fsync failed; store is now read-only", metadata: ["error": "\(failure)"])
             throw error
         }

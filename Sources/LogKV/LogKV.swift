@@ -29,8 +29,18 @@ public final class LogKV: @unchecked Sendable {
     let writerLock = NSLock()
     var active: SegmentFile
     var nextSeq: UInt64
-    var writeFailure: LogKVError?
     var writerClosed = false
+
+    // MARK: Write failure, guarded by `failureLock` (a leaf lock: nothing
+    // else is ever taken while holding it).
+    private let failureLock = NSLock()
+    private var _writeFailure: LogKVError?
+    /// Set once a write failed in a way that leaves durability unknown
+    /// (fsync error); from then on writes are refused.
+    var writeFailure: LogKVError? {
+        get { failureLock.withLock { _writeFailure } }
+        set { failureLock.withLock { _writeFailure = newValue } }
+    }
 
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()

@@ -1,7 +1,9 @@
 import Logging
 import Metrics
 import LogKV
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOExtras
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
@@ -16,6 +18,8 @@ public final class LogKVHTTPServer: Service, Sendable {
     let group: MultiThreadedEventLoopGroup
     let blockingPool: NIOThreadPool
     let logger: Logger
+    /// Closes idle connections and lets busy ones finish on shutdown.
+    let quiescing: ServerQuiescingHelper
 
     public init(store: LogKV, configuration: ServerConfiguration, metricsFactory: (any MetricsFactory)? = nil,
                 logger: Logger = Logger(label: "logkvd")) {
@@ -25,6 +29,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         blockingPool = NIOThreadPool(numberOfThreads: configuration.blockingThreads)
         blockingPool.start()
+        quiescing = ServerQuiescingHelper(group: group)
         api = KVAPI(store: store, configuration: configuration, blockingPool: blockingPool,
                     serverMetrics: ServerMetrics(factory: metricsFactory))
     }
@@ -47,7 +52,13 @@ public final class LogKVHTTPServer: Service, Sendable {
     private func bind(_ address: ListenAddress) async throws -> Channel {
         let api = self.api
         let limit = bodyLimit
+        let quiescing = self.quiescing
         return try await ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -78,12 +89,20 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// Waits for graceful shutdown, then stops accepting and lets open
     /// connections finish their in-flight requests.
     public func runUntilShutdown(_ channels: [Channel]) async throws {
+        let drained = group.next().makePromise(of: Void.self)
+        let initiated = NIOLockedValueBox(false)
         await withGracefulShutdownHandler {
             for channel in channels { try? await channel.closeFuture.get() }
-        } onGracefulShutdown: {
-            for channel in channels { channel.close(promise: nil) }
+        } onGracefulShutdown: { [logger, quiescing] in
+            logger.info("shutting down: no new connections; finishing in-flight requests")
+            initiated.withLockedValue { $0 = true }
+            quiescing.initiateShutdown(promise: drained)
         }
-        logger.info("stopped accepting; draining in-flight requests")
+        if initiated.withLockedValue({ $0 }) {
+            try? await drained.futureResult.get()
+        } else {
+            drained.succeed()
+        }
         try await shutdown()
     }
 

@@ -1,0 +1,160 @@
+import Foundation
+import Testing
+
+/// Tests against a real `logkvd` process.
+@Suite(.serialized) struct LiveServerTests {
+    final class Logkvd {
+        let process = Process()
+        let port: Int
+        let stderr = Pipe()
+
+        init(dataDir: String, port: Int, env: [String: String] = [:], args: [String] = []) throws {
+            self.port = port
+            process.executableURL = URL(fileURLWithPath: builtProduct("logkvd"))
+            process.arguments = ["--data-dir", dataDir, "--log-level", "info"] + args
+            var environment = ProcessInfo.processInfo.environment
+            environment["LOGKV_ADDR"] = "127.0.0.1:\(port)"
+            for (k, v) in env { environment[k] = v }
+            process.environment = environment
+            process.standardError = stderr
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+        }
+
+        /// Waits until /health answers; false if the process exited first.
+        func waitUntilReady() -> Bool {
+            for _ in 0..<200 {
+                if !process.isRunning { return false }
+                if let c = try? HTTPTestClient(port: port), (try? c.request("GET", "/health").status) == 200 { return true }
+                usleep(50_000)
+            }
+            return false
+        }
+
+        func terminate() -> Int32 {
+            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+
+        func stderrText() -> String {
+            String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
+    }
+
+    static func freePort() -> Int { Int.random(in: 20000...40000) }
+
+    func tempDir() -> String { NSTemporaryDirectory() + "logkvd-live-\(UUID().uuidString)" }
+
+    @Test func restartKeepsEveryAcknowledgedWrite() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        var server = try Logkvd(dataDir: dir, port: port)
+        #expect(server.waitUntilReady())
+        let c = try HTTPTestClient(port: port)
+        for i in 0..<300 { #expect(try c.request("PUT", "/v1/kv/k\(i)", body: Array("v\(i)".utf8)).status == 204) }
+        #expect(server.terminate() == 0)
+        #expect(server.stderrText().contains("index checkpoint covers the log"))
+        server = try Logkvd(dataDir: dir, port: port)
+        #expect(server.waitUntilReady())
+        let c2 = try HTTPTestClient(port: port)
+        for i in 0..<300 { #expect(try c2.request("GET", "/v1/kv/k\(i)?raw").text == "v\(i)") }
+        #expect(server.terminate() == 0)
+        #expect(server.stderrText().contains("replayed_records=0"))
+    }
+
+    @Test func sigtermWithRequestsInFlightLosesNothingAcknowledged() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        let server = try Logkvd(dataDir: dir, port: port, args: ["--fsync", "always"])
+        #expect(server.waitUntilReady())
+        final class Acked: @unchecked Sendable { let lock = NSLock(); var keys: [String] = [] }
+        let acked = Acked()
+        let group = DispatchGroup()
+        for worker in 0..<8 {
+            DispatchQueue.global().async(group: group) {
+                guard let c = try? HTTPTestClient(port: port) else { return }
+                for i in 0..<100_000 {
+                    let key = "w\(worker)-\(i)"
+                    guard let r = try? c.request("PUT", "/v1/kv/\(key)", body: Array(key.utf8)), r.status == 204 else { return }
+                    acked.lock.lock(); acked.keys.append(key); acked.lock.unlock()
+                }
+            }
+        }
+        usleep(700_000)
+        #expect(server.terminate() == 0)
+        group.wait()
+        let keys = acked.lock.withLock { acked.keys }
+        #expect(keys.count > 50)
+        let restarted = try Logkvd(dataDir: dir, port: port)
+        #expect(restarted.waitUntilReady())
+        let c = try HTTPTestClient(port: port)
+        var missing = 0
+        for key in keys where try c.request("GET", "/v1/kv/\(key)?raw").text != key { missing += 1 }
+        #expect(missing == 0)
+        #expect(restarted.terminate() == 0)
+    }
+
+    @Test func authTokenFromEnvironmentOrFile() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        var server = try Logkvd(dataDir: dir, port: port, env: ["LOGKV_TOKEN": "tok-env"])
+        #expect(server.waitUntilReady())
+        var c = try HTTPTestClient(port: port)
+        #expect(try c.request("GET", "/v1/stats").status == 401)
+        #expect(try c.request("GET", "/v1/stats", headers: ["Authorization": "Bearer tok-env"]).status == 200)
+        #expect(server.terminate() == 0)
+
+        let tokenFile = dir + "-token"
+        try "tok-file\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: tokenFile) }
+        server = try Logkvd(dataDir: dir, port: port, args: ["--token-file", tokenFile])
+        #expect(server.waitUntilReady())
+        c = try HTTPTestClient(port: port)
+        #expect(try c.request("GET", "/v1/stats", headers: ["Authorization": "Bearer tok-file"]).status == 200)
+        #expect(try c.request("GET", "/v1/stats", headers: ["Authorization": "Bearer tok-env"]).status == 401)
+        #expect(server.terminate() == 0)
+
+        server = try Logkvd(dataDir: dir, port: port)
+        #expect(server.waitUntilReady())
+        c = try HTTPTestClient(port: port)
+        #expect(try c.request("GET", "/v1/stats").status == 200)
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func secondLogkvdOnTheSameDataDirIsRefused() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first = try Logkvd(dataDir: dir, port: Self.freePort())
+        #expect(first.waitUntilReady())
+        let second = try Logkvd(dataDir: dir, port: Self.freePort())
+        second.process.waitUntilExit()
+        #expect(second.process.terminationStatus != 0)
+        let message = second.stderrText()
+        #expect(message.contains("locked by another process"))
+        #expect(message.contains("pid \(first.process.processIdentifier)"))
+        #expect(first.terminate() == 0)
+    }
+
+    @Test func badSettingsAreRefusedWithAClearMessage() throws {
+        let server = try Logkvd(dataDir: tempDir(), port: Self.freePort(), args: ["--fsync", "sometimes"])
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus != 0)
+        #expect(server.stderrText().contains("invalid fsync policy"))
+    }
+}
+
+/// Locates the executables SwiftPM builds next to the test bundle.
+func builtProduct(_ name: String) -> String {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
+}
