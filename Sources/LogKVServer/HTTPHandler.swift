@@ -15,10 +15,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let api: KVAPI
+    private let routes: [Route]
     private let expectedAuthorization: [UInt8]?
 
-    init(api: KVAPI) {
+    init(api: KVAPI, routes: [Route]) {
         self.api = api
+        self.routes = routes
         self.expectedAuthorization = api.configuration.token.map { Array("Bearer \($0)".utf8) }
     }
 
@@ -30,7 +32,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let version = full.head.version
         var routeLabel = "unmatched"
         let reply: Reply
-        switch KVAPI.match(&request) {
+        switch KVAPI.match(&request, in: routes) {
         case let .failure(error):
             reply = .now(.error(error))
         case let .success(route):

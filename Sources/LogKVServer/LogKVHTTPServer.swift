@@ -44,12 +44,14 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// Binds the listeners; returns the channels (their local addresses carry
     /// the real ports when port 0 was asked for).
     public func bind() async throws -> [Channel] {
-        var channels = [try await bind(configuration.address)]
-        if let metrics = configuration.metricsAddress { channels.append(try await bind(metrics)) }
+        var channels = [try await bind(configuration.address, routes: KVAPI.routes)]
+        if let metrics = configuration.metricsAddress {
+            channels.append(try await bind(metrics, routes: KVAPI.metricsRoutes))
+        }
         return channels
     }
 
-    private func bind(_ address: ListenAddress) async throws -> Channel {
+    private func bind(_ address: ListenAddress, routes: [Route]) async throws -> Channel {
         let api = self.api
         let limit = bodyLimit
         let quiescing = self.quiescing
@@ -69,7 +71,7 @@ public final class LogKVHTTPServer: Service, Sendable {
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                     try sync.addHandler(BodyLimitHandler(limit: limit))
                     try sync.addHandler(NIOHTTPServerRequestAggregator(maxContentLength: limit))
-                    try sync.addHandler(HTTPHandler(api: api))
+                    try sync.addHandler(HTTPHandler(api: api, routes: routes))
                 }
             }
             .bind(host: address.host, port: address.port)

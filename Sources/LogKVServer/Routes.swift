@@ -26,11 +26,14 @@ extension KVAPI {
         Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },
     ]
 
+    /// What a separate metrics listener (`--metrics-addr`) serves.
+    static let metricsRoutes = routes.filter { $0.template == "/metrics" || $0.template == "/health" }
+
     /// Finds the route for a request, or the error to answer: 404 for an
     /// unknown path, 405 (with `Allow`) for a known path and another method.
-    static func match(_ request: inout Request) -> Result<Route, APIError> {
+    static func match(_ request: inout Request, in table: [Route] = routes) -> Result<Route, APIError> {
         var pathMatches: [Route] = []
-        for route in routes {
+        for route in table {
             if let key = matchTemplate(route.template, request.path) {
                 pathMatches.append(route)
                 if route.method == request.method {

@@ -70,17 +70,9 @@ struct Logkvd: AsyncParsableCommand {
         options.cacheBudgetBytes = cacheBytes
         options.logger = Logger(label: "logkv")
 
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = [
-            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
-            .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
-            .seconds(2.5), .seconds(5), .seconds(10),
-        ]
-        factory.defaultValueHistogramBuckets = [1, 10, 100, 1000, 5000, 10_000, 50_000, 100_000]
-        MetricsSystem.bootstrap(factory)
-        serverConfig.metricsRegistry = registry
+        let metrics = PrometheusBackend()
+        MetricsSystem.bootstrap(metrics)
+        serverConfig.metricsRegistry = metrics.registry
 
         let dataPath = dataDir ?? env["LOGKV_DATA_DIR"] ?? "data"
         let store: LogKV

@@ -19,7 +19,7 @@ final class TestServer: @unchecked Sendable {
         dir = NSTemporaryDirectory() + "logkv-server-\(UUID().uuidString)"
         var opts = options ?? LogKVOptions()
         if options == nil { opts.fsync = .never }
-        let factory = PrometheusMetricsFactory(registry: registry)
+        let factory = PrometheusBackend(registry: registry)
         opts.metricsFactory = factory
         store = try LogKV(path: dir, options: opts)
         var config = ServerConfiguration()
