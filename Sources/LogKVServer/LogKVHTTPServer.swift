@@ -18,8 +18,10 @@ public final class LogKVHTTPServer: Service, Sendable {
     let group: MultiThreadedEventLoopGroup
     let blockingPool: NIOThreadPool
     let logger: Logger
-    /// Closes idle connections and lets busy ones finish on shutdown.
-    let quiescing: ServerQuiescingHelper
+    /// One per listener: closes idle connections and lets busy ones finish
+    /// on shutdown. Released before the event loops stop (their deinit
+    /// touches a loop).
+    let quiescing = NIOLockedValueBox<[ServerQuiescingHelper]>([])
 
     public init(store: LogKV, configuration: ServerConfiguration, metricsFactory: (any MetricsFactory)? = nil,
                 logger: Logger = Logger(label: "logkvd")) {
@@ -29,7 +31,6 @@ public final class LogKVHTTPServer: Service, Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         blockingPool = NIOThreadPool(numberOfThreads: configuration.blockingThreads)
         blockingPool.start()
-        quiescing = ServerQuiescingHelper(group: group)
         api = KVAPI(store: store, configuration: configuration, blockingPool: blockingPool,
                     serverMetrics: ServerMetrics(factory: metricsFactory))
     }
@@ -54,7 +55,8 @@ public final class LogKVHTTPServer: Service, Sendable {
     private func bind(_ address: ListenAddress, routes: [Route]) async throws -> Channel {
         let api = self.api
         let limit = bodyLimit
-        let quiescing = self.quiescing
+        let quiescing = ServerQuiescingHelper(group: group)
+        self.quiescing.withLockedValue { $0.append(quiescing) }
         return try await ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -91,27 +93,35 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// Waits for graceful shutdown, then stops accepting and lets open
     /// connections finish their in-flight requests.
     public func runUntilShutdown(_ channels: [Channel]) async throws {
-        let drained = group.next().makePromise(of: Void.self)
+        await drain(channels)
+        try await shutdown()
+    }
+
+    private func drain(_ channels: [Channel]) async {
+        let helpers = quiescing.withLockedValue { $0 }
+        let drained = helpers.map { _ in group.next().makePromise(of: Void.self) }
         let initiated = NIOLockedValueBox(false)
         await withGracefulShutdownHandler {
             for channel in channels { try? await channel.closeFuture.get() }
-        } onGracefulShutdown: { [logger, quiescing] in
+        } onGracefulShutdown: { [logger] in
             logger.info("shutting down: no new connections; finishing in-flight requests")
             initiated.withLockedValue { $0 = true }
-            quiescing.initiateShutdown(promise: drained)
+            for (helper, promise) in zip(helpers, drained) { helper.initiateShutdown(promise: promise) }
         }
-        if initiated.withLockedValue({ $0 }) {
-            try? await drained.futureResult.get()
-        } else {
-            drained.succeed()
+        for promise in drained {
+            if initiated.withLockedValue({ $0 }) {
+                try? await promise.futureResult.get()
+            } else {
+                promise.succeed()
+            }
         }
-        try await shutdown()
     }
 
     /// Stops the event loops (letting queued work finish) and the blocking pool.
     public func shutdown() async throws {
-        try await blockingPool.shutdownGracefully()
+        quiescing.withLockedValue { $0.removeAll() }
         try await group.shutdownGracefully()
+        try await blockingPool.shutdownGracefully()
     }
 }
 
