@@ -9,12 +9,16 @@ import Darwin
 ///     <dir>/LOCK                  exclusive flock of the owning process
 ///     <dir>/segments/NNNNNNNNNNNN.seg
 ///     <dir>/index.sqlite          (+ -wal, -shm)
+///     <dir>/COMPACTION            only while a compaction swaps segments
 struct DataDirectory: Sendable {
     let path: String
 
     var lockPath: String { path + "/LOCK" }
     var segmentsPath: String { path + "/segments" }
     var indexPath: String { path + "/index.sqlite" }
+    /// Present while a compaction is between writing its outputs and removing
+    /// its inputs: "old ID..." and "new ID..." lines.
+    var compactionManifestPath: String { path + "/COMPACTION" }
     var indexSidecars: [String] { [indexPath + "-wal", indexPath + "-shm", indexPath + "-journal"] }
 
     func segmentPath(_ id: UInt64) -> String {

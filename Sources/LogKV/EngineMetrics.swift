@@ -22,6 +22,12 @@ struct EngineMetrics: Sendable {
     let recoveryReplayed: Gauge
     let recoveryTruncatedBytes: Gauge
     let indexRebuilds: Counter
+    let compactionRuns: Counter
+    let compactionDuration: Timer
+    let compactionReadBytes: Counter
+    let compactionWrittenBytes: Counter
+    let compactionReclaimedBytes: Counter
+    let compactionSegmentsRemoved: Counter
 
     init(factory: (any MetricsFactory)?) {
         let f = factory ?? MetricsSystem.factory
@@ -49,5 +55,11 @@ struct EngineMetrics: Sendable {
         recoveryReplayed = Gauge(label: "logkv_recovery_replayed_records", factory: f)
         recoveryTruncatedBytes = Gauge(label: "logkv_recovery_truncated_bytes", factory: f)
         indexRebuilds = Counter(label: "logkv_index_rebuilds_total", factory: f)
+        compactionRuns = Counter(label: "logkv_compaction_runs_total", factory: f)
+        compactionDuration = Timer(label: "logkv_compaction_duration_seconds", factory: f)
+        compactionReadBytes = Counter(label: "logkv_compaction_read_bytes_total", factory: f)
+        compactionWrittenBytes = Counter(label: "logkv_compaction_written_bytes_total", factory: f)
+        compactionReclaimedBytes = Counter(label: "logkv_compaction_reclaimed_bytes_total", factory: f)
+        compactionSegmentsRemoved = Counter(label: "logkv_compaction_segments_removed_total", factory: f)
     }
 }

@@ -51,7 +51,9 @@ extension LogKV {
             let sorted = batch.sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) }
             var failure: Error?
             do {
-                try indexWriter.apply(sorted, checkpoint: checkpoint, maxSeq: maxSeq, segmentSizes: sizes)
+                try indexWriterLock.withLock {
+                    try indexWriter.apply(sorted, checkpoint: checkpoint, maxSeq: maxSeq, segmentSizes: sizes)
+                }
             } catch {
                 failure = error
             }

@@ -167,6 +167,74 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
+    /// A compaction's index change, in one transaction: rows still pointing
+    /// at a copied record move to its copy (a row a newer write changed
+    /// meanwhile is left alone, so the write wins); rows of expired records
+    /// being dropped go; the old segments' rows go and the new ones' come.
+    ///
+    /// - Returns: how many rows moved and how many expired rows were removed.
+    func commitCompaction(
+        moves: [CompactionMove], drops: [CompactionMove], newSegments: [(id: UInt64, size: Int64)],
+        oldSegments: [UInt64], logSegments: [UInt64]
+    ) throws -> (moved: Int, dropped: Int) {
+        let move = try db.prepare("UPDATE keydir SET segment = ?1, offset = ?2 WHERE key = ?3 AND segment = ?4 AND offset = ?5")
+        let drop = try db.prepare("DELETE FROM keydir WHERE key = ?1 AND segment = ?2 AND offset = ?3")
+        let deleteSegment = try db.prepare("DELETE FROM segments WHERE id = ?1")
+        let insertSegment = try db.prepare("INSERT OR REPLACE INTO segments(id, size_bytes, live_bytes, live_keys) VALUES (?1, ?2, ?3, ?4)")
+        try db.exec("BEGIN IMMEDIATE")
+        do {
+            var live: [UInt64: (bytes: Int64, keys: Int64)] = [:]
+            var moved = 0, dropped = 0
+            for m in moves {
+                move.bind(1, Int64(m.new.segment))
+                move.bind(2, m.new.offset)
+                move.bind(3, m.key)
+                move.bind(4, Int64(m.oldSegment))
+                move.bind(5, m.oldOffset)
+                try move.run()
+                if db.changes == 1 {
+                    moved += 1
+                    let old = live[m.new.segment] ?? (0, 0)
+                    live[m.new.segment] = (old.bytes + Int64(m.new.length), old.keys + 1)
+                }
+            }
+            for d in drops {
+                drop.bind(1, d.key)
+                drop.bind(2, Int64(d.oldSegment))
+                drop.bind(3, d.oldOffset)
+                try drop.run()
+                dropped += db.changes
+            }
+            for id in oldSegments {
+                deleteSegment.bind(1, Int64(id))
+                try deleteSegment.run()
+            }
+            for segment in newSegments {
+                let l = live[segment.id] ?? (0, 0)
+                insertSegment.bind(1, Int64(segment.id))
+                insertSegment.bind(2, segment.size)
+                insertSegment.bind(3, l.bytes)
+                insertSegment.bind(4, l.keys)
+                try insertSegment.run()
+            }
+            if dropped > 0 {
+                addKeyCount.bind(1, Int64(-dropped))
+                try addKeyCount.run()
+            }
+            // A checkpoint at the end of a removed segment means the start of
+            // the next log segment (everything in the inputs was flushed).
+            if let checkpoint = try checkpoint(), oldSegments.contains(checkpoint.position.segment),
+               let next = logSegments.filter({ $0 > checkpoint.position.segment }).min() {
+                try db.exec("UPDATE checkpoint SET segment = \(next), offset = \(RecordFormat.segmentHeaderSize)")
+            }
+            try db.exec("COMMIT")
+            return (moved, dropped)
+        } catch {
+            try? db.exec("ROLLBACK")
+            throw error
+        }
+    }
+
     /// Drops what a rebuild needed and nobody else does.
     func finishOutOfOrderReplay() throws {
         guard tombstonesTableReady else { return }
@@ -283,6 +351,32 @@ final class IndexReader: @unchecked Sendable {
                                    liveBytes: segmentsStmt.int64(2), liveKeys: segmentsStmt.int64(3)))
         }
         return rows
+    }
+
+    /// Keys whose record expired at or before `now`, oldest expiry first.
+    func expired(now: Int64, limit: Int) throws -> [([UInt8], RecordLocation)] {
+        let stmt = try cachedExpiredStatement()
+        stmt.bind(1, now)
+        stmt.bind(2, Int64(limit))
+        defer { stmt.reset() }
+        var out: [([UInt8], RecordLocation)] = []
+        while try stmt.step() {
+            out.append((stmt.blob(0), RecordLocation(
+                segment: UInt64(stmt.int64(1)), offset: stmt.int64(2), length: Int(stmt.int64(3)),
+                seq: UInt64(bitPattern: stmt.int64(4)), expiresAt: stmt.int64(5))))
+        }
+        return out
+    }
+
+    private var expiredStmt: SQLiteStatement?
+    private func cachedExpiredStatement() throws -> SQLiteStatement {
+        if let expiredStmt { return expiredStmt }
+        let stmt = try db.prepare("""
+            SELECT key, segment, offset, length, seq, expires_at FROM keydir
+            WHERE expires_at > 0 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2
+            """)
+        expiredStmt = stmt
+        return stmt
     }
 
     func keyCount() throws -> Int64 {

@@ -42,6 +42,27 @@ enum KeyDirChange: Equatable, Sendable {
     }
 }
 
+/// A record compaction copied (or drops): where it was, where it went.
+struct CompactionMove {
+    var key: [UInt8]
+    var oldSegment: UInt64
+    var oldOffset: Int64
+    var new: RecordLocation
+}
+
+/// What a compaction did.
+public struct CompactionReport: Equatable, Sendable {
+    public var segmentsCompacted = 0
+    public var segmentsWritten = 0
+    public var bytesRead: Int64 = 0
+    public var bytesWritten: Int64 = 0
+    /// Disk bytes freed: input sizes minus output sizes.
+    public var bytesReclaimed: Int64 = 0
+    public var keysMoved = 0
+    public var expiredDropped = 0
+    public var seconds = 0.0
+}
+
 /// A key in a listing.
 public struct KeyInfo: Equatable, Sendable {
     public var key: [UInt8]

@@ -82,7 +82,9 @@ extension LogKV {
     func rotate() throws {
         try active.sync()
         let sealed = active
-        let next = try SegmentFile.create(id: sealed.id + 1, path: dir.segmentPath(sealed.id + 1), storeID: storeID)
+        let id = nextSegmentID
+        let next = try SegmentFile.create(id: id, path: dir.segmentPath(id), storeID: storeID)
+        nextSegmentID += 1
         DataDirectory.syncDirectory(dir.segmentsPath)
         state.withLock {
             segments[next.id] = next

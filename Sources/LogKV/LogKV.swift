@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 
 /// A Bitcask-style key-value store: values in append-only segment files, the
 /// KeyDir mirrored into SQLite.
@@ -29,7 +30,13 @@ public final class LogKV: @unchecked Sendable {
     let writerLock = NSLock()
     var active: SegmentFile
     var nextSeq: UInt64
+    /// The next segment id, for rotation and compaction output alike.
+    var nextSegmentID: UInt64
     var writerClosed = false
+    /// Serialises use of `indexWriter` between the flusher and compaction.
+    let indexWriterLock = NSLock()
+    /// One compaction at a time.
+    let compactionLock = NSLock()
 
     // MARK: Write failure, guarded by `failureLock` (a leaf lock: nothing
     // else is ever taken while holding it).
@@ -55,12 +62,17 @@ public final class LogKV: @unchecked Sendable {
     var sealedSizes: [UInt64: Int64] = [:]
     /// Every segment file, readable by id.
     var segments: [UInt64: SegmentFile]
+    /// Ids of segments removed by compaction: a reader that finds its
+    /// location there relocates the key instead of reporting corruption.
+    var retiredSegments: Set<UInt64> = []
     /// Bumped after every index commit; a reader caches a row read from
     /// SQLite only if no commit happened meanwhile.
     var flushEpoch: UInt64 = 0
     var cache: KeyDirCache
     var closing = false
     var flusherRunning = false
+    var maintenanceRunning = false
+    var maintenanceExited = false
     var flusherExited = false
     var flusherError: LogKVError?
 
@@ -110,11 +122,13 @@ public final class LogKV: @unchecked Sendable {
         self.active = recovered.segments.last!
         self.syncFile = self.active
         self.nextSeq = recovered.maxSeq + 1
+        self.nextSegmentID = (recovered.segments.map(\.id).max() ?? 0) + 1
         self.lastSeq = recovered.maxSeq
         self.logEnd = LogPosition(segment: active.id, offset: active.size)
         self.cache = KeyDirCache(budgetBytes: options.cacheBudgetBytes)
         startFlusher()
         startSyncer()
+        startMaintenance()
     }
 
     deinit {
@@ -169,18 +183,27 @@ public final class LogKV: @unchecked Sendable {
     public func get(_ key: [UInt8]) throws -> StoredValue? {
         try validate(key: key)
         let now = options.clock()
-        guard let location = try locate(key) else {
-            metrics.readMiss.increment()
-            return nil
+        for attempt in 0..<3 {
+            let observed = try locateObserving(key)
+            guard let location = observed.location else {
+                metrics.readMiss.increment()
+                return nil
+            }
+            if location.isExpired(now: now) {
+                expireLazily(key, location, observedEpoch: observed.epoch)
+                metrics.readExpired.increment()
+                return nil
+            }
+            do {
+                let value = try readValue(key: key, at: location)
+                metrics.readHit.increment()
+                return value
+            } catch SegmentGone.gone where attempt < 2 {
+                // Compaction moved the key between locating and reading it.
+                continue
+            }
         }
-        if location.isExpired(now: now) {
-            expireLazily(key, location)
-            metrics.readExpired.increment()
-            return nil
-        }
-        let value = try readValue(key: key, at: location)
-        metrics.readHit.increment()
-        return value
+        throw LogKVError.corruption(segment: 0, offset: 0, reason: "key kept moving while being read")
     }
 
     /// The outcome of `getWithoutWaiting`.
@@ -213,7 +236,7 @@ public final class LogKV: @unchecked Sendable {
             return .done(nil)
         }
         if location.isExpired(now: options.clock()) {
-            expireLazily(key, location)
+            expireLazily(key, location, observedEpoch: nil)
             metrics.readExpired.increment()
             return .done(nil)
         }
@@ -290,6 +313,8 @@ public final class LogKV: @unchecked Sendable {
         }
         if alreadyClosed { return }
         var firstError: Error?
+        stopMaintenance()
+        compactionLock.withLock {}  // let a running compaction finish
         do { try sync() } catch { firstError = firstError ?? error }
         stopSyncer()
         stopFlusher()
@@ -312,6 +337,14 @@ public final class LogKV: @unchecked Sendable {
     /// Where the latest record of `key` lives, or nil if it has none (or its
     /// latest change is a delete or an expiry).
     func locate(_ keyBytes: [UInt8]) throws -> RecordLocation? {
+        try locateObserving(keyBytes).location
+    }
+
+    /// A location and the flush epoch it was observed at; `epoch` is nil when
+    /// it came from `pending`/`flushing` (which need no epoch check).
+    struct Observed { var location: RecordLocation?; var epoch: UInt64? }
+
+    func locateObserving(_ keyBytes: [UInt8]) throws -> Observed {
         let key = KeyBytes(keyBytes)
         var epoch: UInt64 = 0
         var found: KeyDirChange?
@@ -328,10 +361,10 @@ public final class LogKV: @unchecked Sendable {
         }
         if closed { throw LogKVError.closed }
         if let found {
-            if case let .put(location) = found { return location }
-            return nil
+            if case let .put(location) = found { return Observed(location: location, epoch: nil) }
+            return Observed(location: nil, epoch: nil)
         }
-        if let cached { return cached }
+        if let cached { return Observed(location: cached, epoch: epoch) }
         let location = try readers.withReader { try $0.lookup(keyBytes) }
         if let location {
             state.withLock {
@@ -340,12 +373,13 @@ public final class LogKV: @unchecked Sendable {
                 }
             }
         }
-        return location
+        return Observed(location: location, epoch: epoch)
     }
 
     /// Reads and verifies the record at `location`.
     func readValue(key: [UInt8], at location: RecordLocation) throws -> StoredValue {
         guard let segment = state.withLock({ segments[location.segment] }) else {
+            if state.withLock({ retiredSegments.contains(location.segment) }) { throw SegmentGone.gone }
             throw LogKVError.corruption(segment: location.segment, offset: location.offset,
                                         reason: "index points at a segment that does not exist")
         }
@@ -382,19 +416,30 @@ public final class LogKV: @unchecked Sendable {
     }
 
     /// Removes an expired key from the KeyDir, unless a newer write won.
-    func expireLazily(_ keyBytes: [UInt8], _ location: RecordLocation) {
+    /// Removes an expired key from the KeyDir, unless a newer write won.
+    ///
+    /// - Parameter observedEpoch: the flush epoch at which `location` was read
+    ///   from the cache or SQLite (nil if it came from `pending`/`flushing`).
+    ///   If a flush committed since, the row may have changed: skip, a later
+    ///   read or the sweep will catch it.
+    @discardableResult
+    func expireLazily(_ keyBytes: [UInt8], _ location: RecordLocation, observedEpoch: UInt64?,
+                      counter: Counter? = nil) -> Bool {
         let key = KeyBytes(keyBytes)
         let counted: Bool = state.withLock {
             if let current = pending[key] {
                 guard current == .put(location) else { return false }
-            } else if let inFlight = flushing[key], inFlight.seq != location.seq {
+            } else if let inFlight = flushing[key] {
+                guard inFlight.seq == location.seq else { return false }
+            } else if let observedEpoch, observedEpoch != flushEpoch {
                 return false
             }
             pending[key] = .expire(seq: location.seq)
             cache.remove(key)
             return true
         }
-        if counted { metrics.expiredRead.increment() }
+        if counted { (counter ?? metrics.expiredRead).increment() }
+        return counted
     }
 }
 
@@ -414,3 +459,6 @@ extension LogKV {
         try delete(Array(key.utf8))
     }
 }
+
+/// A location pointed into a segment that compaction has since removed.
+enum SegmentGone: Error { case gone }

@@ -32,6 +32,26 @@ public struct LogKVOptions: Sendable {
     public var flushIntervalMillis: Int = 5
     /// Number of SQLite read connections.
     public var readConnections: Int = 4
+    /// Background compaction: checked every `compactionCheckSeconds`; runs
+    /// when a sealed segment has at least `compactionTriggerRatio` garbage or
+    /// `compactionTriggerDeadBytes` dead bytes, and then takes every sealed
+    /// segment over `compactionThresholdRatio` or `compactionThresholdDeadBytes`
+    /// (Bitcask's frag/dead-bytes merge triggers and thresholds).
+    public var autoCompaction = true
+    public var compactionCheckSeconds = 60
+    public var compactionTriggerRatio = 0.6
+    public var compactionTriggerDeadBytes: Int64 = 512 * 1024 * 1024
+    public var compactionThresholdRatio = 0.4
+    public var compactionThresholdDeadBytes: Int64 = 128 * 1024 * 1024
+    /// Compaction I/O budget (read + written), bytes per second; 0 = unlimited.
+    public var compactionBytesPerSecond: Int64 = 64 * 1024 * 1024
+    /// Background sweep of expired keys nobody reads: at most this many per
+    /// second (0 disables it).
+    public var expirySweepPerSecond = 1000
+    /// Testing hook: called at each step of a compaction ("outputs-written",
+    /// "outputs-synced", "index-committed", "old-segment-deleted", "finished");
+    /// throwing aborts the compaction there, as a crash would.
+    public var compactionFailpoint: (@Sendable (String) throws -> Void)? = nil
     /// Where the engine's metrics go; nil means the global `MetricsSystem`.
     public var metricsFactory: (any MetricsFactory)? = nil
     /// Recovery progress, truncations and background errors are logged here.

@@ -33,6 +33,7 @@ enum Recovery {
         let dir = DataDirectory(path: path)
         try dir.create()
         let lock = try DirectoryLock(path: dir.lockPath, clock: options.clock)
+        try settleCompaction(dir, logger: logger)
         var segments = try openSegments(dir, logger: logger)
         let storeID: [UInt8]
         if segments.isEmpty {
@@ -90,6 +91,36 @@ enum Recovery {
         return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, index: index,
                       maxSeq: replay.maxSeq, replayedRecords: replay.records,
                       truncatedBytes: replay.truncatedBytes, rebuilt: rebuilt)
+    }
+
+    /// Finishes or undoes a compaction a crash interrupted. Its index commit
+    /// is the decision point: if the index has rows for the new segments (or,
+    /// without a usable index, if an old segment is already gone), the
+    /// compaction happened and the old files go; otherwise the new ones do.
+    static func settleCompaction(_ dir: DataDirectory, logger: Logger) throws {
+        guard DataDirectory.exists(dir.compactionManifestPath) else { return }
+        let text = (try? String(contentsOfFile: dir.compactionManifestPath, encoding: .utf8)) ?? ""
+        func ids(_ tag: String) -> [UInt64] {
+            text.split(separator: "\n").first { $0.hasPrefix(tag + " ") || $0 == Substring(tag) }?
+                .split(separator: " ").dropFirst().compactMap { UInt64($0) } ?? []
+        }
+        let old = ids("old"), new = ids("new")
+        var committed: Bool
+        if let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true),
+           let known = try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(new.map(String.init).joined(separator: ",")))"),
+           !new.isEmpty {
+            committed = known > 0
+        } else {
+            committed = false
+        }
+        if !committed && old.contains(where: { !DataDirectory.exists(dir.segmentPath($0)) }) { committed = true }
+        let doomed = committed ? old : new
+        for id in doomed { DataDirectory.remove(dir.segmentPath(id)) }
+        DataDirectory.syncDirectory(dir.segmentsPath)
+        DataDirectory.remove(dir.compactionManifestPath)
+        DataDirectory.syncDirectory(dir.path)
+        logger.warning("settled an interrupted compaction", metadata: [
+            "committed": "\(committed)", "removed_segments": "\(doomed)"])
     }
 
     /// Opens every segment; the last one writable. A last segment whose

@@ -48,6 +48,9 @@ final class SQLiteConnection: @unchecked Sendable {
         return try stmt.step() ? stmt.int64(0) : nil
     }
 
+    /// Rows changed by the last statement.
+    var changes: Int { Int(sqlite3_changes(handle)) }
+
     func error(_ rc: Int32) -> LogKVError {
         .index(code: rc, message: String(cString: sqlite3_errmsg(handle)))
     }

@@ -21,6 +21,13 @@ public enum MetricsCatalog {
         "logkv_index_flush_duration_seconds": "Duration of each index flush transaction.",
         "logkv_index_flush_batch_entries": "Index changes per flush transaction.",
         "logkv_index_rebuilds_total": "Full index rebuilds from the segments since start.",
+        // Compaction
+        "logkv_compaction_runs_total": "Compactions completed.",
+        "logkv_compaction_duration_seconds": "Duration of each compaction.",
+        "logkv_compaction_read_bytes_total": "Bytes read from segments by compaction.",
+        "logkv_compaction_written_bytes_total": "Bytes of live records copied into new segments by compaction.",
+        "logkv_compaction_reclaimed_bytes_total": "Disk bytes freed by compaction.",
+        "logkv_compaction_segments_removed_total": "Segment files removed by compaction.",
         // Startup
         "logkv_recovery_duration_seconds": "Time the last open took, recovery included.",
         "logkv_recovery_replayed_records": "Log records replayed into the index by the last open.",

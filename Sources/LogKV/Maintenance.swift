@@ -1,0 +1,69 @@
+import Foundation
+
+/// The background maintenance thread: sweeps expired keys nobody reads
+/// (bounded per second) and starts a compaction when a trigger is reached.
+extension LogKV {
+    func startMaintenance() {
+        guard options.expirySweepPerSecond > 0 || options.autoCompaction else { return }
+        state.withLock { maintenanceRunning = true }
+        let thread = Thread { [weak self] in self?.maintenanceLoop() }
+        thread.name = "logkv-maintenance"
+        thread.start()
+    }
+
+    func stopMaintenance() {
+        state.lock()
+        guard maintenanceRunning else { state.unlock(); return }
+        maintenanceRunning = false
+        state.broadcast()
+        while !maintenanceExited { state.wait() }
+        state.unlock()
+    }
+
+    private func maintenanceLoop() {
+        var lastCompactionCheck = Date()
+        while true {
+            // Once a second; the condition is broadcast for other reasons
+            // too, so wait out the whole second.
+            let deadline = Date(timeIntervalSinceNow: 1)
+            let running = state.withLock { () -> Bool in
+                while maintenanceRunning && Date() < deadline { _ = state.wait(until: deadline) }
+                return maintenanceRunning
+            }
+            guard running else { break }
+            if options.expirySweepPerSecond > 0 {
+                do { _ = try sweepExpired(limit: options.expirySweepPerSecond) } catch {
+                    logger.error("expiry sweep failed", metadata: ["error": "\(error)"])
+                }
+            }
+            if options.autoCompaction && -lastCompactionCheck.timeIntervalSinceNow >= Double(options.compactionCheckSeconds) {
+                lastCompactionCheck = Date()
+                do {
+                    if try compactionTriggered() { try compact(everything: false) }
+                } catch {
+                    logger.error("background compaction failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        state.withLock {
+            maintenanceExited = true
+            state.broadcast()
+        }
+    }
+
+    /// Removes up to `limit` expired keys from the index without anyone
+    /// reading them. Returns how many were expired.
+    @discardableResult
+    public func sweepExpired(limit: Int) throws -> Int {
+        let (expired, epoch) = try readers.withReader { reader in
+            let epoch = state.withLock { flushEpoch }
+            return (try reader.expired(now: options.clock(), limit: limit), epoch)
+        }
+        var count = 0
+        for (key, location) in expired
+        where expireLazily(key, location, observedEpoch: epoch, counter: metrics.expiredSweep) {
+            count += 1
+        }
+        return count
+    }
+}
