@@ -63,6 +63,20 @@ extension LogKV {
         return report
     }
 
+    /// Starts a full compaction on a background thread.
+    ///
+    /// - Returns: false if a compaction is already running.
+    public func startCompaction() -> Bool {
+        guard compactionLock.try() else { return false }
+        compactionLock.unlock()
+        let thread = Thread { [self] in
+            do { try compact() } catch { logger.error("compaction failed", metadata: ["error": "\(error)"]) }
+        }
+        thread.name = "logkv-compaction"
+        thread.start()
+        return true
+    }
+
     /// Whether a background compaction should run now (Bitcask-style triggers).
     func compactionTriggered() throws -> Bool {
         let activeID = writerLock.withLock { active.id }

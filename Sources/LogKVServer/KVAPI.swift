@@ -185,6 +185,18 @@ public final class KVAPI: Sendable {
         }
     }
 
+    func compact(_ request: Request) -> Reply {
+        guard store.startCompaction() else {
+            return .now(.error(APIError(.conflict, "a compaction is already running")))
+        }
+        var w = JSONWriter()
+        w.beginObject()
+        w.field("success", true)
+        w.field("message", "compaction started")
+        w.endObject()
+        return .now(.json(w, status: .accepted))
+    }
+
     // MARK: Helpers
 
     /// A key as text for JSON: itself when it is UTF-8, else percent-encoded

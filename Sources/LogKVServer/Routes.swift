@@ -24,6 +24,7 @@ extension KVAPI {
         Route(method: .GET, template: "/v1/keys", requiresAuth: true) { api, r in try api.listKeys(r) },
         Route(method: .GET, template: "/v1/stats", requiresAuth: true) { api, r in try api.stats(r) },
         Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },
+        Route(method: .POST, template: "/v1/admin/compact", requiresAuth: true) { api, r in api.compact(r) },
     ]
 
     /// What a separate metrics listener (`--metrics-addr`) serves.

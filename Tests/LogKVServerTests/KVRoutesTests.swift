@@ -254,6 +254,28 @@ import Testing
         }
     }
 
+    @Test func adminCompactStartsACompactionBehindTheToken() async throws {
+        try await withServer(token: "t") { s in
+            let c = try s.client()
+            let auth = ["Authorization": "Bearer t"]
+            for round in 0..<3 {
+                for i in 0..<50 { _ = try c.request("PUT", "/v1/kv/k\(i)", headers: auth, body: utf8("round \(round)")) }
+            }
+            #expect(try c.request("POST", "/v1/admin/compact").status == 401)
+            let before = try s.store.stats()
+            let r = try c.request("POST", "/v1/admin/compact", headers: auth)
+            #expect(r.status == 202)
+            #expect(r.json["success"] as? Bool == true)
+            var after = try s.store.stats()
+            for _ in 0..<100 where after.deadBytes >= before.deadBytes {
+                try await Task.sleep(for: .milliseconds(20))
+                after = try s.store.stats()
+            }
+            #expect(after.deadBytes < before.deadBytes)
+            #expect(try c.request("GET", "/v1/kv/k7?raw", headers: auth).text == "round 2")
+        }
+    }
+
     @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
         try await withServer { s in
             let c = try s.client()
