@@ -73,6 +73,7 @@ let package = Package(
             dependencies: [
                 "LogKV",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -94,7 +95,7 @@ let package = Package(
         .testTarget(
             name: "LogKVServerTests",
             dependencies: [
-                "LogKVServer", "LogKV", "logkvd",
+                "LogKVServer", "LogKV", "logkvd", "LogKVCLI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

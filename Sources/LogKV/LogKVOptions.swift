@@ -52,6 +52,11 @@ public struct LogKVOptions: Sendable {
     /// "outputs-synced", "index-committed", "old-segment-deleted", "finished");
     /// throwing aborts the compaction there, as a crash would.
     public var compactionFailpoint: (@Sendable (String) throws -> Void)? = nil
+    /// Rebuild the index from the segments on open, whatever its state.
+    public var forceIndexRebuild = false
+    /// Called while opening replays segments: (segments done, segments to
+    /// replay, records so far). For progress bars.
+    public var recoveryProgress: (@Sendable (Int, Int, Int) -> Void)? = nil
     /// Where the engine's metrics go; nil means the global `MetricsSystem`.
     public var metricsFactory: (any MetricsFactory)? = nil
     /// Recovery progress, truncations and background errors are logged here.

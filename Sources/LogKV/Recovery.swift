@@ -77,6 +77,7 @@ enum Recovery {
             index = try freshIndex(dir, storeID: storeID)
         }
 
+        if options.forceIndexRebuild && rebuildReason == nil { rebuildReason = "requested" }
         let rebuilt = rebuildReason != nil
         if let rebuildReason {
             logger.warning("rebuilding index from segments", metadata: [
@@ -87,7 +88,7 @@ enum Recovery {
         }
 
         let replay = try replayLog(segments: &segments, from: startAt!, into: index, outOfOrder: rebuilt,
-                                   maxSeq: maxSeq, logger: logger)
+                                   maxSeq: maxSeq, logger: logger, progress: options.recoveryProgress)
         return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, index: index,
                       maxSeq: replay.maxSeq, replayedRecords: replay.records,
                       truncatedBytes: replay.truncatedBytes, rebuilt: rebuilt)
@@ -167,8 +168,10 @@ enum Recovery {
     /// Applies every record from `start` to the end of the log to the index.
     private static func replayLog(
         segments: inout [SegmentFile], from start: LogPosition, into index: IndexWriter,
-        outOfOrder: Bool, maxSeq: UInt64, logger: Logger
+        outOfOrder: Bool, maxSeq: UInt64, logger: Logger, progress: (@Sendable (Int, Int, Int) -> Void)?
     ) throws -> (records: Int, maxSeq: UInt64, truncatedBytes: Int) {
+        let toReplay = segments.filter { $0.id >= start.segment }.count
+        var replayed = 0
         var maxSeq = maxSeq
         var records = 0
         var truncated = 0
@@ -217,6 +220,8 @@ enum Recovery {
                 }
             }
             sizes[segment.id] = scanner.validEnd
+            replayed += 1
+            progress?(replayed, toReplay, records)
             if outOfOrder {
                 logger.info("rebuild progress", metadata: [
                     "segment": "\(segment.id)", "of": "\(segments.last!.id)", "records": "\(records)"])

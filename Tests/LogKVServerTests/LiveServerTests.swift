@@ -3,7 +3,7 @@ import Testing
 
 /// Tests against a real `logkvd` process.
 @Suite(.serialized) struct LiveServerTests {
-    final class Logkvd {
+    final class Logkvd: @unchecked Sendable {
         let process = Process()
         let port: Int
         let stderr = Pipe()

@@ -1,0 +1,202 @@
+import ArgumentParser
+import Foundation
+import Logging
+import LogKV
+
+/// Options of commands that work on a stopped data directory.
+struct DirectoryOptions: ParsableArguments {
+    @Option(help: "Data directory. (env LOGKV_DATA_DIR, default data)")
+    var dataDir: String?
+
+    var path: String { dataDir ?? ProcessInfo.processInfo.environment["LOGKV_DATA_DIR"] ?? "data" }
+
+    /// Opens the store for an offline command: quiet logs, no background work.
+    func open(create: Bool = false, _ configure: (inout LogKVOptions) -> Void = { _ in }) throws -> LogKV {
+        guard create || FileManager.default.fileExists(atPath: path + "/segments") else {
+            throw Failure.usage("\(path) is not a logkv data directory")
+        }
+        var options = LogKVOptions()
+        options.autoCompaction = false
+        options.expirySweepPerSecond = 0
+        options.compactionBytesPerSecond = 0
+        var logger = Logger(label: "logkv")
+        logger.logLevel = .warning
+        options.logger = logger
+        configure(&options)
+        return try engine { try LogKV(path: path, options: options) }
+    }
+}
+
+/// Runs engine work, turning its errors into one-line failures (exit 3).
+func engine<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as LogKVError {
+        throw Failure.server(error.description)
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Verify every record's checksum and that the index agrees with the segments.")
+    @OptionGroup var directory: DirectoryOptions
+
+    func run() throws {
+        let progress = Progress("checking segments")
+        let report = try engine { try LogKV.check(path: directory.path) { progress.update($0, $1) } }
+        progress.finish()
+        print("\(report.segments) segments, \(report.records) records, \(report.keys) live keys in the index")
+        for problem in report.problems { print("problem: \(problem)") }
+        if !report.isHealthy { throw Failure.server("\(report.problems.count) problem(s) found") }
+        print("ok")
+    }
+}
+
+struct RebuildIndex: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rebuild-index", abstract: "Rebuild index.sqlite from the segments.")
+    @OptionGroup var directory: DirectoryOptions
+
+    func run() throws {
+        let progress = Progress("rebuilding index")
+        let store = try directory.open {
+            $0.forceIndexRebuild = true
+            $0.recoveryProgress = { done, total, records in progress.update(done, total, detail: "\(records) records") }
+        }
+        progress.finish()
+        let stats = try engine { try store.stats() }
+        try engine { try store.close() }
+        print("index rebuilt: \(stats.keys) keys in \(stats.segments) segments")
+    }
+}
+
+struct Compact: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Compact every segment with garbage now.")
+    @OptionGroup var directory: DirectoryOptions
+
+    func run() throws {
+        let store = try directory.open()
+        let before = try engine { try store.stats() }
+        FileHandle.standardError.write(Data("compacting \(before.segments) segments, \(before.deadBytes) dead bytes ...\n".utf8))
+        let report = try engine { try store.compact() }
+        let after = try engine { try store.stats() }
+        try engine { try store.close() }
+        print("compacted \(report.segmentsCompacted) segments into \(report.segmentsWritten); reclaimed \(report.bytesReclaimed) bytes; \(after.segments) segments, \(after.deadBytes) dead bytes left")
+    }
+}
+
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a consistent copy of a data directory (its segments) to DEST.",
+        discussion: "The store is open (and locked) while copying; `restore` rebuilds the index.")
+    @OptionGroup var directory: DirectoryOptions
+    @Argument(help: "Destination directory (new or empty).") var destination: String
+
+    func run() throws {
+        let store = try directory.open()
+        let result = try engine { try store.backup(to: destination) }
+        try engine { try store.close() }
+        print("backed up \(result.segments) segments, \(result.bytes) bytes to \(destination)")
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a data directory from a backup.")
+    @Argument(help: "The backup directory.") var backup: String
+    @OptionGroup var directory: DirectoryOptions
+
+    func run() throws {
+        var options = LogKVOptions()
+        options.autoCompaction = false
+        options.expirySweepPerSecond = 0
+        var logger = Logger(label: "logkv")
+        logger.logLevel = .warning
+        options.logger = logger
+        let stats = try engine { try LogKV.restore(from: backup, to: directory.path, options: options) }
+        print("restored \(stats.keys) keys into \(directory.path)")
+    }
+}
+
+struct Dump: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Export all live keys as JSON lines.",
+        discussion: #"One object per line: {"key": "...", "value": "...", "expires_at": MS?}; binary keys or values use "key_base64" / "value_base64"."#)
+    @OptionGroup var directory: DirectoryOptions
+    @Option(help: "Write here instead of standard output.") var output: String?
+
+    func run() throws {
+        let store = try directory.open()
+        defer { try? store.close() }
+        let out: FileHandle
+        if let output {
+            FileManager.default.createFile(atPath: output, contents: nil)
+            guard let handle = FileHandle(forWritingAtPath: output) else { throw Failure.usage("cannot write \(output)") }
+            out = handle
+        } else {
+            out = FileHandle.standardOutput
+        }
+        var after: [UInt8] = []
+        var count = 0
+        while true {
+            let page = try engine { try store.scan(after: after, limit: 1000) }
+            if page.isEmpty { break }
+            var chunk = Data()
+            for info in page {
+                guard let stored = try engine({ try store.get(info.key) }) else { continue }
+                var object: [String: Any] = [:]
+                Self.put(info.key, into: &object, name: "key")
+                Self.put(stored.value, into: &object, name: "value")
+                if let expires = stored.expiresAt { object["expires_at"] = expires }
+                chunk += try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8)
+                count += 1
+            }
+            out.write(chunk)
+            after = page.last!.key
+        }
+        FileHandle.standardError.write(Data("dumped \(count) keys\n".utf8))
+    }
+
+    static func put(_ bytes: [UInt8], into object: inout [String: Any], name: String) {
+        if let text = String(validating: bytes, as: UTF8.self) {
+            object[name] = text
+        } else {
+            object[name + "_base64"] = Data(bytes).base64EncodedString()
+        }
+    }
+}
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Import keys from JSON lines (the format `dump` writes).")
+    @OptionGroup var directory: DirectoryOptions
+    @Option(help: "Read from here instead of standard input.") var input: String?
+
+    func run() throws {
+        let data: Data
+        if let input {
+            guard let contents = FileManager.default.contents(atPath: input) else { throw Failure.usage("cannot read \(input)") }
+            data = contents
+        } else {
+            data = readAllStandardInput()
+        }
+        let store = try directory.open(create: true)
+        defer { try? store.close() }
+        let now = LogKVOptions.systemMillis()
+        var loaded = 0, expired = 0
+        for (number, line) in data.split(separator: UInt8(ascii: "\n")).enumerated() where !line.isEmpty {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+                throw Failure.usage("line \(number + 1): not a JSON object")
+            }
+            guard let key = Self.bytes(object, "key"), let value = Self.bytes(object, "value") else {
+                throw Failure.usage("line \(number + 1): needs \"key\" and \"value\" (or their _base64 forms)")
+            }
+            let expiresAt = (object["expires_at"] as? NSNumber)?.int64Value
+            if let expiresAt, expiresAt <= now { expired += 1; continue }
+            try engine { try store.put(key, value, expiresAt: expiresAt) }
+            loaded += 1
+        }
+        try engine { try store.flushIndex() }
+        print("loaded \(loaded) keys (\(expired) already expired, skipped)")
+    }
+
+    static func bytes(_ object: [String: Any], _ name: String) -> [UInt8]? {
+        if let text = object[name] as? String { return Array(text.utf8) }
+        if let encoded = object[name + "_base64"] as? String, let data = Data(base64Encoded: encoded) { return Array(data) }
+        return nil
+    }
+}

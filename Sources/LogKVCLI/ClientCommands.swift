@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a key's value (raw bytes, so `> file` round-trips).")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The key.") var key: String
+
+    func run() throws {
+        let client = try options.client()
+        let reply = try client.request("GET", "/v1/kv/\(KVClient.path(key))" + (options.json ? "" : "?raw"))
+        if reply.status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
+        guard reply.status == 200 else { throw Failure.server(reply.message) }
+        FileHandle.standardOutput.write(options.json ? reply.body + Data("\n".utf8) : reply.body)
+    }
+}
+
+struct Set: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Store a value: from the argument, --file, or standard input.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The key.") var key: String
+    @Argument(help: "The value; omit it to read --file or standard input.") var value: String?
+    @Option(help: "Read the value from this file.") var file: String?
+    @Option(help: "Expire after this many seconds.") var ttl: Int?
+
+    func validate() throws {
+        if value != nil && file != nil { throw ValidationError("give the value as an argument or --file, not both") }
+        if let ttl, ttl <= 0 { throw ValidationError("--ttl must be a positive number of seconds") }
+    }
+
+    func run() throws {
+        let body: Data
+        if let value {
+            body = Data(value.utf8)
+        } else if let file {
+            guard let data = FileManager.default.contents(atPath: file) else { throw Failure.usage("cannot read \(file)") }
+            body = data
+        } else {
+            body = readAllStandardInput()
+        }
+        let client = try options.client()
+        let reply = try client.request("PUT", "/v1/kv/\(KVClient.path(key))" + (ttl.map { "?ttl=\($0)" } ?? ""), body: body,
+                                       contentType: "application/octet-stream")
+        guard reply.status == 204 else { throw Failure.server("\(reply.status): \(reply.message)") }
+        if options.json { printJSON(["success": true, "key": key, "version": reply.headers["etag"]?.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) ?? ""]) }
+    }
+}
+
+struct Delete: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a key.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The key.") var key: String
+
+    func run() throws {
+        let reply = try options.client().request("DELETE", "/v1/kv/\(KVClient.path(key))")
+        if reply.status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
+        guard reply.status == 204 else { throw Failure.server("\(reply.status): \(reply.message)") }
+        if options.json { printJSON(["success": true, "key": key]) }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List keys in key order, paging through all of them.")
+    @OptionGroup var options: ClientOptions
+    @Option(help: "Only keys starting with this.") var prefix = ""
+    @Option(help: "Page size.") var pageSize = 1000
+
+    func run() throws {
+        let client = try options.client()
+        var after = ""
+        var all: [String] = []
+        while true {
+            let reply = try client.request("GET", "/v1/keys?prefix=\(KVClient.query(prefix))&after=\(KVClient.query(after))&limit=\(pageSize)")
+            guard reply.status == 200 else { throw Failure.server("\(reply.status): \(reply.message)") }
+            let keys = reply.json["keys"] as? [String] ?? []
+            if options.json { all += keys } else { for key in keys { print(key) } }
+            guard let next = reply.json["next_after"] as? String else { break }
+            after = next
+        }
+        if options.json { printJSON(all) }
+    }
+}
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show store statistics.")
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        let reply = try options.client().request("GET", "/v1/stats")
+        guard reply.status == 200 else { throw Failure.server("\(reply.status): \(reply.message)") }
+        if options.json { printJSON(reply.json); return }
+        for (name, value) in reply.json.sorted(by: { $0.key < $1.key }) where name != "success" {
+            print("\(name): \(value)")
+        }
+    }
+}
+
+struct TTL: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ttl", abstract: "Show the seconds left before a key expires (or \"none\").")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The key.") var key: String
+
+    func run() throws {
+        let reply = try options.client().request("HEAD", "/v1/kv/\(KVClient.path(key))?raw")
+        if reply.status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
+        guard reply.status == 200 else { throw Failure.server("HTTP \(reply.status)") }
+        let ttl = reply.headers["x-logkv-ttl"].flatMap(Int.init)
+        if options.json { printJSON(["key": key, "ttl": ttl as Any? ?? NSNull()]) } else { print(ttl.map(String.init) ?? "none") }
+    }
+}
+
+struct Batch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run many operations in one request.",
+        discussion: #"Input (a file or standard input): {"ops": [{"op": "put", "key": "a", "value": "1"}, {"op": "get", "key": "a"}, ...]}"#)
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "JSON file; standard input when omitted.") var file: String?
+
+    func run() throws {
+        let body: Data
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else { throw Failure.usage("cannot read \(file)") }
+            body = data
+        } else {
+            body = readAllStandardInput()
+        }
+        let reply = try options.client().request("POST", "/v1/batch", body: body, contentType: "application/json")
+        guard reply.status == 200 else { throw Failure(code: reply.status == 400 ? 2 : 3, message: reply.message) }
+        FileHandle.standardOutput.write(reply.body + Data("\n".utf8))
+    }
+}

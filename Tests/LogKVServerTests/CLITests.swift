@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+
+/// The `logkv` tool end to end: client commands against a live logkvd,
+/// admin commands on real data directories.
+@Suite(.serialized) struct CLITests {
+    struct Run { var status: Int32; var stdout: Data; var stderr: String; var text: String { String(decoding: stdout, as: UTF8.self) } }
+
+    @discardableResult
+    static func logkv(_ args: [String], stdin: Data? = nil, env: [String: String] = [:]) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: builtProduct("logkv"))
+        process.arguments = args
+        var environment = ProcessInfo.processInfo.environment
+        for (k, v) in env { environment[k] = v }
+        process.environment = environment
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(stdin) }
+        try input.fileHandleForWriting.close()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    }
+
+    func tempDir() -> String { NSTemporaryDirectory() + "logkv-cli-\(UUID().uuidString)" }
+
+    @Test func clientCommandsAgainstALiveServer() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = LiveServerTests.freePort()
+        let server = try LiveServerTests.Logkvd(dataDir: dir, port: port, env: ["LOGKV_TOKEN": "tk"])
+        #expect(server.waitUntilReady())
+        defer { _ = server.terminate() }
+        let env = ["LOGKV_ADDR": "127.0.0.1:\(port)", "LOGKV_TOKEN": "tk"]
+
+        #expect(try Self.logkv(["set", "greeting", "hello"], env: env).status == 0)
+        #expect(try Self.logkv(["get", "greeting"], env: env).text == "hello")
+        // Binary through stdin and stdout, byte for byte.
+        let binary = Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 131) })
+        #expect(try Self.logkv(["set", "bin/a"], stdin: binary, env: env).status == 0)
+        #expect(try Self.logkv(["get", "bin/a"], env: env).stdout == binary)
+        // From a file, with a TTL; every address form works.
+        let file = dir + "-value"
+        try Data("from file".utf8).write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        for addr in ["http://127.0.0.1:\(port)", "127.0.0.1:\(port)", ":\(port)"] {
+            #expect(try Self.logkv(["set", "f", "--file", file, "--ttl", "120", "--addr", addr], env: ["LOGKV_TOKEN": "tk"]).status == 0)
+        }
+        let ttl = try Self.logkv(["ttl", "f"], env: env)
+        #expect(Int(ttl.text.trimmingCharacters(in: .whitespacesAndNewlines)).map { (118...120).contains($0) } == true)
+        #expect(try Self.logkv(["ttl", "greeting"], env: env).text == "none\n")
+        // Listing pages through everything.
+        for i in 0..<25 { try Self.logkv(["set", "p/\(i)", "v"], env: env) }
+        let listed = try Self.logkv(["list", "--prefix", "p/", "--page-size", "7"], env: env)
+        #expect(listed.text.split(separator: "\n").count == 25)
+        let json = try Self.logkv(["list", "--prefix", "p/", "--json"], env: env)
+        #expect((try JSONSerialization.jsonObject(with: json.stdout) as? [String])?.count == 25)
+        #expect(try Self.logkv(["stats"], env: env).text.contains("total_keys: 28"))
+        let batch = try Self.logkv(["batch"], stdin: Data(#"{"ops":[{"op":"get","key":"greeting"}]}"#.utf8), env: env)
+        #expect(batch.text.contains(#""value":"hello""#))
+        // Exit codes.
+        #expect(try Self.logkv(["delete", "greeting"], env: env).status == 0)
+        let missing = try Self.logkv(["get", "greeting"], env: env)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("not found"))
+        #expect(try Self.logkv(["delete", "greeting"], env: env).status == 1)
+        #expect(try Self.logkv(["get"], env: env).status == 2)
+        #expect(try Self.logkv(["set", "k", "--ttl", "-1", "v"], env: env).status == 2)
+        let unauthorized = try Self.logkv(["get", "f"], env: ["LOGKV_ADDR": "127.0.0.1:\(port)", "LOGKV_TOKEN": "wrong"])
+        #expect(unauthorized.status == 3)
+        let unreachable = try Self.logkv(["get", "f", "--addr", "127.0.0.1:1"])
+        #expect(unreachable.status == 3)
+        #expect(unreachable.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func adminCommandsOnAStoppedDirectory() throws {
+        let dir = tempDir()
+        defer { for suffix in ["", "-backup", "-restored", "-loaded"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
+        let port = LiveServerTests.freePort()
+        let server = try LiveServerTests.Logkvd(dataDir: dir, port: port)
+        #expect(server.waitUntilReady())
+        let env = ["LOGKV_ADDR": "127.0.0.1:\(port)"]
+        for round in 0..<3 { for i in 0..<40 { try Self.logkv(["set", "k\(i)", "round\(round)"], env: env) } }
+        try Self.logkv(["set", "bin"], stdin: Data([0, 255, 10, 13]), env: env)
+        // While the server runs, offline commands are refused with the holder named.
+        let locked = try Self.logkv(["check", "--data-dir", dir])
+        #expect(locked.status == 3)
+        #expect(locked.stderr.contains("locked by another process"))
+        #expect(server.terminate() == 0)
+
+        let check = try Self.logkv(["check", "--data-dir", dir])
+        #expect(check.status == 0, "\(check.text)")
+        #expect(check.text.contains("ok"))
+        #expect(check.stderr.contains("checking segments: 1/1"))  // plain progress lines off a TTY
+
+        let rebuild = try Self.logkv(["rebuild-index", "--data-dir", dir])
+        #expect(rebuild.status == 0)
+        #expect(rebuild.stderr.contains("rebuilding index: 1/1"))
+        #expect(rebuild.text.contains("41 keys"))
+
+        let compact = try Self.logkv(["compact", "--data-dir", dir])
+        #expect(compact.status == 0, "\(compact.stderr)")
+        #expect(compact.text.contains("compacted 1 segments"))
+
+        #expect(try Self.logkv(["backup", "--data-dir", dir, dir + "-backup"]).status == 0)
+        let restore = try Self.logkv(["restore", dir + "-backup", "--data-dir", dir + "-restored"])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect(restore.text.contains("restored 41 keys"))
+
+        let dump = try Self.logkv(["dump", "--data-dir", dir + "-restored"])
+        #expect(dump.status == 0)
+        let lines = dump.text.split(separator: "\n")
+        #expect(lines.count == 41)
+        #expect(dump.text.contains(#""value_base64":"AP8KDQ==""#))
+        let load = try Self.logkv(["load", "--data-dir", dir + "-loaded"], stdin: dump.stdout)
+        #expect(load.status == 0, "\(load.stderr)")
+        #expect(try Self.logkv(["dump", "--data-dir", dir + "-loaded"]).stdout == dump.stdout)
+        #expect(try Self.logkv(["check", "--data-dir", dir + "-loaded"]).status == 0)
+        #expect(try Self.logkv(["load", "--data-dir", dir + "-loaded"], stdin: Data("not json\n".utf8)).status == 2)
+    }
+
+    @Test func checkReportsAFlippedByteWithSegmentAndOffset() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.logkv(["load", "--data-dir", dir], stdin: Data((0..<20).map { #"{"key":"k\#($0)","value":"v\#($0)"}"# + "\n" }.joined().utf8))
+        let segment = dir + "/segments/000000000001.seg"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
+        bytes[32 + 37 + 3] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        let check = try Self.logkv(["check", "--data-dir", dir])
+        #expect(check.status == 3)
+        #expect(check.text.contains("segment 1 offset 32: checksum mismatch"))
+    }
+}
