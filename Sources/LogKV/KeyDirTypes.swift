@@ -61,6 +61,8 @@ public struct CompactionReport: Equatable, Sendable {
     public var keysMoved = 0
     public var expiredDropped = 0
     public var seconds = 0.0
+
+    public init() {}
 }
 
 /// A key in a listing.

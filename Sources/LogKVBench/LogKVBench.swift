@@ -22,7 +22,8 @@ struct Run: ParsableCommand {
     @Option(help: "Key counts for the restart benchmark (comma-separated).") var restartKeys = "100000,1000000"
     @Option(help: "Key counts for the memory benchmark (comma-separated).") var memoryKeys = "1000000,5000000"
     @Option(help: "fsync policy for our puts.") var fsync = "interval"
-    @Option(help: "Only these sections (put,get,restart,memory).") var only = "put,get,restart,memory"
+    @Option(help: "Keys in the compaction benchmark (each overwritten 3 times).") var compactionKeys = 200_000
+    @Option(help: "Only these sections (put,get,restart,memory,compaction).") var only = "put,get,restart,memory,compaction"
 
     struct Row { var name: String; var ours: String; var baseline: String; var ratio: String; var target: String }
 
@@ -71,7 +72,84 @@ struct Run: ParsableCommand {
                                 baseline: "peak \(mib(rss.peak))", ratio: "-", target: "bounded by budgets"))
             }
         }
+        if sections.contains("compaction") {
+            log("compaction with \(compactionKeys) keys ...")
+            let c = try compactionBench(keys: compactionKeys)
+            rows.append(Row(name: "space amplification (disk / live) before → after compaction", ours: String(format: "%.2f → %.2f", c.ampBefore, c.ampAfter),
+                            baseline: "-", ratio: "-", target: "-"))
+            rows.append(Row(name: "compaction throughput (read), MB/s", ours: String(format: "%.0f", c.mbPerSecond), baseline: "-", ratio: "-",
+                            target: "-"))
+            rows.append(Row(name: "mixed put/get ops/s: during compaction vs without", ours: fmt(c.opsDuring), baseline: fmt(c.opsWithout),
+                            ratio: ratio(c.opsDuring, c.opsWithout), target: "≥ 0.7x"))
+            rows.append(Row(name: "mixed put/get p99: during compaction vs without", ours: String(format: "%.1f µs", c.p99During * 1e6),
+                            baseline: String(format: "%.1f µs", c.p99Without * 1e6), ratio: ratio(c.p99During, c.p99Without), target: "-"))
+        }
         printTable(rows)
+    }
+
+    struct CompactionResult {
+        var ampBefore: Double, ampAfter: Double, mbPerSecond: Double
+        var opsDuring: Double, opsWithout: Double, p99During: Double, p99Without: Double
+    }
+
+    /// A store with every key overwritten three times; then the same mixed
+    /// workload (1 put : 3 gets) with and without a compaction running.
+    func compactionBench(keys: Int) throws -> CompactionResult {
+        let path = tempPath("compaction")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var options = LogKVOptions()
+        options.autoCompaction = false
+        options.segmentSize = 16 << 20
+        let store = try LogKV(path: path, options: options)
+        let value = Workload.value(4, size: 100)
+        let keyList = (0..<keys).map { Workload.key($0) }
+        for _ in 0..<3 { for key in keyList { try store.put(key, value) } }
+        try store.flushIndex()
+        func amplification() throws -> Double {
+            let s = try store.stats()
+            return Double(directorySize(path + "/segments")) / Double(max(1, s.liveBytes))
+        }
+        let ampBefore = try amplification()
+
+        func workload(until done: () -> Bool, minimum: Double) throws -> (ops: Double, p99: Double) {
+            var latencies: [UInt64] = []
+            var rng = Workload.Rng(state: 42)
+            let start = DispatchTime.now().uptimeNanoseconds
+            var i = 0
+            while true {
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                if elapsed >= minimum && done() { break }
+                let key = keyList[Int(rng.next() % UInt64(keys))]
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                if i % 4 == 0 { try store.put(key, value) } else { _ = try store.get(key) }
+                latencies.append(DispatchTime.now().uptimeNanoseconds - t0)
+                i += 1
+            }
+            let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            latencies.sort()
+            return (Double(i) / total, Double(latencies[latencies.count * 99 / 100]) / 1e9)
+        }
+        let without = try workload(until: { true }, minimum: 3)
+        final class Flag: @unchecked Sendable { let lock = NSLock(); var done = false; var report: CompactionReport?; var error: Error? }
+        let flag = Flag()
+        let thread = Thread {
+            do {
+                let report = try store.compact()
+                flag.lock.withLock { flag.report = report }
+            } catch {
+                flag.lock.withLock { flag.error = error }
+            }
+            flag.lock.withLock { flag.done = true }
+        }
+        thread.start()
+        let during = try workload(until: { flag.lock.withLock { flag.done } }, minimum: 1)
+        if let error = flag.error { throw error }
+        let report = flag.report ?? CompactionReport()
+        let ampAfter = try amplification()
+        try store.close()
+        return CompactionResult(ampBefore: ampBefore, ampAfter: ampAfter,
+                                mbPerSecond: Double(report.bytesRead) / 1e6 / max(report.seconds, 1e-9),
+                                opsDuring: during.ops, opsWithout: without.ops, p99During: during.p99, p99Without: without.p99)
     }
 
     func oursPut(keys: Int, valueSize: Int) throws -> Double {
