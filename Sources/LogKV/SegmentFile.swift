@@ -98,7 +98,7 @@ final class SegmentFile: @unchecked Sendable {
                         if ftruncate(fd, off_t(start)) != 0 {
                             throw LogKVError.readOnly(reason: "append to \(path) failed (\(String(cString: strerror(err)))) and the partial record could not be removed")
                         }
-                        if err == ENOSPC || err == EDQUOT { throw LogKVError.diskFull }
+                        if err == ENOSPC || err == EDQUOT || err == EFBIG { throw LogKVError.diskFull }
                         throw LogKVError.io(operation: "write", path: path, errno: err)
                     }
                     written += n

@@ -37,6 +37,9 @@ struct Logkvd: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG,
+        // answered as "disk full", not kill the server.
+        signal(SIGXFSZ, SIG_IGN)
         let env = ProcessInfo.processInfo.environment
         let level = Logger.Level(rawValue: logLevel ?? env["LOGKV_LOG_LEVEL"] ?? "info") ?? .info
         LoggingSystem.bootstrap { label in

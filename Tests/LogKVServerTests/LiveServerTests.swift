@@ -8,10 +8,17 @@ import Testing
         let port: Int
         let stderr = Pipe()
 
-        init(dataDir: String, port: Int, env: [String: String] = [:], args: [String] = []) throws {
+        init(dataDir: String, port: Int, env: [String: String] = [:], args: [String] = [], fileSizeLimit: Int? = nil) throws {
             self.port = port
-            process.executableURL = URL(fileURLWithPath: builtProduct("logkvd"))
-            process.arguments = ["--data-dir", dataDir, "--log-level", "info"] + args
+            let arguments = ["--data-dir", dataDir, "--log-level", "info"] + args
+            if let fileSizeLimit {
+                // prlimit (util-linux) caps the size of any file the server writes.
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+                process.arguments = ["--fsize=\(fileSizeLimit)", builtProduct("logkvd")] + arguments
+            } else {
+                process.executableURL = URL(fileURLWithPath: builtProduct("logkvd"))
+                process.arguments = arguments
+            }
             var environment = ProcessInfo.processInfo.environment
             environment["LOGKV_ADDR"] = "127.0.0.1:\(port)"
             for (k, v) in env { environment[k] = v }
@@ -137,6 +144,36 @@ import Testing
         #expect(message.contains("locked by another process"))
         #expect(message.contains("pid \(first.process.processIdentifier)"))
         #expect(first.terminate() == 0)
+    }
+
+    @Test func fullDiskAnswers503AndLosesNothingAcknowledged() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        let server = try Logkvd(dataDir: dir, port: port, args: ["--fsync", "always"], fileSizeLimit: 1_000_000)
+        #expect(server.waitUntilReady())
+        let c = try HTTPTestClient(port: port)
+        let value = Array(repeating: UInt8(ascii: "x"), count: 10_000)
+        var acked: [Int] = []
+        var full: HTTPTestClient.Response?
+        for i in 0..<500 {
+            let r = try c.request("PUT", "/v1/kv/k\(i)", body: value)
+            if r.status == 204 { acked.append(i) } else { full = r; break }
+        }
+        let refusal = try #require(full)
+        #expect(refusal.status == 503)
+        #expect(refusal.json["success"] as? Bool == false)
+        #expect((refusal.json["message"] as? String)?.contains("disk full") == true)
+        #expect(acked.count > 50)
+        // Still serving reads.
+        #expect(try c.request("GET", "/v1/kv/k0?raw").body == value)
+        #expect(server.terminate() == 0)
+        let restarted = try Logkvd(dataDir: dir, port: port)
+        #expect(restarted.waitUntilReady())
+        let c2 = try HTTPTestClient(port: port)
+        for i in acked { #expect(try c2.request("GET", "/v1/kv/k\(i)?raw").body == value) }
+        #expect(try c2.request("GET", "/v1/kv/k\(acked.count)").status == 404)
+        #expect(restarted.terminate() == 0)
     }
 
     @Test func badSettingsAreRefusedWithAClearMessage() throws {
