@@ -72,7 +72,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func write(context: ChannelHandlerContext, _ response: Response, version: HTTPVersion, keepAlive: Bool) {
         var headers = response.headers
-        if !headers.contains(name: "content-length") {
+        if !response.hasContentLength {
             headers.add(name: "content-length", value: String(response.body.count))
         }
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
@@ -83,10 +83,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             buffer.writeBytes(response.body)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
-        let done = context.writeAndFlushPromise()
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        if !keepAlive {
-            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
@@ -102,9 +102,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-extension ChannelHandlerContext {
-    func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise() }
-}
 
 /// Answers a request whose declared body is over the limit with a JSON 413
 /// before the aggregator buffers any of it, then closes the connection.

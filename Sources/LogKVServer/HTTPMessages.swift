@@ -96,6 +96,8 @@ struct Response {
     var status: HTTPResponseStatus
     var headers: HTTPHeaders
     var body: [UInt8]
+    /// Set when `headers` already carries content-length (HEAD answers).
+    var hasContentLength = false
 
     init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: [UInt8] = [], headers: HTTPHeaders = [:]) {
         self.status = status

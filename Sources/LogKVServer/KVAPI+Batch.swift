@@ -25,7 +25,7 @@ extension KVAPI {
         guard body.ops.count <= configuration.maxBatchOperations else {
             throw APIError(.payloadTooLarge, "at most \(configuration.maxBatchOperations) operations per batch")
         }
-        let now = store.options.clock()
+        let now = clock()
         var ops: [BatchOp] = []
         for (i, op) in body.ops.enumerated() {
             do {

@@ -14,9 +14,14 @@ public final class KVAPI: Sendable {
     let configuration: ServerConfiguration
     let blockingPool: NIOThreadPool
     let serverMetrics: ServerMetrics
+    /// Copied out of the store's options once (the options struct is large).
+    let clock: @Sendable () -> Int64
+    let fsyncAlways: Bool
 
     init(store: LogKV, configuration: ServerConfiguration, blockingPool: NIOThreadPool, serverMetrics: ServerMetrics) {
         self.store = store
+        self.clock = store.options.clock
+        self.fsyncAlways = store.options.fsync == .always
         self.configuration = configuration
         self.blockingPool = blockingPool
         self.serverMetrics = serverMetrics
@@ -32,14 +37,16 @@ public final class KVAPI: Sendable {
     /// Runs engine work inline when the store promises it will not wait on
     /// the disk for long (appends without fsync), else off the loop.
     func writeReply(_ request: Request, _ body: @escaping @Sendable () throws -> Response) throws -> Reply {
-        if store.options.fsync == .always { return offload(request, body) }
+        if fsyncAlways { return offload(request, body) }
         return .now(try body())
     }
 
     // MARK: Routes
 
+    private static let healthResponse = Response(status: .ok, contentType: "text/plain; charset=utf-8", body: Array("ok".utf8))
+
     func health(_ request: Request) -> Reply {
-        .now(Response(status: .ok, contentType: "text/plain; charset=utf-8", body: Array("ok".utf8)))
+        .now(Self.healthResponse)
     }
 
     func metricsText(_ request: Request) -> Reply {
@@ -56,14 +63,14 @@ public final class KVAPI: Sendable {
         let raw = request.query["raw"] != nil
         let head = request.method == .HEAD
         let ifNoneMatch = request.headers.first(name: "if-none-match")
-        let respond: @Sendable (StoredValue?) throws -> Response = { [store] stored in
+        let respond: @Sendable (StoredValue?) throws -> Response = { [clock] stored in
             guard let stored else {
                 throw APIError.notFound("key not found")
             }
             var headers = HTTPHeaders()
             let etag = "\"\(stored.seq)\""
             headers.add(name: "etag", value: etag)
-            let now = store.options.clock()
+            let now = clock()
             if let expires = stored.expiresAt {
                 headers.add(name: "x-logkv-ttl", value: String(max(0, (expires - now + 999) / 1000)))
             }
@@ -95,7 +102,11 @@ public final class KVAPI: Sendable {
                 response = Response.json(w)
                 response.headers.add(contentsOf: headers)
             }
-            if head { response.headers.replaceOrAdd(name: "content-length", value: String(response.body.count)); response.body = [] }
+            if head {
+                response.headers.replaceOrAdd(name: "content-length", value: String(response.body.count))
+                response.hasContentLength = true
+                response.body = []
+            }
             return response
         }
         // Hot keys are answered on the event loop; anything that needs the
@@ -110,7 +121,7 @@ public final class KVAPI: Sendable {
         let body = try WriteBody.decode(WriteBody.self, from: request)
         let key = try body.keyBytes()
         let value = try body.valueBytes()
-        let expiresAt = try body.expiresAt(now: store.options.clock())
+        let expiresAt = try body.expiresAt(now: clock())
         let condition = try ETag.condition(request.headers, store: store, key: key)
         return try writeReply(request) { [store] in
             let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
@@ -121,7 +132,7 @@ public final class KVAPI: Sendable {
     func putRaw(_ request: Request) throws -> Reply {
         let key = request.key
         let value = request.bodyBytes
-        let expiresAt = try TTL.expiry(fromQuery: request.query["ttl"], now: store.options.clock())
+        let expiresAt = try TTL.expiry(fromQuery: request.query["ttl"], now: clock())
         let condition = try ETag.condition(request.headers, store: store, key: key)
         return try writeReply(request) { [store] in
             let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)

@@ -32,7 +32,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         blockingPool = NIOThreadPool(numberOfThreads: configuration.blockingThreads)
         blockingPool.start()
         api = KVAPI(store: store, configuration: configuration, blockingPool: blockingPool,
-                    serverMetrics: ServerMetrics(factory: metricsFactory))
+                    serverMetrics: ServerMetrics(factory: metricsFactory, routes: KVAPI.routes.map { ($0.method, $0.template) }))
     }
 
     /// The largest request body accepted: a maximal value as JSON or base64,

@@ -9,6 +9,17 @@ struct Route: Sendable {
     var template: String
     var requiresAuth: Bool
     var handler: @Sendable (KVAPI, Request) throws -> Reply
+    /// The part before `{key}`, or nil for a fixed path (computed once).
+    let keyPrefix: String?
+
+    init(method: HTTPMethod, template: String, requiresAuth: Bool,
+         handler: @escaping @Sendable (KVAPI, Request) throws -> Reply) {
+        self.method = method
+        self.template = template
+        self.requiresAuth = requiresAuth
+        self.handler = handler
+        self.keyPrefix = template.hasSuffix("{key}") ? String(template.dropLast(5)) : nil
+    }
 }
 
 extension KVAPI {
@@ -35,7 +46,7 @@ extension KVAPI {
     static func match(_ request: inout Request, in table: [Route] = routes) -> Result<Route, APIError> {
         var pathMatches: [Route] = []
         for route in table {
-            if let key = matchTemplate(route.template, request.path) {
+            if let key = matchTemplate(route, request.path) {
                 pathMatches.append(route)
                 if route.method == request.method {
                     if let key {
@@ -56,12 +67,11 @@ extension KVAPI {
 
     /// nil if the path does not match; .some(nil) for a match without
     /// `{key}`; .some(key) with the raw (encoded) key.
-    static func matchTemplate(_ template: String, _ path: String) -> String?? {
-        if let brace = template.range(of: "{key}") {
-            let prefix = template[..<brace.lowerBound]
-            guard path.hasPrefix(prefix), path.count > prefix.count else { return nil }
-            return .some(String(path.dropFirst(prefix.count)))
+    static func matchTemplate(_ route: Route, _ path: String) -> String?? {
+        if let prefix = route.keyPrefix {
+            guard path.utf8.count > prefix.utf8.count, path.hasPrefix(prefix) else { return nil }
+            return .some(String(path.utf8.dropFirst(prefix.utf8.count))!)
         }
-        return template == path ? .some(nil) : nil
+        return route.template == path ? .some(nil) : nil
     }
 }

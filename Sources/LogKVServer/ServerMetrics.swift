@@ -21,9 +21,20 @@ final class ServerMetrics: Sendable {
     let openFDs: Gauge
     let startTime: Gauge
 
-    init(factory: (any MetricsFactory)?) {
+    init(factory: (any MetricsFactory)?, routes: [(HTTPMethod, String)]) {
         let f = factory ?? MetricsSystem.factory
         self.factory = f
+        var series: [String: RouteSeries] = [:]
+        for (method, template) in routes {
+            series[Self.routeKey(method, template)] = RouteSeries(
+                counters: (1...5).map { klass in
+                    Counter(label: "logkv_http_requests_total",
+                            dimensions: [("method", method.rawValue), ("route", template), ("status", "\(klass)xx")], factory: f)
+                },
+                timer: Metrics.Timer(label: "logkv_http_request_duration_seconds",
+                                     dimensions: [("method", method.rawValue), ("route", template)], factory: f))
+        }
+        routeSeries = series
         keys = Gauge(label: "logkv_keys", factory: f)
         liveBytes = Gauge(label: "logkv_live_bytes", factory: f)
         deadBytes = Gauge(label: "logkv_dead_bytes", factory: f)
@@ -35,9 +46,28 @@ final class ServerMetrics: Sendable {
         startTime.record(Date().timeIntervalSince1970)
     }
 
+    /// Handles of every route's series, made once: the hot path does no
+    /// string work and takes no lock for matched routes.
+    private struct RouteSeries: Sendable { var counters: [Counter]; var timer: Metrics.Timer }
+    private let routeSeries: [String: RouteSeries]
+
+    private static func routeKey(_ method: HTTPMethod, _ template: String) -> String { method.rawValue + " " + template }
+
     func recordRequest(method: HTTPMethod, route: String, status: HTTPResponseStatus, nanoseconds: UInt64) {
-        let klass = "\(status.code / 100)xx"
-        let series = Series(method: method.rawValue, route: route, status: klass)
+        let klass = Int(status.code / 100)
+        if let series = routeSeries[Self.routeKey(method, route)], (1...5).contains(klass) {
+            series.counters[klass - 1].increment()
+            series.timer.recordNanoseconds(Int64(nanoseconds))
+            return
+        }
+        // Unmatched requests: the method label is kept to the standard ones.
+        let known: Set<String> = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+        let methodLabel = known.contains(method.rawValue) ? method.rawValue : "OTHER"
+        recordSlow(method: methodLabel, route: route, status: "\(klass)xx", nanoseconds: nanoseconds)
+    }
+
+    private func recordSlow(method: String, route: String, status klass: String, nanoseconds: UInt64) {
+        let series = Series(method: method, route: route, status: klass)
         let counter = counters.withLockedValue { map in
             if let c = map[series] { return c }
             let c = Counter(label: "logkv_http_requests_total",
@@ -46,7 +76,7 @@ final class ServerMetrics: Sendable {
             return c
         }
         counter.increment()
-        let timerSeries = Series(method: method.rawValue, route: route, status: "")
+        let timerSeries = Series(method: method, route: route, status: "")
         let timer = timers.withLockedValue { map in
             if let t = map[timerSeries] { return t }
             let t = Metrics.Timer(label: "logkv_http_request_duration_seconds",
