@@ -49,7 +49,24 @@ import Testing
         }
     }
 
-    static func freePort() -> Int { Int.random(in: 20000...40000) }
+    /// A port the kernel just handed out (bind to 0), so parallel tests do
+    /// not collide.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { ptr -> Int32 in
+                bind(fd, ptr, length)
+                return getsockname(fd, ptr, &length)
+            }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
 
     func tempDir() -> String { NSTemporaryDirectory() + "logkvd-live-\(UUID().uuidString)" }
 
@@ -90,7 +107,9 @@ import Testing
                 }
             }
         }
-        usleep(700_000)
+        // Let writes flow (at least 200 acknowledged, or 10 s), then SIGTERM
+        // while they are still in flight.
+        for _ in 0..<200 where acked.lock.withLock({ acked.keys.count }) < 200 { usleep(50_000) }
         #expect(server.terminate() == 0)
         group.wait()
         let keys = acked.lock.withLock { acked.keys }
