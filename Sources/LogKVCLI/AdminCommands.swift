@@ -84,11 +84,25 @@ struct Compact: ParsableCommand {
 struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a consistent copy of a data directory (its segments) to DEST.",
-        discussion: "The store is open (and locked) while copying; `restore` rebuilds the index.")
+        discussion: """
+            Offline (default): opens and locks the stopped data directory. With --online, asks a running \
+            logkvd (--addr / LOGKV_ADDR) to write the copy to DEST on its own machine. `restore` rebuilds the index.
+            """)
     @OptionGroup var directory: DirectoryOptions
+    @Flag(help: "Back up through a running logkvd instead.") var online = false
+    @Option(help: "Server address for --online. (env LOGKV_ADDR)") var addr: String?
     @Argument(help: "Destination directory (new or empty).") var destination: String
 
     func run() throws {
+        if online {
+            let env = ProcessInfo.processInfo.environment
+            let client = try KVClient(address: addr ?? env["LOGKV_ADDR"] ?? ":8080", token: env["LOGKV_TOKEN"])
+            let body = try JSONSerialization.data(withJSONObject: ["dir": destination])
+            let reply = try client.request("POST", "/v1/admin/backup", body: body, contentType: "application/json")
+            guard reply.status == 200 else { throw Failure.server("\(reply.status): \(reply.message)") }
+            print("backed up \(reply.json["segments"] ?? 0) segments, \(reply.json["bytes"] ?? 0) bytes to \(destination) (on the server)")
+            return
+        }
         let store = try directory.open()
         let result = try engine { try store.backup(to: destination) }
         try engine { try store.close() }

@@ -208,6 +208,31 @@ public final class KVAPI: Sendable {
         return .now(.json(w, status: .accepted))
     }
 
+    /// `POST /v1/admin/backup` with `{"dir": PATH}`: a consistent copy of
+    /// the store's segments into PATH on the server's file system.
+    func backup(_ request: Request) throws -> Reply {
+        struct Body: Decodable { var dir: String? }
+        let body = try WriteBody.decode(Body.self, from: request)
+        guard let dir = body.dir, !dir.isEmpty else { throw APIError.badRequest("\"dir\" is required") }
+        return offload(request) { [store] in
+            let result: (segments: Int, bytes: Int64)
+            do {
+                result = try store.backup(to: dir)
+            } catch LogKVError.invalidArgument(let why) {
+                throw APIError(.conflict, why)
+            }
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("success", true)
+            w.field("message", "backup written")
+            w.field("dir", dir)
+            w.field("segments", result.segments)
+            w.field("bytes", result.bytes)
+            w.endObject()
+            return Response.json(w)
+        }
+    }
+
     // MARK: Helpers
 
     /// A key as text for JSON: itself when it is UTF-8, else percent-encoded

@@ -36,6 +36,7 @@ extension KVAPI {
         Route(method: .GET, template: "/v1/stats", requiresAuth: true) { api, r in try api.stats(r) },
         Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },
         Route(method: .POST, template: "/v1/admin/compact", requiresAuth: true) { api, r in api.compact(r) },
+        Route(method: .POST, template: "/v1/admin/backup", requiresAuth: true) { api, r in try api.backup(r) },
     ]
 
     /// What a separate metrics listener (`--metrics-addr`) serves.

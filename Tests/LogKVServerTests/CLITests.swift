@@ -73,6 +73,14 @@ import Testing
         #expect(try Self.logkv(["set", "k", "--ttl", "-1", "v"], env: env).status == 2)
         let unauthorized = try Self.logkv(["get", "f"], env: ["LOGKV_ADDR": "127.0.0.1:\(port)", "LOGKV_TOKEN": "wrong"])
         #expect(unauthorized.status == 3)
+        // Online backup through the running server, then restore it.
+        let backup = try Self.logkv(["backup", "--online", dir + "-online"], env: env)
+        defer { for d in ["-online", "-online-restored"] { try? FileManager.default.removeItem(atPath: dir + d) } }
+        #expect(backup.status == 0, "\(backup.stderr)")
+        let restored = try Self.logkv(["restore", dir + "-online", "--data-dir", dir + "-online-restored"])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(try Self.logkv(["dump", "--data-dir", dir + "-online-restored"]).text.contains(#""key":"f""#))
+        #expect(try Self.logkv(["backup", "--online", dir + "-online"], env: env).status == 3)  // not empty
         let unreachable = try Self.logkv(["get", "f", "--addr", "127.0.0.1:1"])
         #expect(unreachable.status == 3)
         #expect(unreachable.stderr.split(separator: "\n").count == 1)
