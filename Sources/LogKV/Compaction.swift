@@ -120,7 +120,8 @@ extension LogKV {
 
         try writeManifest()
         var output: SegmentFile?
-        for input in inputs {
+        for (done, input) in inputs.enumerated() {
+            defer { options.compactionProgress?(done + 1, inputs.count) }
             // A hiding record (tombstone, expired value) may go only if no
             // segment older than its own stays behind.
             let olderStays = allSegments.contains { $0 < input.id && !chosenSet.contains($0) }

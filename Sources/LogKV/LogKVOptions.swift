@@ -57,6 +57,8 @@ public struct LogKVOptions: Sendable {
     /// Called while opening replays segments: (segments done, segments to
     /// replay, records so far). For progress bars.
     public var recoveryProgress: (@Sendable (Int, Int, Int) -> Void)? = nil
+    /// Called as compaction finishes each input segment: (done, total).
+    public var compactionProgress: (@Sendable (Int, Int) -> Void)? = nil
     /// Where the engine's metrics go; nil means the global `MetricsSystem`.
     public var metricsFactory: (any MetricsFactory)? = nil
     /// Recovery progress, truncations and background errors are logged here.

@@ -71,10 +71,12 @@ struct Compact: ParsableCommand {
     @OptionGroup var directory: DirectoryOptions
 
     func run() throws {
-        let store = try directory.open()
+        let progress = Progress("compacting segments")
+        let store = try directory.open { $0.compactionProgress = { done, total in progress.update(done, total) } }
         let before = try engine { try store.stats() }
-        FileHandle.standardError.write(Data("compacting \(before.segments) segments, \(before.deadBytes) dead bytes ...\n".utf8))
+        FileHandle.standardError.write(Data("\(before.segments) segments, \(before.deadBytes) dead bytes\n".utf8))
         let report = try engine { try store.compact() }
+        progress.finish()
         let after = try engine { try store.stats() }
         try engine { try store.close() }
         print("compacted \(report.segmentsCompacted) segments into \(report.segmentsWritten); reclaimed \(report.bytesReclaimed) bytes; \(after.segments) segments, \(after.deadBytes) dead bytes left")

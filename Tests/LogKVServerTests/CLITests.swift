@@ -23,8 +23,7 @@ import Testing
         try input.fileHandleForWriting.close()
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        return Run(status: waitForExit(process).code, stdout: stdout, stderr: stderr)
     }
 
     func tempDir() -> String { NSTemporaryDirectory() + "logkv-cli-\(UUID().uuidString)" }
@@ -114,6 +113,7 @@ import Testing
         let compact = try Self.logkv(["compact", "--data-dir", dir])
         #expect(compact.status == 0, "\(compact.stderr)")
         #expect(compact.text.contains("compacted 1 segments"))
+        #expect(compact.stderr.contains("compacting segments: 1/1"))
 
         #expect(try Self.logkv(["backup", "--data-dir", dir, dir + "-backup"]).status == 0)
         let restore = try Self.logkv(["restore", dir + "-backup", "--data-dir", dir + "-restored"])

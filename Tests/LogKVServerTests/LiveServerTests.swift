@@ -40,8 +40,7 @@ import Testing
 
         func terminate() -> Int32 {
             if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-            process.waitUntilExit()
-            return process.terminationStatus
+            return waitForExit(process).code
         }
 
         func stderrText() -> String {
@@ -157,8 +156,7 @@ import Testing
         let first = try Logkvd(dataDir: dir, port: Self.freePort())
         #expect(first.waitUntilReady())
         let second = try Logkvd(dataDir: dir, port: Self.freePort())
-        second.process.waitUntilExit()
-        #expect(second.process.terminationStatus != 0)
+        #expect(waitForExit(second.process).code != 0)
         let message = second.stderrText()
         #expect(message.contains("locked by another process"))
         #expect(message.contains("pid \(first.process.processIdentifier)"))
@@ -197,8 +195,7 @@ import Testing
 
     @Test func badSettingsAreRefusedWithAClearMessage() throws {
         let server = try Logkvd(dataDir: tempDir(), port: Self.freePort(), args: ["--fsync", "sometimes"])
-        server.process.waitUntilExit()
-        #expect(server.process.terminationStatus != 0)
+        #expect(waitForExit(server.process).code != 0)
         #expect(server.stderrText().contains("invalid fsync policy"))
     }
 }

@@ -73,9 +73,9 @@ import Testing
             process.standardOutput = output
             process.standardError = output
             try process.run()
-            process.waitUntilExit()
+            let exit = waitForExit(process)
             let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(process.terminationStatus == 0, "promtool: \(report)")
+            #expect(exit == .exited(0), "promtool: \(report)")
         }
     }
 

@@ -1,0 +1,36 @@
+import Foundation
+
+/// How a child process ended.
+enum ChildExit: Equatable {
+    case exited(Int32)
+    case signaled(Int32)
+    case stillRunning
+
+    var code: Int32 {
+        switch self {
+        case let .exited(code): return code
+        case let .signaled(signal): return 128 + signal
+        case .stillRunning: return -1
+        }
+    }
+}
+
+/// Waits for a child started with Foundation's `Process`, at most `timeout`
+/// seconds. `Process.waitUntilExit` can miss the exit of one of many children
+/// started from parallel tests and wait forever; this polls, and reaps the
+/// child itself if Foundation has not.
+func waitForExit(_ process: Process, timeout: TimeInterval = 60) -> ChildExit {
+    let deadline = Date(timeIntervalSinceNow: timeout)
+    while Date() < deadline {
+        if !process.isRunning {
+            return process.terminationReason == .uncaughtSignal
+                ? .signaled(process.terminationStatus) : .exited(process.terminationStatus)
+        }
+        var status: Int32 = 0
+        if waitpid(process.processIdentifier, &status, WNOHANG) == process.processIdentifier {
+            return status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
+        }
+        usleep(5_000)
+    }
+    return .stillRunning
+}
