@@ -26,6 +26,16 @@ struct JSONWriter {
     mutating func field<I: BinaryInteger>(_ name: String, _ value: I) { key(name); bytes.append(contentsOf: String(value).utf8); needsComma = true }
     mutating func fieldNull(_ name: String) { key(name); bytes.append(contentsOf: "null".utf8); needsComma = true }
 
+    /// A value: as text when it is UTF-8, else base64 with `"encoding": "base64"`.
+    mutating func valueField(_ value: [UInt8]) {
+        if value.isValidUTF8 {
+            field("value", utf8: value)
+        } else {
+            field("value", Data(value).base64EncodedString())
+            field("encoding", "base64")
+        }
+    }
+
     /// A string element of an array.
     mutating func element(_ value: String) { separate(); appendString(value.utf8); needsComma = true }
 

@@ -66,12 +66,7 @@ extension KVAPI {
                         if let stored = try store.get(key) {
                             w.field("success", true)
                             w.field("status", 200)
-                            if stored.value.isValidUTF8 {
-                                w.field("value", utf8: stored.value)
-                            } else {
-                                w.field("value", Data(stored.value).base64EncodedString())
-                                w.field("encoding", "base64")
-                            }
+                            w.valueField(stored.value)
                             w.field("version", stored.seq)
                         } else {
                             w.field("success", false)

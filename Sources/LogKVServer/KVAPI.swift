@@ -87,12 +87,7 @@ public final class KVAPI: Sendable {
                 w.field("message", "ok")
                 w.field("timestamp", rfc3339(millis: now))
                 Self.writeKey(&w, key)
-                if stored.value.isValidUTF8 {
-                    w.field("value", utf8: stored.value)
-                } else {
-                    w.field("value", Data(stored.value).base64EncodedString())
-                    w.field("encoding", "base64")
-                }
+                w.valueField(stored.value)
                 w.field("version", stored.seq)
                 if let expires = stored.expiresAt {
                     w.field("ttl", max(0, (expires - now + 999) / 1000))
@@ -121,18 +116,17 @@ public final class KVAPI: Sendable {
         let body = try WriteBody.decode(WriteBody.self, from: request)
         let key = try body.keyBytes()
         let value = try body.valueBytes()
-        let expiresAt = try body.expiresAt(now: clock())
-        let condition = try ETag.condition(request.headers, store: store, key: key)
-        return try writeReply(request) { [store] in
-            let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
-            return Response(status: .noContent, headers: ["etag": "\"\(seq)\""])
-        }
+        return try store(request, key: key, value: value, expiresAt: try body.expiresAt(now: clock()))
     }
 
     func putRaw(_ request: Request) throws -> Reply {
-        let key = request.key
-        let value = request.bodyBytes
         let expiresAt = try TTL.expiry(fromQuery: request.query["ttl"], now: clock())
+        return try store(request, key: request.key, value: request.bodyBytes, expiresAt: expiresAt)
+    }
+
+    /// The write both PUT forms share: conditions from the headers, 204 with
+    /// the new ETag.
+    private func store(_ request: Request, key: [UInt8], value: [UInt8], expiresAt: Int64?) throws -> Reply {
         let condition = try ETag.condition(request.headers, store: store, key: key)
         return try writeReply(request) { [store] in
             let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
