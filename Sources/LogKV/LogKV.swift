@@ -14,7 +14,9 @@ import Metrics
 ///   recovered (for `.always` even after a power loss).
 /// - Methods block on disk I/O; call them off event loops.
 /// - `close()` flushes the index so that its checkpoint covers the whole log,
-///   and releases the directory lock. Further calls throw `.closed`.
+///   and releases the directory lock. Further calls throw `.closed`. Always
+///   call it: the background threads (flusher, syncer, maintenance) keep the
+///   store alive until then.
 public final class LogKV: @unchecked Sendable {
     public let options: LogKVOptions
     public let path: String
