@@ -267,7 +267,7 @@ import Testing
             #expect(r.status == 202)
             #expect(r.json["success"] as? Bool == true)
             var after = try s.store.stats()
-            for _ in 0..<100 where after.deadBytes >= before.deadBytes {
+            for _ in 0..<500 where after.deadBytes >= before.deadBytes {
                 try await Task.sleep(for: .milliseconds(20))
                 after = try s.store.stats()
             }
