@@ -6,6 +6,9 @@ extension LogKV {
     func append(key: [UInt8], value: [UInt8], expiresAt: Int64, tombstone: Bool,
                 condition: WriteCondition) throws -> UInt64 {
         let now = options.clock()
+        // The value's checksum is the costly part of encoding: compute it
+        // before taking the writer lock, so concurrent writers overlap it.
+        let valueCRC = value.withUnsafeBytes { CRC32.checksum($0) }
         waitForBacklogRoom()
         writerLock.lock()
         var acknowledgedAt: UInt64 = 0
@@ -25,7 +28,7 @@ extension LogKV {
             }
             seq = nextSeq
             let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, tombstone: tombstone,
-                                              key: key, value: value)
+                                              key: key, value: value, valueCRC: valueCRC)
             let recordLength = head.count + value.count
             if active.size + Int64(recordLength) > options.segmentSize
                 && active.size > Int64(RecordFormat.segmentHeaderSize) {

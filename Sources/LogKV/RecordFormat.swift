@@ -69,7 +69,7 @@ enum RecordCodec {
     /// kernel without copying it into one buffer first.
     static func encodeHead(
         seq: UInt64, writtenAt: Int64, expiresAt: Int64, tombstone: Bool,
-        key: [UInt8], value: [UInt8]
+        key: [UInt8], value: [UInt8], valueCRC: UInt32? = nil
     ) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(RecordFormat.recordHeaderSize + key.count)
@@ -82,7 +82,11 @@ enum RecordCodec {
         appendLE(&out, UInt32(value.count))
         out.append(contentsOf: key)
         var crc = out.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[4...])) }
-        crc = value.withUnsafeBytes { CRC32.update(crc, $0) }
+        if let valueCRC {
+            crc = CRC32.combine(crc, valueCRC, valueLength: value.count)
+        } else {
+            crc = value.withUnsafeBytes { CRC32.update(crc, $0) }
+        }
         out[0] = UInt8(truncatingIfNeeded: crc)
         out[1] = UInt8(truncatingIfNeeded: crc >> 8)
         out[2] = UInt8(truncatingIfNeeded: crc >> 16)
@@ -144,6 +148,12 @@ enum RecordCodec {
 enum CRC32 {
     static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         update(0, bytes)
+    }
+
+    /// The CRC of a + b from checksum(a), checksum(b) and b's length, so a
+    /// value's CRC can be computed before the writer lock is taken.
+    static func combine(_ crcA: UInt32, _ crcB: UInt32, valueLength: Int) -> UInt32 {
+        UInt32(crc32_combine(uLong(crcA), uLong(crcB), off_t(valueLength)))
     }
 
     /// Continues a CRC over more bytes: update(checksum(a), b) == checksum(a + b).

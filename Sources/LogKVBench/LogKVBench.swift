@@ -22,6 +22,7 @@ struct Run: ParsableCommand {
     @Option(help: "Key counts for the restart benchmark (comma-separated).") var restartKeys = "100000,1000000"
     @Option(help: "Key counts for the memory benchmark (comma-separated).") var memoryKeys = "1000000,5000000"
     @Option(help: "fsync policy for our puts.") var fsync = "interval"
+    @Option(help: "Concurrent writer threads in the put benchmarks (both sides).") var writers = 1
     @Option(help: "Keys in the compaction benchmark (each overwritten 3 times).") var compactionKeys = 200_000
     @Option(help: "Only these sections (put,get,restart,memory,compaction).") var only = "put,get,restart,memory,compaction"
 
@@ -38,7 +39,7 @@ struct Run: ParsableCommand {
                 log("put \(n) x \(size) B ...")
                 let ours = try oursPut(keys: n, valueSize: size)
                 let base = ProcessInfo.processInfo.environment["BENCH_NO_BASELINE"] != nil ? ours : baselinePut(keys: n, valueSize: size)
-                rows.append(Row(name: "put \(size) B values, ops/s", ours: fmt(ours), baseline: fmt(base),
+                rows.append(Row(name: "put \(size) B values, \(writers) writer(s), ops/s", ours: fmt(ours), baseline: fmt(base),
                                 ratio: ratio(ours, base), target: "≥ \(target)x"))
             }
         }
@@ -167,7 +168,11 @@ struct Run: ParsableCommand {
             var options = LogKVOptions()
             options.fsync = FsyncPolicy(rawValue: fsync) ?? .interval
             let store = try LogKV(path: path, options: options)
-            appendSeconds = try seconds { for i in 0..<keys { try store.put(keyList[i], values[i % 64]) } }
+            appendSeconds = try seconds {
+                try inParallel(writers) { w in
+                    for i in stride(from: w, to: keys, by: writers) { try store.put(keyList[i], values[i % 64]) }
+                }
+            }
             try store.close()
         }
         if ProcessInfo.processInfo.environment["BENCH_VERBOSE"] != nil {
@@ -184,7 +189,11 @@ struct Run: ParsableCommand {
         let keyList = (0..<keys).map { Workload.key($0) }
         let t = seconds {
             let db = SQLiteBaseline(path: path + "/kv.sqlite", cacheBytes: 64 << 20)
-            for i in 0..<keys { db.put(keyList[i], values[i % 64]) }
+            // One connection, one writer at a time: SQLite's own rule.
+            let lock = NSLock()
+            try? inParallel(writers) { w in
+                for i in stride(from: w, to: keys, by: writers) { lock.withLock { db.put(keyList[i], values[i % 64]) } }
+            }
             db.close()
         }
         return Double(keys) / t
@@ -284,6 +293,23 @@ struct Run: ParsableCommand {
         let parts = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
         guard parts.count == 2 else { throw ValidationError("child printed \(String(decoding: data, as: UTF8.self))") }
         return (parts[0], parts[1])
+    }
+
+    /// Runs `body(0..<n)` on n threads and waits for all of them.
+    func inParallel(_ n: Int, _ body: @escaping @Sendable (Int) throws -> Void) throws {
+        final class Failure: @unchecked Sendable { var error: Error? ; let lock = NSLock() }
+        let failure = Failure()
+        let group = DispatchGroup()
+        for w in 0..<n {
+            let thread = Thread {
+                do { try body(w) } catch { failure.lock.withLock { failure.error = error } }
+                group.leave()
+            }
+            group.enter()
+            thread.start()
+        }
+        group.wait()
+        if let error = failure.error { throw error }
     }
 
     func fmt(_ x: Double) -> String { String(format: "%.0f", x) }

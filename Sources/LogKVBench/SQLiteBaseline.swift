@@ -3,7 +3,8 @@ import CSQLite
 /// The baseline: the same keys and values stored directly in one SQLite
 /// table, tuned the way a careful user would (WAL, synchronous=NORMAL,
 /// prepared statements, batched transactions).
-final class SQLiteBaseline {
+/// Thread-safety: callers serialise access (one connection).
+final class SQLiteBaseline: @unchecked Sendable {
     private var db: OpaquePointer?
     private var insert: OpaquePointer?
     private var select: OpaquePointer?
