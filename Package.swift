@@ -91,14 +91,18 @@ let package = Package(
             dependencies: ["LogKV"],
             path: "Tests/LogKVCrashWriter"
         ),
+        .target(
+            name: "LogKVTestSupport",
+            path: "Tests/LogKVTestSupport"
+        ),
         .testTarget(
             name: "LogKVTests",
-            dependencies: ["LogKV", "CSQLite", "LogKVCrashWriter"]
+            dependencies: ["LogKV", "CSQLite", "LogKVCrashWriter", "LogKVTestSupport"]
         ),
         .testTarget(
             name: "LogKVServerTests",
             dependencies: [
-                "LogKVServer", "LogKV", "logkvd", "LogKVCLI",
+                "LogKVServer", "LogKV", "logkvd", "LogKVCLI", "LogKVTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

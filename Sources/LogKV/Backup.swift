@@ -14,7 +14,7 @@ extension LogKV {
         compactionLock.lock()
         defer { compactionLock.unlock() }
         let target = DataDirectory(path: destination)
-        if DataDirectory.exists(target.segmentsPath), !((try? target.segmentIDs()) ?? []).isEmpty {
+        if target.holdsSegments {
             throw LogKVError.invalidArgument("backup destination \(destination) already holds segments")
         }
         try target.create()
@@ -59,7 +59,7 @@ extension LogKV {
         let ids = try source.segmentIDs()
         guard !ids.isEmpty else { throw LogKVError.invalidArgument("\(backup) holds no segments") }
         let target = DataDirectory(path: destination)
-        if DataDirectory.exists(target.segmentsPath), !((try? target.segmentIDs()) ?? []).isEmpty {
+        if target.holdsSegments {
             throw LogKVError.invalidArgument("restore destination \(destination) already holds segments")
         }
         try target.create()

@@ -49,11 +49,7 @@ extension LogKV {
                     let h = entry.header
                     report.records += 1
                     maxSeq = max(maxSeq, h.seq)
-                    let change: KeyDirChange = h.isTombstone ? .delete(seq: h.seq)
-                        : .put(RecordLocation(segment: id, offset: entry.offset, length: h.recordLength, seq: h.seq, expiresAt: h.expiresAt))
-                    let key = KeyBytes(entry.key)
-                    if let existing = batch[key], existing.seq > h.seq { continue }
-                    batch[key] = change
+                    batch.keepNewest(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
                 }
             } catch let stop as SegmentScanner.Stop {
                 switch stop {
@@ -64,8 +60,7 @@ extension LogKV {
                 }
             }
             end = LogPosition(segment: id, offset: scanner.validEnd)
-            try scratch.apply(batch.sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) },
-                              checkpoint: end, maxSeq: maxSeq, segmentSizes: [id: scanner.validEnd], outOfOrder: true)
+            try scratch.apply(batch.sortedForIndex(), checkpoint: end, maxSeq: maxSeq, segmentSizes: [id: scanner.validEnd], outOfOrder: true)
             progress?(n + 1, ids.count)
         }
         try scratch.finishOutOfOrderReplay()
@@ -87,7 +82,7 @@ extension LogKV {
             report.problems.append("index.sqlite is unreadable (\(error)); the next open rebuilds it")
             return
         }
-        if let cp = try? IndexWriterProbe.checkpoint(real), cp != logEnd {
+        if let cp = try? IndexWriter.checkpoint(of: real)?.position, cp != logEnd {
             report.problems.append("index checkpoint (segment \(cp.segment), offset \(cp.offset)) is not at the end of the log (segment \(logEnd.segment), offset \(logEnd.offset)); the next open replays the difference")
         }
         let sql = "SELECT key, segment, offset, length, seq, expires_at FROM keydir ORDER BY key"
@@ -130,14 +125,5 @@ extension LogKV {
             }
         }
         if mismatches > 20 { report.problems.append("… and \(mismatches - 20) more index mismatches") }
-    }
-}
-
-/// Reads the checkpoint through any connection.
-enum IndexWriterProbe {
-    static func checkpoint(_ db: SQLiteConnection) throws -> LogPosition? {
-        let stmt = try db.prepare("SELECT segment, offset FROM checkpoint WHERE id = 1")
-        guard try stmt.step() else { return nil }
-        return LogPosition(segment: UInt64(stmt.int64(0)), offset: stmt.int64(1))
     }
 }

@@ -48,7 +48,7 @@ extension LogKV {
             return ratio >= options.compactionThresholdRatio || dead >= options.compactionThresholdDeadBytes
         }.map(\.id).sorted()
         guard !chosen.isEmpty else { return CompactionReport() }
-        var report = try compactSegments(chosen, allSegments: Set(rows.map(\.id)).union(state.withLock { Set(segments.keys) }))
+        var report = try compactSegments(chosen, allSegments: present.union(rows.map(\.id)))
         report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         metrics.compactionRuns.increment()
         metrics.compactionDuration.recordNanoseconds(Int64(report.seconds * 1e9))

@@ -45,6 +45,11 @@ struct DataDirectory: Sendable {
         return ids.sorted()
     }
 
+    /// True when `segments/` exists and holds at least one segment.
+    var holdsSegments: Bool {
+        DataDirectory.exists(segmentsPath) && !((try? segmentIDs()) ?? []).isEmpty
+    }
+
     /// Creates the directory (and its parents) and `segments/`.
     func create() throws {
         var prefix = path.hasPrefix("/") ? "" : "."

@@ -48,7 +48,7 @@ extension LogKV {
             state.unlock()
 
             let started = DispatchTime.now()
-            let sorted = batch.sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) }
+            let sorted = batch.sortedForIndex()
             var failure: Error?
             do {
                 try indexWriterLock.withLock {

@@ -74,6 +74,11 @@ final class IndexWriter: @unchecked Sendable {
     }
 
     func checkpoint() throws -> (position: LogPosition, maxSeq: UInt64)? {
+        try Self.checkpoint(of: db)
+    }
+
+    /// The checkpoint as stored, read through any connection to an index.
+    static func checkpoint(of db: SQLiteConnection) throws -> (position: LogPosition, maxSeq: UInt64)? {
         let stmt = try db.prepare("SELECT segment, offset, max_seq FROM checkpoint WHERE id = 1")
         guard try stmt.step() else { return nil }
         return (LogPosition(segment: UInt64(stmt.int64(0)), offset: stmt.int64(1)), UInt64(stmt.int64(2)))

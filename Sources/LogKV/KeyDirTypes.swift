@@ -34,11 +34,34 @@ enum KeyDirChange: Equatable, Sendable {
     /// the expired record hides them.
     case expire(seq: UInt64)
 
+    /// The change a scanned record makes to the KeyDir.
+    init(_ header: RecordHeader, segment: UInt64, offset: Int64) {
+        self = header.isTombstone
+            ? .delete(seq: header.seq)
+            : .put(RecordLocation(segment: segment, offset: offset, length: header.recordLength,
+                                  seq: header.seq, expiresAt: header.expiresAt))
+    }
+
     var seq: UInt64 {
         switch self {
         case let .put(loc): return loc.seq
         case let .delete(seq), let .expire(seq): return seq
         }
+    }
+}
+
+extension Dictionary where Key == KeyBytes, Value == KeyDirChange {
+    /// Records a change unless the batch already holds a newer one for the
+    /// key (segments replayed out of seq order, after compaction).
+    mutating func keepNewest(_ key: [UInt8], _ change: KeyDirChange) {
+        let k = KeyBytes(key)
+        if let existing = self[k], existing.seq > change.seq { return }
+        self[k] = change
+    }
+
+    /// The batch in key order, as `IndexWriter.apply` takes it.
+    func sortedForIndex() -> [([UInt8], KeyDirChange)] {
+        sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) }
     }
 }
 
@@ -94,6 +117,8 @@ public enum WriteCondition: Equatable, Sendable {
     case ifVersion(UInt64)
     /// Only if the key does not exist (or has expired).
     case ifAbsent
+    /// Only if the key exists, whatever its version.
+    case ifPresent
 }
 
 /// A snapshot of the store's size and health.

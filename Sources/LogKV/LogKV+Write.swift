@@ -22,6 +22,7 @@ extension LogKV {
                 switch condition {
                 case .none: break
                 case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
+                case .ifPresent: if current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
                 case let .ifVersion(wanted): if current != wanted { throw LogKVError.preconditionFailed(currentSeq: current) }
                 }
                 if tombstone && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }

@@ -223,22 +223,13 @@ public final class LogKV: @unchecked Sendable {
     /// - Throws: as `get`.
     public func getWithoutWaiting(_ key: [UInt8]) throws -> ImmediateRead {
         try validate(key: key)
-        let k = KeyBytes(key)
-        var found: KeyDirChange?
-        state.withLock {
-            if let change = pending[k] ?? flushing[k] {
-                found = change
-            } else if let location = cache.get(k) {
-                found = .put(location)
-            }
-        }
-        guard let found else { return .wouldBlock }
-        guard case let .put(location) = found else {
+        guard let observed = try locateInMemory(KeyBytes(key)).answer else { return .wouldBlock }
+        guard let location = observed.location else {
             metrics.readMiss.increment()
             return .done(nil)
         }
         if location.isExpired(now: options.clock()) {
-            expireLazily(key, location, observedEpoch: nil)
+            expireLazily(key, location, observedEpoch: observed.epoch)
             metrics.readExpired.increment()
             return .done(nil)
         }
@@ -346,27 +337,34 @@ public final class LogKV: @unchecked Sendable {
     /// it came from `pending`/`flushing` (which need no epoch check).
     struct Observed { var location: RecordLocation?; var epoch: UInt64? }
 
-    func locateObserving(_ keyBytes: [UInt8]) throws -> Observed {
-        let key = KeyBytes(keyBytes)
+    /// What memory alone says about `key`: nil when only SQLite can tell;
+    /// otherwise the answer, with `epoch` for cache hits. `epochNow` is the
+    /// flush epoch at the time of looking, for a SQLite read that follows.
+    func locateInMemory(_ key: KeyBytes) throws -> (answer: Observed?, epochNow: UInt64) {
+        var answer: Observed?
         var epoch: UInt64 = 0
-        var found: KeyDirChange?
-        var cached: RecordLocation?
         var closed = false
         state.withLock {
             closed = !flusherRunning && closing
-            if let change = pending[key] ?? flushing[key] {
-                found = change
-            } else if let location = cache.get(key) {
-                cached = location
-            }
             epoch = flushEpoch
+            if let change = pending[key] ?? flushing[key] {
+                if case let .put(location) = change {
+                    answer = Observed(location: location, epoch: nil)
+                } else {
+                    answer = Observed(location: nil, epoch: nil)
+                }
+            } else if let location = cache.get(key) {
+                answer = Observed(location: location, epoch: epoch)
+            }
         }
         if closed { throw LogKVError.closed }
-        if let found {
-            if case let .put(location) = found { return Observed(location: location, epoch: nil) }
-            return Observed(location: nil, epoch: nil)
-        }
-        if let cached { return Observed(location: cached, epoch: epoch) }
+        return (answer, epoch)
+    }
+
+    func locateObserving(_ keyBytes: [UInt8]) throws -> Observed {
+        let key = KeyBytes(keyBytes)
+        let (answer, epoch) = try locateInMemory(key)
+        if let answer { return answer }
         let location = try readers.withReader { try $0.lookup(keyBytes) }
         if let location {
             state.withLock {
@@ -417,7 +415,6 @@ public final class LogKV: @unchecked Sendable {
                            expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
     }
 
-    /// Removes an expired key from the KeyDir, unless a newer write won.
     /// Removes an expired key from the KeyDir, unless a newer write won.
     ///
     /// - Parameter observedEpoch: the flush epoch at which `location` was read

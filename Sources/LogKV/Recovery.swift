@@ -178,8 +178,7 @@ enum Recovery {
         var batch: [KeyBytes: KeyDirChange] = [:]
         var sizes: [UInt64: Int64] = [:]
         func commit(upTo position: LogPosition) throws {
-            let sorted = batch.sorted { $0.key < $1.key }.map { ($0.key.bytes, $0.value) }
-            try index.apply(sorted, checkpoint: position, maxSeq: maxSeq, segmentSizes: sizes, outOfOrder: outOfOrder)
+            try index.apply(batch.sortedForIndex(), checkpoint: position, maxSeq: maxSeq, segmentSizes: sizes, outOfOrder: outOfOrder)
             batch.removeAll(keepingCapacity: true)
             sizes.removeAll()
         }
@@ -190,16 +189,7 @@ enum Recovery {
             do {
                 while let entry = try scanner.next() {
                     let h = entry.header
-                    let change: KeyDirChange = h.isTombstone
-                        ? .delete(seq: h.seq)
-                        : .put(RecordLocation(segment: segment.id, offset: entry.offset, length: h.recordLength,
-                                              seq: h.seq, expiresAt: h.expiresAt))
-                    let key = KeyBytes(entry.key)
-                    if let existing = batch[key], existing.seq > h.seq {
-                        // Out of order (rebuild after compaction): keep the newer one.
-                    } else {
-                        batch[key] = change
-                    }
+                    batch.keepNewest(entry.key, KeyDirChange(h, segment: segment.id, offset: entry.offset))
                     maxSeq = max(maxSeq, h.seq)
                     records += 1
                     if batch.count >= replayBatch {

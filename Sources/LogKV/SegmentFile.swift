@@ -83,11 +83,11 @@ final class SegmentFile: @unchecked Sendable {
                 while written < total {
                     let n: Int
                     if written < h.count {
-                        var iov = [
-                            iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress! + written), iov_len: h.count - written),
-                            iovec(iov_base: UnsafeMutableRawPointer(mutating: t.baseAddress), iov_len: t.count),
-                        ]
-                        n = pwritev(fd, &iov, t.count > 0 ? 2 : 1, off_t(start) + off_t(written))
+                        n = withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { iov in
+                            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress! + written), iov_len: h.count - written)
+                            iov[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: t.baseAddress), iov_len: t.count)
+                            return pwritev(fd, iov.baseAddress, t.count > 0 ? 2 : 1, off_t(start) + off_t(written))
+                        }
                     } else {
                         let done = written - h.count
                         n = pwrite(fd, t.baseAddress! + done, t.count - done, off_t(start) + off_t(written))

@@ -183,13 +183,7 @@ struct Load: ParsableCommand {
     @Option(help: "Read from here instead of standard input.") var input: String?
 
     func run() throws {
-        let data: Data
-        if let input {
-            guard let contents = FileManager.default.contents(atPath: input) else { throw Failure.usage("cannot read \(input)") }
-            data = contents
-        } else {
-            data = readAllStandardInput()
-        }
+        let data = try readInput(file: input)
         let store = try directory.open(create: true)
         defer { try? store.close() }
         let now = LogKVOptions.systemMillis()

@@ -9,8 +9,7 @@ struct Get: ParsableCommand {
     func run() throws {
         let client = try options.client()
         let reply = try client.request("GET", "/v1/kv/\(KVClient.path(key))" + (options.json ? "" : "?raw"))
-        if reply.status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
-        guard reply.status == 200 else { throw Failure.server(reply.message) }
+        try reply.require(200, key: key)
         FileHandle.standardOutput.write(options.json ? reply.body + Data("\n".utf8) : reply.body)
     }
 }
@@ -29,15 +28,7 @@ struct Set: ParsableCommand {
     }
 
     func run() throws {
-        let body: Data
-        if let value {
-            body = Data(value.utf8)
-        } else if let file {
-            guard let data = FileManager.default.contents(atPath: file) else { throw Failure.usage("cannot read \(file)") }
-            body = data
-        } else {
-            body = readAllStandardInput()
-        }
+        let body = try value.map { Data($0.utf8) } ?? readInput(file: file)
         let client = try options.client()
         let reply = try client.request("PUT", "/v1/kv/\(KVClient.path(key))" + (ttl.map { "?ttl=\($0)" } ?? ""), body: body,
                                        contentType: "application/octet-stream")
@@ -53,8 +44,7 @@ struct Delete: ParsableCommand {
 
     func run() throws {
         let reply = try options.client().request("DELETE", "/v1/kv/\(KVClient.path(key))")
-        if reply.status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
-        guard reply.status == 204 else { throw Failure.server("\(reply.status): \(reply.message)") }
+        try reply.require(204, key: key)
         if options.json { printJSON(["success": true, "key": key]) }
     }
 }
@@ -102,8 +92,7 @@ struct TTL: ParsableCommand {
 
     func run() throws {
         let reply = try options.client().request("HEAD", "/v1/kv/\(KVClient.path(key))?raw")
-        if reply.status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
-        guard reply.status == 200 else { throw Failure.server("HTTP \(reply.status)") }
+        try reply.require(200, key: key)
         let ttl = reply.headers["x-logkv-ttl"].flatMap(Int.init)
         if options.json { printJSON(["key": key, "ttl": ttl as Any? ?? NSNull()]) } else { print(ttl.map(String.init) ?? "none") }
     }
@@ -117,13 +106,7 @@ struct Batch: ParsableCommand {
     @Argument(help: "JSON file; standard input when omitted.") var file: String?
 
     func run() throws {
-        let body: Data
-        if let file {
-            guard let data = FileManager.default.contents(atPath: file) else { throw Failure.usage("cannot read \(file)") }
-            body = data
-        } else {
-            body = readAllStandardInput()
-        }
+        let body = try readInput(file: file)
         let reply = try options.client().request("POST", "/v1/batch", body: body, contentType: "application/json")
         guard reply.status == 200 else { throw Failure(code: reply.status == 400 ? 2 : 3, message: reply.message) }
         FileHandle.standardOutput.write(reply.body + Data("\n".utf8))

@@ -14,6 +14,12 @@ struct KVClient {
         var body: Data
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
         var message: String { json["message"] as? String ?? "HTTP \(status)" }
+
+        /// Fails with exit 1 on 404 and exit 3 on any status but `expected`.
+        func require(_ expected: Int, key: String) throws {
+            if status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
+            guard status == expected else { throw Failure.server("\(status): \(message)") }
+        }
     }
 
     /// Accepts `http://host:port`, `host:port` and `:port`.
@@ -94,6 +100,9 @@ func printJSON(_ object: Any) {
     }
 }
 
-func readAllStandardInput() -> Data {
-    FileHandle.standardInput.readDataToEndOfFile()
+/// The contents of `file`, or all of standard input when it is nil.
+func readInput(file: String?) throws -> Data {
+    guard let file else { return FileHandle.standardInput.readDataToEndOfFile() }
+    guard let data = FileManager.default.contents(atPath: file) else { throw Failure.usage("cannot read \(file)") }
+    return data
 }

@@ -71,22 +71,30 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func write(context: ChannelHandlerContext, _ response: Response, version: HTTPVersion, keepAlive: Bool) {
+        Self.write(context: context, response, version: version, keepAlive: keepAlive)
+    }
+
+    /// Writes one response (head, body, end); closes the connection after it
+    /// unless `keepAlive`. Shared by every handler that answers.
+    static func write(context: ChannelHandlerContext, _ response: Response, version: HTTPVersion, keepAlive: Bool) {
         var headers = response.headers
         if !response.hasContentLength {
             headers.add(name: "content-length", value: String(response.body.count))
         }
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
         let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
         if !response.body.isEmpty {
             var buffer = context.channel.allocator.buffer(capacity: response.body.count)
             buffer.writeBytes(response.body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
         }
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -121,17 +129,8 @@ final class BodyLimitHandler: ChannelInboundHandler, RemovableChannelHandler {
             rejecting = false
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
                 rejecting = true
-                let error = Response.error(APIError(.payloadTooLarge, "request body of \(length) bytes exceeds the limit of \(limit) bytes"))
-                var headers = error.headers
-                headers.add(name: "content-length", value: String(error.body.count))
-                headers.add(name: "connection", value: "close")
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: error.status, headers: headers))), promise: nil)
-                var buffer = context.channel.allocator.buffer(capacity: error.body.count)
-                buffer.writeBytes(error.body)
-                context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                    context.close(promise: nil)
-                }
+                let error = APIError(.payloadTooLarge, "request body of \(length) bytes exceeds the limit of \(limit) bytes")
+                HTTPHandler.write(context: context, .error(error), version: head.version, keepAlive: false)
                 return
             }
         }

@@ -127,7 +127,7 @@ public final class KVAPI: Sendable {
     /// The write both PUT forms share: conditions from the headers, 204 with
     /// the new ETag.
     private func store(_ request: Request, key: [UInt8], value: [UInt8], expiresAt: Int64?) throws -> Reply {
-        let condition = try ETag.condition(request.headers, store: store, key: key)
+        let condition = try ETag.condition(request.headers)
         return try writeReply(request) { [store] in
             let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
             return Response(status: .noContent, headers: ["etag": "\"\(seq)\""])
@@ -136,7 +136,7 @@ public final class KVAPI: Sendable {
 
     func delete(_ request: Request) throws -> Reply {
         let key = request.key
-        let condition = try ETag.condition(request.headers, store: store, key: key)
+        let condition = try ETag.condition(request.headers)
         if condition == .ifAbsent { throw APIError(.badRequest, "If-None-Match is not meaningful on DELETE") }
         return try writeReply(request) { [store] in
             guard try store.delete(key, condition: condition) else { throw APIError.notFound("key not found") }
@@ -322,7 +322,7 @@ enum ETag {
     }
 
     /// The write condition from `If-Match` / `If-None-Match: *`.
-    static func condition(_ headers: HTTPHeaders, store: LogKV, key: [UInt8]) throws -> WriteCondition {
+    static func condition(_ headers: HTTPHeaders) throws -> WriteCondition {
         if let ifNoneMatch = headers.first(name: "if-none-match") {
             guard ifNoneMatch.trimmingCharacters(in: .whitespaces) == "*" else {
                 throw APIError.badRequest("only If-None-Match: * is supported on writes")
@@ -330,11 +330,9 @@ enum ETag {
             return .ifAbsent
         }
         if let ifMatch = headers.first(name: "if-match") {
-            if ifMatch.trimmingCharacters(in: .whitespaces) == "*" {
-                // Any current version: the key must exist.
-                guard let current = try store.get(key) else { throw APIError(.preconditionFailed, "key does not exist") }
-                return .ifVersion(current.seq)
-            }
+            // Any current version: the key must exist (checked by the engine
+            // atomically with the write).
+            if ifMatch.trimmingCharacters(in: .whitespaces) == "*" { return .ifPresent }
             guard let seq = parse(Substring(ifMatch)) else { throw APIError.badRequest("If-Match must be an ETag from this server") }
             return .ifVersion(seq)
         }

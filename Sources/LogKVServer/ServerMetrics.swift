@@ -61,10 +61,11 @@ final class ServerMetrics: Sendable {
             return
         }
         // Unmatched requests: the method label is kept to the standard ones.
-        let known: Set<String> = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
-        let methodLabel = known.contains(method.rawValue) ? method.rawValue : "OTHER"
+        let methodLabel = Self.knownMethods.contains(method.rawValue) ? method.rawValue : "OTHER"
         recordSlow(method: methodLabel, route: route, status: "\(klass)xx", nanoseconds: nanoseconds)
     }
+
+    private static let knownMethods: Set<String> = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
 
     private func recordSlow(method: String, route: String, status klass: String, nanoseconds: UInt64) {
         let series = Series(method: method, route: route, status: klass)

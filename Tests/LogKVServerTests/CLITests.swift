@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import Testing
 
 /// The `logkv` tool end to end: client commands against a live logkvd,

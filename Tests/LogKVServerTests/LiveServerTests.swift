@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import Testing
 
 /// Tests against a real `logkvd` process.
@@ -198,16 +199,4 @@ import Testing
         #expect(waitForExit(server.process).code != 0)
         #expect(server.stderrText().contains("invalid fsync policy"))
     }
-}
-
-/// Locates the executables SwiftPM builds next to the test bundle.
-func builtProduct(_ name: String) -> String {
-    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<4 {
-        let candidate = dir.appendingPathComponent(name).path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
 }

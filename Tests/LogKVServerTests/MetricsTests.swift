@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import LogKV
 @testable import LogKVServer
 import Testing

@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 @testable import LogKV
 
 /// A fresh temporary directory, removed when the test is done with it.
@@ -48,17 +49,3 @@ extension LogKVOptions {
 }
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
-
-/// Locates the executables SwiftPM builds next to the test bundle.
-func builtProduct(_ name: String) -> String {
-    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    // swift-testing on Linux may run from inside the .xctest bundle path.
-    for _ in 0..<4 {
-        let candidate = dir.appendingPathComponent(name).path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    let fallback = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
-    return fallback
-}

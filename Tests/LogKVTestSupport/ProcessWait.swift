@@ -1,12 +1,14 @@
 import Foundation
 
+/// Helpers for tests that run real processes (shared by both test targets).
+
 /// How a child process ended.
-enum ChildExit: Equatable {
+public enum ChildExit: Equatable, Sendable {
     case exited(Int32)
     case signaled(Int32)
     case stillRunning
 
-    var code: Int32 {
+    public var code: Int32 {
         switch self {
         case let .exited(code): return code
         case let .signaled(signal): return 128 + signal
@@ -19,7 +21,7 @@ enum ChildExit: Equatable {
 /// seconds. `Process.waitUntilExit` can miss the exit of one of many children
 /// started from parallel tests and wait forever; this polls, and reaps the
 /// child itself if Foundation has not.
-func waitForExit(_ process: Process, timeout: TimeInterval = 60) -> ChildExit {
+public func waitForExit(_ process: Process, timeout: TimeInterval = 60) -> ChildExit {
     let deadline = Date(timeIntervalSinceNow: timeout)
     while Date() < deadline {
         if !process.isRunning {
@@ -33,4 +35,17 @@ func waitForExit(_ process: Process, timeout: TimeInterval = 60) -> ChildExit {
         usleep(5_000)
     }
     return .stillRunning
+}
+
+/// Locates an executable SwiftPM built next to the test bundle.
+public func builtProduct(_ name: String) -> String {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    // swift-testing on Linux may run from inside the .xctest bundle path.
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
 }
