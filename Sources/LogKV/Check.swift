@@ -20,48 +20,59 @@ extension LogKV {
     ///   cannot be read at all. Damage is reported, not thrown.
     public static func check(path: String, progress: ((Int, Int) -> Void)? = nil) throws -> CheckReport {
         let dir = DataDirectory(path: path)
-        guard DataDirectory.exists(dir.segmentsPath) else {
+        guard dir.exists(dir.segmentsPath) else {
             throw LogKVError.invalidArgument("\(path) is not a logkv data directory (no segments/)")
         }
-        let lock = try DirectoryLock(path: dir.lockPath, clock: { LogKVOptions.systemMillis() })
+        let lock = try dir.lock(clock: { LogKVOptions.systemMillis() })
         defer { withExtendedLifetime(lock) {} }
         var report = CheckReport()
         let scratchPath = NSTemporaryDirectory() + "logkv-check-\(UUID().uuidString).sqlite"
-        defer { for f in [scratchPath, scratchPath + "-wal", scratchPath + "-shm"] { DataDirectory.remove(f) } }
+        defer { for f in [scratchPath, scratchPath + "-wal", scratchPath + "-shm"] { try? dir.remove(f) } }
         let scratch = try IndexWriter(path: scratchPath)
         let ids = try dir.segmentIDs()
         var maxSeq: UInt64 = 0
         var end = LogPosition(segment: 0, offset: 0)
-        if DataDirectory.exists(dir.compactionManifestPath) {
+        if dir.exists(dir.compactionManifestPath) {
             report.problems.append("an interrupted compaction is pending (COMPACTION); the next open settles it")
         }
-        for (n, id) in ids.enumerated() {
-            let file = try SegmentFile.open(id: id, path: dir.segmentPath(id), writable: false)
+        var files: [SegmentFile] = []
+        for id in ids {
+            let file = try SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: false)
             report.segments += 1
-            do { _ = try file.readHeader() } catch {
+            do { try file.loadHeader() } catch {
                 report.problems.append("segment \(id): \(error)")
                 continue
             }
+            files.append(file)
+        }
+        let activeID = files.last { $0.kind == .log }?.id
+        for (n, file) in files.enumerated() {
+            let id = file.id
             var batch: [KeyBytes: KeyDirChange] = [:]
             var scanner = SegmentScanner(file: file)
-            do {
-                while let entry = try scanner.next() {
+            while true {
+                do {
+                    guard let entry = try scanner.next() else { break }
                     let h = entry.header
                     report.records += 1
                     maxSeq = max(maxSeq, h.seq)
                     batch.keepNewest(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
-                }
-            } catch let stop as SegmentScanner.Stop {
-                switch stop {
-                case let .tornTail(offset, reason) where n == ids.count - 1:
-                    report.problems.append("segment \(id) offset \(offset): torn tail (\(reason)), \(file.size - offset) bytes; the next open truncates it")
-                case let .tornTail(offset, reason), let .corrupt(offset, reason):
-                    report.problems.append("segment \(id) offset \(offset): \(reason)")
+                } catch let stop as SegmentScanner.Stop {
+                    if let resumed = try scanner.skipDamage() {
+                        report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: `logkv repair` rewrites the segment without it)")
+                        continue
+                    }
+                    if id == activeID {
+                        report.problems.append("segment \(id) offset \(stop.offset): torn tail (\(stop.reason)), \(file.size - stop.offset) bytes; the next open truncates it")
+                    } else {
+                        report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); the rest of this sealed segment (\(file.size - stop.offset) bytes) is unreadable")
+                    }
+                    break
                 }
             }
-            end = LogPosition(segment: id, offset: scanner.validEnd)
-            try scratch.apply(batch.sortedForIndex(), checkpoint: end, maxSeq: maxSeq, segmentSizes: [id: scanner.validEnd], outOfOrder: true)
-            progress?(n + 1, ids.count)
+            if id == activeID { end = LogPosition(segment: id, offset: scanner.validEnd) }
+            try scratch.apply(batch.sortedForIndex(), checkpoint: nil, maxSeq: maxSeq, segmentSizes: [id: scanner.validEnd], outOfOrder: true)
+            progress?(n + 1, files.count)
         }
         try scratch.finishOutOfOrderReplay()
         try compareIndexes(dir: dir, scratch: scratch, logEnd: end, report: &report)
@@ -70,7 +81,7 @@ extension LogKV {
 
     private static func compareIndexes(dir: DataDirectory, scratch: IndexWriter, logEnd: LogPosition,
                                        report: inout CheckReport) throws {
-        guard DataDirectory.exists(dir.indexPath) else {
+        guard dir.exists(dir.indexPath) else {
             report.problems.append("index.sqlite is missing; the next open rebuilds it")
             return
         }

@@ -4,51 +4,58 @@ import Foundation
 /// segments and removes the old ones, while reads and writes go on.
 ///
 /// Steps, each crash-safe:
-/// 1. Seal the active segment (on demand) and flush the index, so the
-///    accounting is current and all garbage present now is reclaimable.
-/// 2. Write `COMPACTION` (old ids; new ids as they are created).
+/// 1. Seal the active segment (on demand) and flush the index. Only segments
+///    the durable checkpoint wholly covers are candidates: compaction outputs,
+///    and log segments before the checkpoint's (so no input holds a change
+///    still pending in memory).
+/// 2. Write `COMPACTION` (old ids; new ids as they are created), durably.
 /// 3. Copy each record whose index row points at exactly it, with its
-///    original seq, into new segments. Tombstones and expired records are
-///    kept while an older segment that stays may hold a value they hide.
+///    original seq, into new segments (kind "compacted", never replayed).
+///    A record that hides older values — a tombstone, an expired value, a
+///    value whose row expiry removed — is kept while any segment that stays
+///    may hold an older record (its `min_seq` is not above the record's seq):
+///    decided by seq, never by segment id (rule 4).
 /// 4. fsync the new segments and the directory.
-/// 5. One index transaction moves rows conditionally (a racing write wins)
-///    and swaps the segments' accounting rows.
-/// 6. Unlink the old segments, fsync the directory, remove `COMPACTION`.
+/// 5. One durable index transaction (synchronous=FULL) moves rows
+///    conditionally (a racing write wins) and swaps the segments' rows.
+/// 6. Unlink the old segments, fsync the directory, remove `COMPACTION`
+///    (rule 3: the only copies go only after the commit that stops referring
+///    to them is durable).
 ///
-/// On open, a leftover `COMPACTION` is settled by `Recovery`: before step 5
-/// committed, the new files go; after, the old ones do.
+/// A failure before step 5 removes the new files; on open, a leftover
+/// `COMPACTION` is settled by `Recovery`: before step 5 committed, the new
+/// files go; after, the old ones do.
 extension LogKV {
     /// Compacts now. With `everything`, every sealed segment with any garbage
     /// is compacted (after sealing the active one); otherwise only those over
     /// the configured thresholds.
     ///
     /// - Returns: what was done (all zero if nothing qualified).
-    /// - Throws: `.io`, `.index`, `.corruption`, `.closed`; on a throw the
-    ///   store is consistent and the next open finishes the cleanup.
+    /// - Throws: `.io`, `.index`, `.corruption`, `.closed`, `.readOnly`; on a
+    ///   throw the store is consistent and nothing is left behind.
     @discardableResult
     public func compact(everything: Bool = true) throws -> CompactionReport {
         compactionLock.lock()
         defer { compactionLock.unlock() }
         let started = DispatchTime.now()
-        if everything {
-            try writerLock.withLock {
-                if writerClosed { throw LogKVError.closed }
-                if active.size > Int64(RecordFormat.segmentHeaderSize) { try rotate() }
-            }
+        let sealedBefore: UInt64 = try writerLock.withLock {
+            if writerClosed { throw LogKVError.closed }
+            if let writeFailure { throw writeFailure }
+            if everything && !active.isEmpty { try rotate() }
+            return active.id
         }
+        // Every change in a log segment before `sealedBefore` was appended
+        // before this flush, so none is still pending once it returns.
         try flushIndex()
-        let activeID = writerLock.withLock { active.id }
-        let rows = try readers.withReader { try $0.segments() }
-        let present = state.withLock { Set(segments.keys) }
-        let sealed = rows.filter { row in row.id < activeID && present.contains(row.id) }
-        let chosen = sealed.filter { row in
-            let dead = row.size - row.liveBytes
+        let candidates = try compactionCandidates(sealedBefore: sealedBefore)
+        let chosen = candidates.filter { candidate in
+            let dead = candidate.dead
             if everything { return dead > 0 }
-            let ratio = row.size > 0 ? Double(dead) / Double(row.size) : 0
+            let ratio = candidate.size > 0 ? Double(dead) / Double(candidate.size) : 0
             return ratio >= options.compactionThresholdRatio || dead >= options.compactionThresholdDeadBytes
         }.map(\.id).sorted()
         guard !chosen.isEmpty else { return CompactionReport() }
-        var report = try compactSegments(chosen, allSegments: present.union(rows.map(\.id)))
+        var report = try compactSegments(chosen)
         report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         metrics.compactionRuns.increment()
         metrics.compactionDuration.recordNanoseconds(Int64(report.seconds * 1e9))
@@ -77,14 +84,30 @@ extension LogKV {
         return true
     }
 
+    /// A segment compaction may take, with its garbage.
+    struct CompactionCandidate { var id: UInt64; var size: Int64; var dead: Int64 }
+
+    /// Segments wholly in the index — compaction outputs, and log segments
+    /// sealed before `sealedBefore` once a flush covered them — with their
+    /// dead bytes (the segment header is not garbage).
+    func compactionCandidates(sealedBefore: UInt64) throws -> [CompactionCandidate] {
+        let files = state.withLock { segments }
+        return try readers.withReader { try $0.segments() }.compactMap { row in
+            guard let file = files[row.id] else { return nil }
+            let covered = file.kind == .compacted || row.id < sealedBefore
+            guard covered else { return nil }
+            let dead = max(0, file.size - file.dataStart - row.liveBytes)
+            return CompactionCandidate(id: row.id, size: file.size, dead: dead)
+        }
+    }
+
     /// Whether a background compaction should run now (Bitcask-style triggers).
     func compactionTriggered() throws -> Bool {
         let activeID = writerLock.withLock { active.id }
-        return try readers.withReader { try $0.segments() }.contains { row in
-            guard row.id < activeID, row.size > 0 else { return false }
-            let dead = row.size - row.liveBytes
-            return Double(dead) / Double(row.size) >= options.compactionTriggerRatio
-                || dead >= options.compactionTriggerDeadBytes
+        return try compactionCandidates(sealedBefore: activeID).contains { candidate in
+            guard candidate.size > 0 else { return false }
+            return Double(candidate.dead) / Double(candidate.size) >= options.compactionTriggerRatio
+                || candidate.dead >= options.compactionTriggerDeadBytes
         }
     }
 
@@ -92,102 +115,118 @@ extension LogKV {
         try options.compactionFailpoint?(step)
     }
 
-    private func compactSegments(_ chosen: [UInt64], allSegments: Set<UInt64>) throws -> CompactionReport {
+    private func compactSegments(_ chosen: [UInt64]) throws -> CompactionReport {
         var report = CompactionReport()
         let chosenSet = Set(chosen)
-        let inputs = state.withLock { chosen.compactMap { segments[$0] } }
+        let (inputs, staying) = state.withLock {
+            (chosen.compactMap { segments[$0] }, segments.values.filter { !chosenSet.contains($0.id) })
+        }
+        // Every record that may be older than a hiding record lies in a
+        // segment whose min_seq is at most that record's seq.
+        let minStayingSeq = staying.map { $0.header?.minSeq ?? 0 }.min() ?? UInt64.max
+        let outputMinSeq = inputs.map { $0.header?.minSeq ?? 0 }.min() ?? 0
         let now = options.clock()
         var outputs: [SegmentFile] = []
         var moves: [CompactionMove] = []
         var drops: [CompactionMove] = []
         var limiter = RateLimiter(bytesPerSecond: options.compactionBytesPerSecond)
+        var committed = false
 
         func writeManifest() throws {
             let text = "old " + chosen.map(String.init).joined(separator: " ") + "\nnew "
                 + outputs.map { String($0.id) }.joined(separator: " ") + "\n"
-            try Self.writeDurably(text, to: dir.compactionManifestPath, directory: dir.path)
+            try dir.writeDurably(Array(text.utf8), to: dir.compactionManifestPath)
         }
         func newOutput() throws -> SegmentFile {
-            let id = writerLock.withLock { () -> UInt64 in
-                defer { nextSegmentID += 1 }
-                return nextSegmentID
-            }
-            let file = try SegmentFile.create(id: id, path: dir.segmentPath(id), storeID: storeID)
+            let file = try writerLock.withLock { try createSegment(kind: .compacted, minSeq: outputMinSeq) }
             outputs.append(file)
             try writeManifest()
             return file
+        }
+        defer {
+            if !committed { abandon(outputs) }
         }
 
         try writeManifest()
         var output: SegmentFile?
         for (done, input) in inputs.enumerated() {
             defer { options.compactionProgress?(done + 1, inputs.count) }
-            // A hiding record (tombstone, expired value) may go only if no
-            // segment older than its own stays behind.
-            let olderStays = allSegments.contains { $0 < input.id && !chosenSet.contains($0) }
             var scanner = SegmentScanner(file: input, withValues: true)
-            do {
-                while let entry = try scanner.next() {
-                    let h = entry.header
-                    report.bytesRead += Int64(h.recordLength)
-                    limiter.spend(h.recordLength)
-                    var keep: Bool
-                    var isRowOwner = false
-                    if h.isTombstone {
-                        keep = olderStays
-                    } else {
-                        let row = try readers.withReader { try $0.lookup(entry.key) }
-                        isRowOwner = row?.segment == input.id && row?.offset == entry.offset
-                        if !isRowOwner {
-                            keep = false
-                        } else if h.expiresAt != 0 && h.expiresAt <= now {
-                            keep = olderStays
-                            if !keep {
-                                drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
-                                                            new: RecordLocation(segment: 0, offset: 0, length: 0, seq: h.seq, expiresAt: h.expiresAt)))
-                            }
-                        } else {
-                            keep = true
-                        }
-                    }
-                    guard keep else { continue }
-                    if output == nil || output!.size + Int64(h.recordLength) > options.segmentSize {
-                        if let full = output { try full.sync() }
-                        output = try newOutput()
-                    }
-                    let record = RecordCodec.encode(seq: h.seq, writtenAt: h.writtenAt, expiresAt: h.expiresAt,
-                                                    tombstone: h.isTombstone, key: entry.key, value: entry.value)
-                    let offset = output!.size
-                    try output!.append(record)
-                    report.bytesWritten += Int64(record.count)
-                    limiter.spend(record.count)
-                    if isRowOwner {
-                        moves.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
-                                                    new: RecordLocation(segment: output!.id, offset: offset, length: record.count,
-                                                                        seq: h.seq, expiresAt: h.expiresAt)))
-                    }
+            while true {
+                let entry: SegmentScanner.Entry
+                do {
+                    guard let next = try scanner.next() else { break }
+                    entry = next
+                } catch let stop as SegmentScanner.Stop {
+                    // Salvage what is intact (rule 7); the damage is reported
+                    // and disappears with the rewrite.
+                    metrics.recoveryDamaged.increment()
+                    logger.error("compaction skipped damaged bytes", metadata: [
+                        "segment": "\(input.id)", "offset": "\(stop.offset)", "reason": "\(stop.reason)"])
+                    if try scanner.skipDamage() == nil { break }
+                    continue
                 }
-            } catch let stop as SegmentScanner.Stop {
-                switch stop {
-                case let .tornTail(offset, reason), let .corrupt(offset, reason):
-                    throw LogKVError.corruption(segment: input.id, offset: offset, reason: reason)
+                let h = entry.header
+                report.bytesRead += Int64(h.recordLength)
+                limiter.spend(h.recordLength)
+                let row = try readers.withReader { try $0.lookup(entry.key) }
+                let isRowOwner = row?.segment == input.id && row?.offset == entry.offset
+                let expired = !h.isTombstone && h.expiresAt != 0 && h.expiresAt <= now
+                let mayHideOlder = minStayingSeq <= h.seq
+                var keep: Bool
+                if isRowOwner {
+                    keep = !expired || mayHideOlder
+                    if !keep {
+                        drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
+                                                    new: RecordLocation(segment: 0, offset: 0, length: 0, seq: h.seq, expiresAt: h.expiresAt)))
+                    }
+                } else if let row, row.seq >= h.seq {
+                    keep = false  // a newer record (or this one's copy) is indexed and hides it
+                } else {
+                    // No row: the key was deleted or expired. This record may be
+                    // what hides an older value, if it is a tombstone or expired.
+                    keep = (h.isTombstone || expired || row != nil) && mayHideOlder
+                }
+                guard keep else { continue }
+                if output == nil || output!.size + Int64(h.recordLength) > options.segmentSize {
+                    if let full = output { try full.sync() }
+                    output = try newOutput()
+                }
+                let record = RecordCodec.encode(seq: h.seq, writtenAt: h.writtenAt, expiresAt: h.expiresAt,
+                                                tombstone: h.isTombstone, key: entry.key, value: entry.value)
+                let offset = output!.size
+                try output!.append(record)
+                report.bytesWritten += Int64(record.count)
+                limiter.spend(record.count)
+                if isRowOwner {
+                    moves.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
+                                                new: RecordLocation(segment: output!.id, offset: offset, length: record.count,
+                                                                    seq: h.seq, expiresAt: h.expiresAt)))
                 }
             }
         }
         try failpoint("outputs-written")
-        for file in outputs { try file.sync() }
-        DataDirectory.syncDirectory(dir.segmentsPath)
+        do {
+            for file in outputs { try file.sync() }
+            try dir.syncDirectory(dir.segmentsPath)
+        } catch {
+            throw failWrites("fsync of compaction output failed: \(error)")
+        }
         try failpoint("outputs-synced")
 
         // Readers may see the new locations as soon as the commit lands.
         state.withLock { for file in outputs { segments[file.id] = file } }
-        let outputIDs = Set(outputs.map(\.id))
-        let logSegments = state.withLock { segments.keys.filter { !chosenSet.contains($0) && !outputIDs.contains($0) } }
-        let committed = try indexWriterLock.withLock {
-            try indexWriter.commitCompaction(moves: moves, drops: drops,
-                                             newSegments: outputs.map { ($0.id, $0.size) }, oldSegments: chosen,
-                                             logSegments: logSegments)
+        let result: (moved: Int, dropped: Int)
+        do {
+            result = try indexWriterLock.withLock {
+                try indexWriter.commitCompaction(moves: moves, drops: drops,
+                                                 newSegments: outputs.map { ($0.id, $0.size) }, oldSegments: chosen)
+            }
+        } catch {
+            state.withLock { for file in outputs { segments[file.id] = nil } }
+            throw error
         }
+        committed = true
         state.withLock {
             for m in moves { cache.remove(KeyBytes(m.key)) }
             for d in drops { cache.remove(KeyBytes(d.key)) }
@@ -197,43 +236,43 @@ extension LogKV {
             }
             flushEpoch &+= 1
         }
-        if committed.dropped > 0 { metrics.expiredCompaction.increment(by: committed.dropped) }
+        if result.dropped > 0 { metrics.expiredCompaction.increment(by: result.dropped) }
         try failpoint("index-committed")
 
-        for (n, input) in inputs.enumerated() {
-            DataDirectory.remove(input.path)
-            if n == 0 { try failpoint("old-segment-deleted") }
+        do {
+            for (n, input) in inputs.enumerated() {
+                try dir.remove(input.path)
+                if n == 0 { try failpoint("old-segment-deleted") }
+            }
+            try dir.syncDirectory(dir.segmentsPath)
+            try dir.remove(dir.compactionManifestPath)
+            try dir.syncDirectory(dir.path)
+        } catch let error as LogKVError where error.isIO {
+            // The commit stands; the next open finishes the cleanup.
+            throw failWrites("removing compacted segments failed: \(error)")
         }
-        DataDirectory.syncDirectory(dir.segmentsPath)
-        DataDirectory.remove(dir.compactionManifestPath)
-        DataDirectory.syncDirectory(dir.path)
         try failpoint("finished")
 
-        // Keep the active segment the newest, as recovery expects.
-        try writerLock.withLock {
-            if let newest = outputs.map(\.id).max(), newest > active.id, !writerClosed { try rotate() }
-        }
         report.segmentsCompacted = inputs.count
         report.segmentsWritten = outputs.count
-        report.keysMoved = committed.moved
-        report.expiredDropped = committed.dropped
+        report.keysMoved = result.moved
+        report.expiredDropped = result.dropped
         report.bytesReclaimed = inputs.reduce(0) { $0 + $1.size } - outputs.reduce(0) { $0 + $1.size }
         return report
     }
 
-    /// Writes a small file atomically and durably (temp file, fsync, rename,
-    /// fsync of the directory).
-    static func writeDurably(_ text: String, to path: String, directory: String) throws {
-        let temp = path + ".tmp"
-        let fd = Glibc.open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw LogKVError.io(operation: "create", path: temp, errno: errno) }
-        let bytes = Array(text.utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd)
-        Glibc.close(fd)
-        guard written == bytes.count, synced == 0 else { throw LogKVError.io(operation: "write", path: temp, errno: errno) }
-        guard rename(temp, path) == 0 else { throw LogKVError.io(operation: "rename", path: path, errno: errno) }
-        DataDirectory.syncDirectory(directory)
+    /// Removes the outputs of a compaction that did not commit, and its
+    /// manifest. If that fails, the next open does it (the manifest says which).
+    private func abandon(_ outputs: [SegmentFile]) {
+        do {
+            for file in outputs { try dir.remove(file.path) }
+            try dir.syncDirectory(dir.segmentsPath)
+            try dir.remove(dir.compactionManifestPath)
+            try dir.syncDirectory(dir.path)
+        } catch {
+            logger.error("could not remove the outputs of a failed compaction; the next open will", metadata: [
+                "error": "\(error)"])
+        }
     }
 }
 

@@ -11,8 +11,16 @@ import Darwin
 ///     <dir>/segments/NNNNNNNNNNNN.seg
 ///     <dir>/index.sqlite          (+ -wal, -shm)
 ///     <dir>/COMPACTION            only while a compaction swaps segments
+///
+/// All file operations go through `fs` (see `FileSystem`).
 struct DataDirectory: Sendable {
     let path: String
+    let fs: any FileSystem
+
+    init(path: String, fs: any FileSystem = PosixFileSystem()) {
+        self.path = path
+        self.fs = fs
+    }
 
     var lockPath: String { path + "/LOCK" }
     var segmentsPath: String { path + "/segments" }
@@ -30,96 +38,68 @@ struct DataDirectory: Sendable {
 
     /// Ids of the segment files present, ascending.
     func segmentIDs() throws -> [UInt64] {
-        guard let dir = opendir(segmentsPath) else {
-            throw LogKVError.io(operation: "opendir", path: segmentsPath, errno: errno)
-        }
-        defer { closedir(dir) }
-        var ids: [UInt64] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            guard name.hasSuffix(".seg"), let id = UInt64(name.dropLast(4)) else { continue }
-            ids.append(id)
-        }
-        return ids.sorted()
+        try fs.list(segmentsPath).compactMap { name in
+            name.hasSuffix(".seg") ? UInt64(name.dropLast(4)) : nil
+        }.sorted()
     }
 
     /// True when `segments/` exists and holds at least one segment.
     var holdsSegments: Bool {
-        DataDirectory.exists(segmentsPath) && !((try? segmentIDs()) ?? []).isEmpty
+        fs.exists(segmentsPath) && !((try? segmentIDs()) ?? []).isEmpty
     }
 
-    /// Creates the directory (and its parents) and `segments/`.
+    /// Creates the directory (and its parents) and `segments/`, each new
+    /// directory made durable in its parent.
     func create() throws {
         var prefix = path.hasPrefix("/") ? "" : "."
         for component in (path + "/segments").split(separator: "/") {
+            let parent = prefix.isEmpty ? "/" : prefix
             prefix += "/" + component
-            if mkdir(prefix, 0o755) != 0 && errno != EEXIST {
-                throw LogKVError.io(operation: "mkdir", path: prefix, errno: errno)
-            }
+            if fs.exists(prefix) { continue }
+            try fs.makeDirectory(prefix)
+            try fs.syncDirectory(parent)
         }
     }
 
-    static func exists(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0
+    func exists(_ path: String) -> Bool { fs.exists(path) }
+
+    func remove(_ path: String) throws { try fs.remove(path) }
+
+    func syncDirectory(_ path: String) throws { try fs.syncDirectory(path) }
+
+    /// Writes a small file atomically and durably: temp file, fsync, rename,
+    /// fsync of the directory (rule 2: the new name is durable before anyone
+    /// relies on it).
+    func writeDurably(_ bytes: [UInt8], to path: String) throws {
+        let temp = path + ".tmp"
+        let file = try fs.open(temp, .createOrTruncate)
+        try bytes.withUnsafeBytes { try file.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: 0) }
+        try file.sync()
+        try fs.rename(temp, to: path)
+        try fs.syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
     }
 
-    static func remove(_ path: String) {
-        unlink(path)
+    /// The whole content of a small file, or nil if it does not exist.
+    func readSmallFile(_ path: String) throws -> [UInt8]? {
+        guard fs.exists(path) else { return nil }
+        let file = try fs.open(path, .readOnly)
+        var out = [UInt8](repeating: 0, count: Int(try file.size()))
+        let n = try out.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
+        return Array(out.prefix(n))
     }
 
-    /// fsyncs a directory so that file creations and removals in it are durable.
-    static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
-    }
-}
-
-/// The exclusive lock on a data directory: `flock` on `LOCK`, whose content
-/// names the holder (pid, host, start time) for the error a second opener gets.
-///
-/// flock locks belong to the open file description, so a second open of the
-/// same directory inside one process is refused too.
-final class DirectoryLock: Sendable {
-    private let fd: Int32
-
-    init(path: String, clock: () -> Int64) throws {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw LogKVError.io(operation: "open", path: path, errno: errno) }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let err = errno
-            var buf = [UInt8](repeating: 0, count: 512)
-            let n = pread(fd, &buf, buf.count, 0)
-            close(fd)
-            if err == EWOULDBLOCK {
-                let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self)
-                    .trimmingCharacters(in: "\n ") : "unknown holder"
-                throw LogKVError.locked(path: path, holder: holder)
-            }
-            throw LogKVError.io(operation: "flock", path: path, errno: err)
-        }
+    /// Takes the directory's exclusive lock, naming this process as holder.
+    func lock(clock: () -> Int64) throws -> AnyObject {
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count - 1)
         let hostName = String(decoding: host.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var seconds = time_t(clock() / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        let since = String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                           Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
-        let text = "pid \(getpid()) on \(hostName), since \(since)\n"
-        ftruncate(fd, 0)
-        _ = text.utf8CString.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, $0.count - 1, 0) }
-        self.fd = fd
-    }
-
-    deinit {
-        ftruncate(fd, 0)
-        flock(fd, LOCK_UN)
-        close(fd)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let since = "\(Int(parts.tm_year) + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+        return try fs.lockDirectory(lockPath: lockPath, holder: "pid \(getpid()) on \(hostName), since \(since)")
     }
 }
 

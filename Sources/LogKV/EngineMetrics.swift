@@ -21,6 +21,8 @@ struct EngineMetrics: Sendable {
     let recoveryDuration: Gauge
     let recoveryReplayed: Gauge
     let recoveryTruncatedBytes: Gauge
+    let recoveryDamaged: Counter
+    let writeRefusals: Counter
     let indexRebuilds: Counter
     let compactionRuns: Counter
     let compactionDuration: Timer
@@ -54,6 +56,8 @@ struct EngineMetrics: Sendable {
         recoveryDuration = Gauge(label: "logkv_recovery_duration_seconds", factory: f)
         recoveryReplayed = Gauge(label: "logkv_recovery_replayed_records", factory: f)
         recoveryTruncatedBytes = Gauge(label: "logkv_recovery_truncated_bytes", factory: f)
+        recoveryDamaged = Counter(label: "logkv_recovery_damaged_records_total", factory: f)
+        writeRefusals = Counter(label: "logkv_store_read_only_total", factory: f)
         indexRebuilds = Counter(label: "logkv_index_rebuilds_total", factory: f)
         compactionRuns = Counter(label: "logkv_compaction_runs_total", factory: f)
         compactionDuration = Timer(label: "logkv_compaction_duration_seconds", factory: f)

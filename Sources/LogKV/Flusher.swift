@@ -3,10 +3,18 @@ import Foundation
 /// The background flusher: moves pending KeyDir changes into SQLite in large
 /// sorted transactions, each advancing the checkpoint.
 ///
-/// It swaps `pending` for an empty map (so writers never wait on SQLite),
-/// commits the swapped-out map as `flushing`, then drops it. Readers consult
-/// `pending`, then `flushing`, then SQLite, so a change is visible in exactly
-/// one of them at every moment: reads always see their own writes.
+/// It moves the durable part of `pending` (seq ≤ `durableSeq`) into
+/// `flushing` (so writers never wait on SQLite), commits it with the
+/// checkpoint at `durableEnd`, then drops it. Readers consult `pending`, then
+/// `flushing`, then SQLite, so a change is visible in exactly one of them at
+/// every moment: reads always see their own writes. Because only durable
+/// changes are indexed, the checkpoint and every row point at bytes a power
+/// loss cannot take.
+///
+/// Failures: the batch goes back under anything newer and is retried with a
+/// backoff; after `flushFailuresBeforeRefusingWrites` in a row, writes are
+/// refused until a flush succeeds. Closing stops retrying after that many
+/// failures: the log holds every record, and the next open replays them.
 extension LogKV {
     func startFlusher() {
         state.withLock { flusherRunning = true }
@@ -23,26 +31,47 @@ extension LogKV {
         state.unlock()
     }
 
+    /// Moves the durable part of `pending` into `flushing`. Called with
+    /// `state` locked.
+    private func takeDurableBatch() {
+        if lastSeq <= durableSeq {
+            swap(&pending, &flushing)
+            return
+        }
+        for (key, change) in pending where change.seq <= durableSeq {
+            flushing[key] = change
+        }
+        for key in flushing.keys { pending[key] = nil }
+    }
+
     private func flusherLoop() {
         let interval = TimeInterval(options.flushIntervalMillis) / 1000
         let batchTarget = max(1, options.maxPendingEntries / 4)
-        var failures = 0
         state.lock()
         while true {
-            if pending.isEmpty {
+            let giveUp = closing && flusherFailures >= options.flushFailuresBeforeRefusingWrites
+            if pending.isEmpty || giveUp {
                 if closing { break }
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
-            if !closing && pending.count < batchTarget && failures == 0 {
+            if !closing && pending.count < batchTarget && flusherFailures == 0 {
                 // Gather a bigger batch, unless someone is waiting (backpressure
                 // or flushIndex broadcasts) — then go at once.
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
             }
-            swap(&pending, &flushing)
-            let checkpoint = logEnd
-            let maxSeq = lastSeq
-            let sizes = sealedSizes.merging([logEnd.segment: logEnd.offset]) { $1 }
+            takeDurableBatch()
+            if flushing.isEmpty {
+                // Nothing durable yet (`.interval` between fsyncs).
+                if closing { break }
+                _ = state.wait(until: Date(timeIntervalSinceNow: interval))
+                continue
+            }
+            flushesStarted += 1
+            let flushNumber = flushesStarted
+            let checkpoint = durableEnd
+            let maxSeq = durableSeq
+            let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
             sealedSizes.removeAll()
             let batch = flushing
             state.unlock()
@@ -61,25 +90,29 @@ extension LogKV {
 
             state.lock()
             if let failure {
-                // Put the batch back under anything newer and try again later;
-                // the log still holds every record, so nothing is lost.
-                failures += 1
-                logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(failures)"])
-                pending = flushing.merging(pending) { _, newer in newer }
+                flusherFailures += 1
+                logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(flusherFailures)"])
+                for (key, change) in flushing {
+                    if let newer = pending[key] {
+                        pendingBytes -= key.bytes.count + Self.pendingEntryOverhead
+                        if newer.seq > change.seq { continue }
+                    }
+                    pending[key] = change
+                }
                 flushing = [:]
                 sealedSizes.merge(sizes) { old, _ in old }
-                if failures >= 50 {
-                    flusherError = (failure as? LogKVError) ?? .index(code: 0, message: "\(failure)")
-                }
+                flusherError = (failure as? LogKVError) ?? .index(code: 0, message: "\(failure)")
                 state.broadcast()
                 state.unlock()
-                Thread.sleep(forTimeInterval: min(1.0, 0.01 * Double(failures)))
+                Thread.sleep(forTimeInterval: min(1.0, 0.02 * Double(flusherFailures)))
                 state.lock()
                 continue
             }
-            failures = 0
+            flusherFailures = 0
             flusherError = nil
+            lastCompletedFlushStart = flushNumber
             for (key, change) in flushing {
+                pendingBytes -= key.bytes.count + Self.pendingEntryOverhead
                 switch change {
                 case let .put(location): cache.updateIfPresent(key, location)
                 case .delete, .expire: cache.remove(key)

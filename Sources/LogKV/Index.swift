@@ -7,8 +7,17 @@ import Foundation
 /// `IndexReader`s are read-only connections handed out by `IndexReaderPool`,
 /// each used by one thread at a time. WAL mode keeps readers and the writer
 /// out of each other's way.
+///
+/// Durability: ordinary commits run with `synchronous=NORMAL` (a power loss
+/// may take the last few back; the log still holds their records, and the
+/// checkpoint never points past durable log bytes, so replay redoes them).
+/// Commits that a later step relies on surviving (a compaction's, before its
+/// inputs are unlinked; the end of recovery) pass `durable: true` and run with
+/// `synchronous=FULL` (rule 3). Every commit is reported to the file system
+/// seam so a simulated disk knows which index states a power loss may leave.
 final class IndexWriter: @unchecked Sendable {
     let db: SQLiteConnection
+    private let fs: any FileSystem
     private let selectRow: SQLiteStatement
     private let upsertRow: SQLiteStatement
     private let deleteRow: SQLiteStatement
@@ -21,7 +30,8 @@ final class IndexWriter: @unchecked Sendable {
     private var upsertTombstone: SQLiteStatement?
 
     /// Opens (creating if needed) the index and applies pending migrations.
-    init(path: String) throws {
+    init(path: String, fs: any FileSystem = PosixFileSystem()) throws {
+        self.fs = fs
         db = try SQLiteConnection(path: path)
         try db.exec("PRAGMA journal_mode=WAL")
         try db.exec("PRAGMA synchronous=NORMAL")
@@ -106,10 +116,10 @@ final class IndexWriter: @unchecked Sendable {
     ///     any seq order (rebuild): deletes are then remembered so an older
     ///     put met later cannot resurrect its key.
     func apply(
-        _ changes: [([UInt8], KeyDirChange)], checkpoint: LogPosition, maxSeq: UInt64,
-        segmentSizes: [UInt64: Int64], outOfOrder: Bool = false
+        _ changes: [([UInt8], KeyDirChange)], checkpoint: LogPosition?, maxSeq: UInt64,
+        segmentSizes: [UInt64: Int64], outOfOrder: Bool = false, durable: Bool = false
     ) throws {
-        try db.exec("BEGIN IMMEDIATE")
+        try begin(durable: durable)
         do {
             var liveDelta: [UInt64: (bytes: Int64, keys: Int64)] = [:]
             var keyDelta: Int64 = 0
@@ -161,15 +171,41 @@ final class IndexWriter: @unchecked Sendable {
                 addKeyCount.bind(1, keyDelta)
                 try addKeyCount.run()
             }
-            writeCheckpoint.bind(1, Int64(checkpoint.segment))
-            writeCheckpoint.bind(2, checkpoint.offset)
-            writeCheckpoint.bind(3, Int64(bitPattern: maxSeq))
-            try writeCheckpoint.run()
-            try db.exec("COMMIT")
+            if let checkpoint {
+                writeCheckpoint.bind(1, Int64(checkpoint.segment))
+                writeCheckpoint.bind(2, checkpoint.offset)
+                writeCheckpoint.bind(3, Int64(bitPattern: maxSeq))
+                try writeCheckpoint.run()
+            }
+            try commit(durable: durable)
         } catch {
-            try? db.exec("ROLLBACK")
+            rollback(durable: durable)
             throw error
         }
+    }
+
+    private func begin(durable: Bool) throws {
+        if durable { try db.exec("PRAGMA synchronous=FULL") }
+        try db.exec("BEGIN IMMEDIATE")
+    }
+
+    private func commit(durable: Bool) throws {
+        try db.exec("COMMIT")
+        if durable { try db.exec("PRAGMA synchronous=NORMAL") }
+        fs.indexCommitted(path: db.path, durable: durable)
+    }
+
+    private func rollback(durable: Bool) {
+        try? db.exec("ROLLBACK")
+        if durable { try? db.exec("PRAGMA synchronous=NORMAL") }
+    }
+
+    /// Ids of segments the index says hold live keys.
+    func segmentsWithLiveKeys() throws -> [UInt64] {
+        let stmt = try db.prepare("SELECT id FROM segments WHERE live_keys > 0")
+        var ids: [UInt64] = []
+        while try stmt.step() { ids.append(UInt64(stmt.int64(0))) }
+        return ids
     }
 
     /// A compaction's index change, in one transaction: rows still pointing
@@ -180,13 +216,14 @@ final class IndexWriter: @unchecked Sendable {
     /// - Returns: how many rows moved and how many expired rows were removed.
     func commitCompaction(
         moves: [CompactionMove], drops: [CompactionMove], newSegments: [(id: UInt64, size: Int64)],
-        oldSegments: [UInt64], logSegments: [UInt64]
+        oldSegments: [UInt64]
     ) throws -> (moved: Int, dropped: Int) {
         let move = try db.prepare("UPDATE keydir SET segment = ?1, offset = ?2 WHERE key = ?3 AND segment = ?4 AND offset = ?5")
         let drop = try db.prepare("DELETE FROM keydir WHERE key = ?1 AND segment = ?2 AND offset = ?3")
         let deleteSegment = try db.prepare("DELETE FROM segments WHERE id = ?1")
         let insertSegment = try db.prepare("INSERT OR REPLACE INTO segments(id, size_bytes, live_bytes, live_keys) VALUES (?1, ?2, ?3, ?4)")
-        try db.exec("BEGIN IMMEDIATE")
+        // Durable before the inputs are unlinked (rule 3).
+        try begin(durable: true)
         do {
             var live: [UInt64: (bytes: Int64, keys: Int64)] = [:]
             var moved = 0, dropped = 0
@@ -226,16 +263,10 @@ final class IndexWriter: @unchecked Sendable {
                 addKeyCount.bind(1, Int64(-dropped))
                 try addKeyCount.run()
             }
-            // A checkpoint at the end of a removed segment means the start of
-            // the next log segment (everything in the inputs was flushed).
-            if let checkpoint = try checkpoint(), oldSegments.contains(checkpoint.position.segment),
-               let next = logSegments.filter({ $0 > checkpoint.position.segment }).min() {
-                try db.exec("UPDATE checkpoint SET segment = \(next), offset = \(RecordFormat.segmentHeaderSize)")
-            }
-            try db.exec("COMMIT")
+            try commit(durable: true)
             return (moved, dropped)
         } catch {
-            try? db.exec("ROLLBACK")
+            rollback(durable: true)
             throw error
         }
     }
@@ -249,8 +280,11 @@ final class IndexWriter: @unchecked Sendable {
         tombstonesTableReady = false
     }
 
+    /// Moves the WAL into the database file and syncs it.
     func walCheckpoint() {
-        try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        if (try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")) != nil {
+            fs.indexCommitted(path: db.path, durable: true)
+        }
     }
 
     private func currentRow(_ key: [UInt8]) throws -> (segment: UInt64, length: Int64, seq: UInt64)? {

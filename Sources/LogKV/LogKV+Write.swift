@@ -1,7 +1,19 @@
 import Foundation
 
-/// The write path: append under the writer lock, publish the change to the
-/// pending map, then acknowledge per the fsync policy.
+/// The write path: append under the writer lock, then publish and
+/// acknowledge per the fsync policy.
+///
+/// Ordering rules kept here:
+/// - `.always`: a change is published to readers (moved from `unpublished`
+///   to `pending`) only after an fsync covers its record, by the thread that
+///   ran that fsync, before any writer it covers returns (rule 1).
+/// - `.interval`/`.never`: published at once; the syncer makes it durable.
+/// - `durableSeq`/`durableEnd` advance only after an fsync (or at append
+///   under `.never`); the flusher never indexes past them.
+/// - Any fsync, create or directory-sync failure makes the store read-only
+///   (`writeFailure`) until restart (rule 6); a failed create skips its id.
+///
+/// Lock order: writerLock → state, writerLock → syncState, syncState → state.
 extension LogKV {
     func append(key: [UInt8], value: [UInt8], expiresAt: Int64, tombstone: Bool,
                 condition: WriteCondition) throws -> UInt64 {
@@ -9,7 +21,7 @@ extension LogKV {
         // The value's checksum is the costly part of encoding: compute it
         // before taking the writer lock, so concurrent writers overlap it.
         let valueCRC = value.withUnsafeBytes { CRC32.checksum($0) }
-        waitForBacklogRoom()
+        try waitForBacklogRoom()
         writerLock.lock()
         var acknowledgedAt: UInt64 = 0
         let seq: UInt64
@@ -46,14 +58,26 @@ extension LogKV {
             let location = RecordLocation(segment: active.id, offset: offset, length: recordLength,
                                           seq: seq, expiresAt: expiresAt)
             let k = KeyBytes(key)
+            let change: KeyDirChange = tombstone ? .delete(seq: seq) : .put(location)
+            let end = LogPosition(segment: active.id, offset: active.size)
             state.withLock {
-                pending[k] = tombstone ? .delete(seq: seq) : .put(location)
-                logEnd = LogPosition(segment: active.id, offset: active.size)
+                if options.fsync == .always {
+                    unpublished[k] = change
+                    unpublishedQueue.append((seq, k))
+                } else {
+                    publish(k, change)
+                    if options.fsync == .never {
+                        durableSeq = seq
+                        durableEnd = end
+                    }
+                }
+                logEnd = end
                 lastSeq = seq
-                cache.remove(k)
             }
             acknowledgedAt = syncState.withLock {
                 appendedBytes += UInt64(recordLength)
+                appendedSeq = seq
+                appendedEnd = end
                 return appendedBytes
             }
             metrics.writtenBytes.increment(by: recordLength)
@@ -67,29 +91,117 @@ extension LogKV {
     /// The seq of the key's live version, or nil. Called under the writer
     /// lock, so no other write can change it meanwhile.
     private func currentVersion(_ key: [UInt8], now: Int64) throws -> UInt64? {
-        guard let location = try locate(key), !location.isExpired(now: now) else { return nil }
+        let unsynced = state.withLock { unpublished[KeyBytes(key)] }
+        let location: RecordLocation?
+        if let unsynced {
+            guard case let .put(l) = unsynced else { return nil }
+            location = l
+        } else {
+            location = try locate(key)
+        }
+        guard let location, !location.isExpired(now: now) else { return nil }
         return location.seq
     }
 
-    /// Holds writers back while the index backlog is full.
-    private func waitForBacklogRoom() {
+    /// Makes a change visible to readers, unless a newer one already is.
+    /// Called with `state` locked.
+    func publish(_ key: KeyBytes, _ change: KeyDirChange) {
+        if let old = pending.updateValue(change, forKey: key) {
+            if old.seq > change.seq { pending[key] = old }
+        } else {
+            pendingBytes += key.bytes.count + Self.pendingEntryOverhead
+        }
+        cache.remove(key)
+    }
+
+    /// Bookkeeping bytes per pending entry beyond its key (dictionary slot,
+    /// the change, the key's array header), for the backlog budget.
+    static let pendingEntryOverhead = 96
+
+    /// Publishes the `unpublished` changes an fsync now covers. Called with
+    /// `state` locked.
+    func publishDurable(upTo seq: UInt64) {
+        while unpublishedHead < unpublishedQueue.count, unpublishedQueue[unpublishedHead].seq <= seq {
+            let (entrySeq, key) = unpublishedQueue[unpublishedHead]
+            unpublishedHead += 1
+            if let change = unpublished[key], change.seq == entrySeq {
+                unpublished[key] = nil
+                publish(key, change)
+            }
+        }
+        if unpublishedHead == unpublishedQueue.count {
+            unpublishedQueue.removeAll(keepingCapacity: unpublishedQueue.count < 65_536)
+            unpublishedHead = 0
+        }
+    }
+
+    /// Holds writers back while the index backlog is full; refuses them while
+    /// the index cannot be written (rather than growing the backlog forever).
+    private func waitForBacklogRoom() throws {
         state.lock()
         defer { state.unlock() }
-        while pending.count + flushing.count >= options.maxPendingEntries && flusherRunning && flusherError == nil {
+        while true {
+            if let flusherError, flusherFailures >= options.flushFailuresBeforeRefusingWrites {
+                metrics.writeRefusals.increment()
+                throw LogKVError.readOnly(reason: "index cannot be written: \(flusherError)")
+            }
+            let full = pending.count + flushing.count >= options.maxPendingEntries || pendingBytes >= options.maxPendingBytes
+            guard full && flusherRunning else { return }
             state.broadcast()
-            state.wait()
+            _ = state.wait(until: Date(timeIntervalSinceNow: 0.05))
+        }
+    }
+
+    /// Records a failure that leaves durability unknown: from now on the store
+    /// refuses writes (rule 6).
+    func failWrites(_ reason: String) -> LogKVError {
+        let error = LogKVError.readOnly(reason: reason)
+        if writeFailure == nil {
+            writeFailure = error
+            metrics.writeRefusals.increment()
+            logger.critical("store is now read-only", metadata: ["reason": "\(reason)"])
+        }
+        return error
+    }
+
+    /// Creates a segment for the writer or compaction, durably (file and
+    /// directory). Called under the writer lock. The id is used up even if
+    /// the create fails; any failure makes the store read-only.
+    func createSegment(kind: SegmentKind, minSeq: UInt64) throws -> SegmentFile {
+        let id = nextSegmentID
+        nextSegmentID += 1
+        let header = SegmentHeader(kind: kind, storeID: storeID, highWater: nextSeq - 1, minSeq: minSeq)
+        do {
+            let file = try SegmentFile.create(fs: dir.fs, id: id, path: dir.segmentPath(id), header: header)
+            try dir.syncDirectory(dir.segmentsPath)
+            return file
+        } catch {
+            try? dir.remove(dir.segmentPath(id))
+            throw failWrites("creating segment \(id) failed: \(error)")
         }
     }
 
     /// Seals the active segment (durably) and starts the next one.
     /// Called under the writer lock.
     func rotate() throws {
-        try active.sync()
+        do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
         let sealed = active
-        let id = nextSegmentID
-        let next = try SegmentFile.create(id: id, path: dir.segmentPath(id), storeID: storeID)
-        nextSegmentID += 1
-        DataDirectory.syncDirectory(dir.segmentsPath)
+        let next = try createSegment(kind: .log, minSeq: nextSeq)
+        // The sync above covers everything appended so far: publish it, and
+        // let the checkpoint move to the start of the new segment.
+        syncState.withLock {
+            syncedBytes = appendedBytes
+            appendedEnd = LogPosition(segment: next.id, offset: next.size)
+            let seq = appendedSeq
+            state.withLock {
+                durableSeq = seq
+                durableEnd = LogPosition(segment: next.id, offset: next.size)
+                logEnd = durableEnd
+                publishDurable(upTo: seq)
+                state.broadcast()
+            }
+            syncState.broadcast()
+        }
         state.withLock {
             segments[next.id] = next
             sealedSizes[sealed.id] = sealed.size
@@ -119,6 +231,8 @@ extension LogKV {
     private func runSync() throws {
         syncInProgress = true
         let goal = appendedBytes
+        let goalSeq = appendedSeq
+        let goalEnd = appendedEnd
         let file = syncFile
         syncState.unlock()
         let started = DispatchTime.now()
@@ -130,11 +244,17 @@ extension LogKV {
         syncState.broadcast()
         if let failure {
             // After a failed fsync the page cache may have dropped the data:
-            // the only honest answer is to stop taking writes.
-            let error = LogKVError.readOnly(reason: "fsync failed: \(failure)")
-            writeFailure = error
-            logger.critical("fsync failed; store is now read-only", metadata: ["error": "\(failure)"])
-            throw error
+            // the only honest answer is to stop taking writes. Nothing it
+            // should have covered is ever published.
+            throw failWrites("fsync failed: \(failure)")
+        }
+        state.withLock {
+            if goalSeq > durableSeq {
+                durableSeq = goalSeq
+                durableEnd = goalEnd
+            }
+            publishDurable(upTo: goalSeq)
+            state.broadcast()
         }
         syncedBytes = max(syncedBytes, goal)
     }

@@ -26,7 +26,7 @@ public final class LogKV: @unchecked Sendable {
     let storeID: [UInt8]
     let readers: IndexReaderPool
     let indexWriter: IndexWriter
-    private var directoryLock: DirectoryLock?
+    private var directoryLock: AnyObject?
 
     // MARK: Writer state, guarded by `writerLock` (held across one append).
     let writerLock = NSLock()
@@ -53,8 +53,23 @@ public final class LogKV: @unchecked Sendable {
 
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()
+    /// Under `.always`: changes appended but not yet covered by an fsync.
+    /// Writers see them (conditions are checked against them); readers do
+    /// not (rule 1). Published into `pending` once an fsync covers them.
+    var unpublished: [KeyBytes: KeyDirChange] = [:]
+    /// `unpublished` in append order, for publishing by seq.
+    var unpublishedQueue: [(seq: UInt64, key: KeyBytes)] = []
+    var unpublishedHead = 0
+    /// The highest seq, and the log position just past it, that an fsync
+    /// covers (under `.never`: that the kernel has). The flusher moves only
+    /// changes up to here into SQLite, so the index never points at bytes a
+    /// power loss may take.
+    var durableSeq: UInt64
+    var durableEnd: LogPosition
     /// Changes not yet handed to the flusher; newest per key.
     var pending: [KeyBytes: KeyDirChange] = [:]
+    /// Approximate memory of `pending` and `flushing`, for backpressure.
+    var pendingBytes = 0
     /// Changes the flusher is committing now; still visible to readers.
     var flushing: [KeyBytes: KeyDirChange] = [:]
     /// Just past the last record whose change is in `pending` or earlier.
@@ -76,11 +91,19 @@ public final class LogKV: @unchecked Sendable {
     var maintenanceRunning = false
     var maintenanceExited = false
     var flusherExited = false
+    /// The last index flush error, and how many flushes in a row failed.
     var flusherError: LogKVError?
+    var flusherFailures = 0
+    /// Flushes that took a batch, and the number of the last one committed.
+    var flushesStarted = 0
+    var lastCompletedFlushStart = 0
 
     // MARK: Durability, guarded by `syncState`.
     let syncState = NSCondition()
     var appendedBytes: UInt64 = 0
+    /// The last appended record's seq and end, matching `appendedBytes`.
+    var appendedSeq: UInt64
+    var appendedEnd: LogPosition
     var syncedBytes: UInt64 = 0
     var syncInProgress = false
     var syncFile: SegmentFile
@@ -100,10 +123,12 @@ public final class LogKV: @unchecked Sendable {
         metrics.recoveryDuration.record(seconds)
         metrics.recoveryReplayed.record(recovered.replayedRecords)
         metrics.recoveryTruncatedBytes.record(recovered.truncatedBytes)
+        metrics.recoveryDamaged.increment(by: recovered.damagedSpans)
         if recovered.rebuilt { metrics.indexRebuilds.increment() }
         logger.info("opened store", metadata: [
             "path": "\(path)", "segments": "\(recovered.segments.count)",
             "replayed_records": "\(recovered.replayedRecords)", "rebuilt_index": "\(recovered.rebuilt)",
+            "damaged_spans": "\(recovered.damagedSpans)",
             "seconds": "\(seconds)",
         ])
     }
@@ -121,12 +146,16 @@ public final class LogKV: @unchecked Sendable {
         self.indexWriter = recovered.index
         self.readers = IndexReaderPool(path: recovered.dir.indexPath, maxIdle: options.readConnections)
         self.segments = Dictionary(uniqueKeysWithValues: recovered.segments.map { ($0.id, $0) })
-        self.active = recovered.segments.last!
+        self.active = recovered.active
         self.syncFile = self.active
         self.nextSeq = recovered.maxSeq + 1
         self.nextSegmentID = (recovered.segments.map(\.id).max() ?? 0) + 1
         self.lastSeq = recovered.maxSeq
         self.logEnd = LogPosition(segment: active.id, offset: active.size)
+        self.durableSeq = recovered.maxSeq
+        self.durableEnd = logEnd
+        self.appendedSeq = recovered.maxSeq
+        self.appendedEnd = logEnd
         self.cache = KeyDirCache(budgetBytes: options.cacheBudgetBytes)
         startFlusher()
         startSyncer()
@@ -269,22 +298,41 @@ public final class LogKV: @unchecked Sendable {
         return Array(rows.prefix(limit))
     }
 
-    /// Sizes and counts, read from the index and the in-memory state.
+    /// Sizes and counts, read from the index and the in-memory state. `keys`
+    /// counts every acknowledged write at once, not only flushed ones.
     public func stats() throws -> LogKVStats {
-        let (pendingCount, seq, segmentCount) = state.withLock { (pending.count + flushing.count, lastSeq, segments.count) }
-        let (rows, keys) = try readers.withReader { (try $0.segments(), try $0.keyCount()) }
+        let (overlay, seq, segmentCount) = state.withLock { () -> ([KeyBytes: KeyDirChange], UInt64, Int) in
+            (flushing.merging(pending) { old, new in new.seq >= old.seq ? new : old }, lastSeq, segments.count)
+        }
+        let now = options.clock()
+        let (rows, keys) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64) in
+            var keys = try reader.keyCount()
+            for (key, change) in overlay {
+                let indexed = try reader.lookup(key.bytes) != nil
+                var live = false
+                if case let .put(location) = change { live = !location.isExpired(now: now) }
+                keys += (live ? 1 : 0) - (indexed ? 1 : 0)
+            }
+            return (try reader.segments(), keys)
+        }
         let live = rows.reduce(Int64(0)) { $0 + $1.liveBytes }
         let total = state.withLock { segments.values.reduce(Int64(0)) { $0 + $1.size } }
-        return LogKVStats(keys: keys, liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
-                          segments: segmentCount, pendingIndexEntries: pendingCount, lastSeq: seq)
+        return LogKVStats(keys: max(0, keys), liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
+                          segments: segmentCount, pendingIndexEntries: overlay.count, lastSeq: seq)
     }
 
-    /// Waits until every change acknowledged so far is in the SQLite index.
+    /// Waits until every change acknowledged so far is in the SQLite index
+    /// (making them durable first: the index only takes durable changes).
+    /// Later writes do not hold it up.
     public func flushIndex() throws {
+        try sync()
         state.lock()
         defer { state.unlock() }
+        // A flush that starts after this point takes every change present
+        // now (all durable after the sync above).
+        let mark = flushesStarted
         state.broadcast()
-        while !(pending.isEmpty && flushing.isEmpty) {
+        while lastCompletedFlushStart <= mark && !(pending.isEmpty && flushing.isEmpty) {
             if let flusherError { throw flusherError }
             if !flusherRunning { throw LogKVError.closed }
             state.wait()
@@ -311,6 +359,16 @@ public final class LogKV: @unchecked Sendable {
         do { try sync() } catch { firstError = firstError ?? error }
         stopSyncer()
         stopFlusher()
+        // Rule 8: the checkpoint covers the whole log, durably.
+        if firstError == nil && flusherError == nil {
+            do {
+                try indexWriterLock.withLock {
+                    let end = state.withLock { logEnd }
+                    try indexWriter.apply([], checkpoint: end, maxSeq: lastSeq, segmentSizes: [end.segment: end.offset],
+                                          durable: true)
+                }
+            } catch { firstError = error }
+        }
         if let flusherError { firstError = firstError ?? flusherError }
         indexWriter.walCheckpoint()
         readers.drain()
@@ -331,6 +389,14 @@ public final class LogKV: @unchecked Sendable {
     /// latest change is a delete or an expiry).
     func locate(_ keyBytes: [UInt8]) throws -> RecordLocation? {
         try locateObserving(keyBytes).location
+    }
+
+    /// Why writes are refused now, or nil when they are accepted: a failed
+    /// fsync (until restart) or an index that cannot be written (until a
+    /// flush succeeds). For health checks.
+    public var writeRefusal: LogKVError? {
+        if let writeFailure { return writeFailure }
+        return state.withLock { flusherError }.map { .readOnly(reason: "index cannot be written: \($0)") }
     }
 
     /// A location and the flush epoch it was observed at; `epoch` is nil when
@@ -433,8 +499,7 @@ public final class LogKV: @unchecked Sendable {
             } else if let observedEpoch, observedEpoch != flushEpoch {
                 return false
             }
-            pending[key] = .expire(seq: location.seq)
-            cache.remove(key)
+            publish(key, .expire(seq: location.seq))
             return true
         }
         if counted { (counter ?? metrics.expiredRead).increment() }

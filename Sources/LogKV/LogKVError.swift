@@ -28,6 +28,11 @@ public enum LogKVError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The store has been closed.
     case closed
 
+    var isIO: Bool {
+        if case .io = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case let .locked(path, holder):

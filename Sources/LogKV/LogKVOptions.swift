@@ -28,6 +28,14 @@ public struct LogKVOptions: Sendable {
     public var cacheBudgetBytes: Int = 64 * 1024 * 1024
     /// How many unflushed index entries may wait before writers are held back.
     public var maxPendingEntries: Int = 200_000
+    /// Memory the unflushed index entries may take (keys plus bookkeeping)
+    /// before writers are held back.
+    public var maxPendingBytes: Int = 64 * 1024 * 1024
+    /// Consecutive failed index flushes after which writes are refused
+    /// (`.readOnly` naming the SQLite error) until a flush succeeds again.
+    public var flushFailuresBeforeRefusingWrites = 5
+    /// Where every file operation goes; tests substitute a simulated disk.
+    public var fileSystem: any FileSystem = PosixFileSystem()
     /// How long the flusher waits to gather a batch, milliseconds.
     public var flushIntervalMillis: Int = 5
     /// Number of SQLite read connections.

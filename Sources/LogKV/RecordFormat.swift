@@ -4,12 +4,25 @@ import CZlib
 ///
 /// A segment file is a fixed header followed by records, back to back:
 ///
-///     segment header (32 bytes)
-///       magic      8   "LOGKVSEG"
-///       version    4   format version, little-endian (currently 1)
-///       reserved   4   zero
-///       store_id  16   random id of the data directory; an index built for
+///     segment header, version 2 (64 bytes), all little-endian
+///       magic       8  "LOGKVSEG"
+///       version     4  format version (2; version 1 files are still read)
+///       kind        4  1 = log segment (written by the writer, records in
+///                      seq order), 2 = compaction output (copies of older
+///                      records, any order; never replayed)
+///       store_id   16  random id of the data directory; an index built for
 ///                      another directory is recognised and rebuilt
+///       high_water  8  the store's highest seq issued when the file was
+///                      created: seq never goes backwards past it, whatever
+///                      compaction or a restore removed (rule 5)
+///       min_seq     8  every record in the file has seq >= this; decides
+///                      when a tombstone may be dropped (rule 4)
+///       reserved   12  zero
+///       crc         4  CRC-32 (zlib) of the 60 bytes before it
+///
+///     segment header, version 1 (32 bytes): magic 8, version 4 (1),
+///       reserved 4, store_id 16. Read as a log segment with high_water and
+///       min_seq 0 (nothing known, so nothing is assumed).
 ///
 ///     record (37-byte header, then key, then value), all little-endian
 ///       crc         4  CRC-32 (zlib) over every byte after this field
@@ -23,14 +36,34 @@ import CZlib
 ///       value       value_len bytes
 ///
 /// The highest `seq` for a key wins, wherever its record lies; a tombstone or
-/// an expired record wins like any other and hides older values.
+/// an expired record wins like any other and hides older values. Within a
+/// log segment consecutive records have consecutive seqs.
 enum RecordFormat {
     static let segmentMagic: [UInt8] = Array("LOGKVSEG".utf8)
-    static let formatVersion: UInt32 = 1
-    static let segmentHeaderSize = 32
+    /// The version new segments are written in.
+    static let formatVersion: UInt32 = 2
+    static let segmentHeaderSize = 64
+    static let segmentHeaderSizeV1 = 32
     static let recordHeaderSize = 4 + 8 + 8 + 8 + 1 + 4 + 4  // 37
 
     static let tombstoneFlag: UInt8 = 1 << 0
+}
+
+/// What a segment file is (see the header layout above).
+enum SegmentKind: UInt32, Sendable {
+    case log = 1
+    case compacted = 2
+}
+
+/// A decoded segment header.
+struct SegmentHeader: Equatable, Sendable {
+    var version: UInt32 = RecordFormat.formatVersion
+    var kind: SegmentKind
+    var storeID: [UInt8]
+    var highWater: UInt64
+    var minSeq: UInt64
+    /// Where the first record starts.
+    var size: Int { version == 1 ? RecordFormat.segmentHeaderSizeV1 : RecordFormat.segmentHeaderSize }
 }
 
 /// A decoded record header.
@@ -113,22 +146,41 @@ enum RecordCodec {
         CRC32.checksum(UnsafeRawBufferPointer(rebasing: record[4...])) == expected
     }
 
-    static func segmentHeader(storeID: [UInt8]) -> [UInt8] {
-        precondition(storeID.count == 16)
+    static func segmentHeader(_ header: SegmentHeader) -> [UInt8] {
+        precondition(header.storeID.count == 16)
         var out = RecordFormat.segmentMagic
         appendLE(&out, RecordFormat.formatVersion)
-        appendLE(&out, UInt32(0))
-        out.append(contentsOf: storeID)
+        appendLE(&out, header.kind.rawValue)
+        out.append(contentsOf: header.storeID)
+        appendLE(&out, header.highWater)
+        appendLE(&out, header.minSeq)
+        out.append(contentsOf: [UInt8](repeating: 0, count: 12))
+        let crc = out.withUnsafeBytes { CRC32.checksum($0) }
+        appendLE(&out, crc)
         return out
     }
 
-    /// Parses a segment header; returns the store id, or nil if the bytes are
-    /// not a segment header of a version this build understands.
-    static func parseSegmentHeader(_ bytes: [UInt8]) -> (version: UInt32, storeID: [UInt8])? {
-        guard bytes.count >= RecordFormat.segmentHeaderSize,
+    /// Parses a segment header of any version this build reads; nil if the
+    /// bytes are not one. `bytes` may be longer than the header.
+    static func parseSegmentHeader(_ bytes: [UInt8]) -> SegmentHeader? {
+        guard bytes.count >= RecordFormat.segmentHeaderSizeV1,
               Array(bytes[0..<8]) == RecordFormat.segmentMagic else { return nil }
         let version: UInt32 = bytes.withUnsafeBytes { readLE($0, 8) }
-        return (version, Array(bytes[16..<32]))
+        switch version {
+        case 1:
+            return SegmentHeader(version: 1, kind: .log, storeID: Array(bytes[16..<32]), highWater: 0, minSeq: 0)
+        case 2:
+            guard bytes.count >= RecordFormat.segmentHeaderSize else { return nil }
+            return bytes.withUnsafeBytes { raw -> SegmentHeader? in
+                let crc: UInt32 = readLE(raw, 60)
+                guard CRC32.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60])) == crc,
+                      let kind = SegmentKind(rawValue: readLE(raw, 12)) else { return nil }
+                return SegmentHeader(version: 2, kind: kind, storeID: Array(bytes[16..<32]),
+                                     highWater: readLE(raw, 32), minSeq: readLE(raw, 40))
+            }
+        default:
+            return SegmentHeader(version: version, kind: .log, storeID: Array(bytes[16..<32]), highWater: 0, minSeq: 0)
+        }
     }
 
     static func appendLE<T: FixedWidthInteger>(_ out: inout [UInt8], _ v: T) {

@@ -4,24 +4,42 @@ import Logging
 /// Opening a data directory: lock, segments, index, and bringing the index up
 /// to the end of the log.
 ///
-/// 1. Take the lock; list segments; check their headers belong to one store.
-/// 2. Open the index (running migrations). If it is missing, unreadable,
-///    from another directory, or ahead of the log, rebuild it from all
-///    segments (highest seq per key wins).
-/// 3. Otherwise replay the records after the checkpoint: cost follows the
-///    unflushed tail, not the key count.
-/// 4. A torn or corrupt tail of the last segment is cut at the last good
-///    record and logged; damage anywhere else is an error.
+/// 1. Take the lock; settle an interrupted compaction (`COMPACTION`); open
+///    every segment and check they belong to one store. A segment whose
+///    header never became durable (crash while creating it) holds nothing
+///    and is removed.
+/// 2. Open the index (running migrations). Rebuild it from all segments
+///    (highest seq per key wins) if it is missing, unreadable, from another
+///    directory, its checkpoint is not a position in a log segment, or it
+///    counts live keys in a segment that does not exist.
+/// 3. Otherwise replay the log after the checkpoint: the log segments from
+///    the checkpoint's on, in id order, applying only records with a seq above
+///    the checkpoint's. Compaction outputs are never replayed: their records
+///    are copies of records the index had already seen (rule 4).
+/// 4. Damage (rule 7): a bad record in the active log segment with nothing
+///    intact after it is a torn tail, cut and logged. Intact records after a
+///    bad one are never dropped: in sealed segments they stay where they are
+///    and are indexed; in the active segment they are copied into a new log
+///    segment (durably) before the damaged tail is cut. Both are logged as
+///    errors and counted in `damagedSpans`.
+///
+/// Seq never goes backwards (rule 5): the result's `maxSeq` is the highest of
+/// the checkpoint's, every replayed record's and every segment header's
+/// high-water mark.
 enum Recovery {
     struct Result {
         var dir: DataDirectory
-        var lock: DirectoryLock
+        var lock: AnyObject
         var storeID: [UInt8]
+        /// Every segment, ascending id; `active` is among them.
         var segments: [SegmentFile]
+        var active: SegmentFile
         var index: IndexWriter
         var maxSeq: UInt64
         var replayedRecords: Int
         var truncatedBytes: Int
+        /// Stretches of unreadable bytes with intact records after them.
+        var damagedSpans: Int
         var rebuilt: Bool
     }
 
@@ -30,9 +48,10 @@ enum Recovery {
 
     static func open(path: String, options: LogKVOptions) throws -> Result {
         let logger = options.logger
-        let dir = DataDirectory(path: path)
+        let fs = options.fileSystem
+        let dir = DataDirectory(path: path, fs: fs)
         try dir.create()
-        let lock = try DirectoryLock(path: dir.lockPath, clock: options.clock)
+        let lock = try dir.lock(clock: options.clock)
         try settleCompaction(dir, logger: logger)
         var segments = try openSegments(dir, logger: logger)
         let storeID: [UInt8]
@@ -41,33 +60,39 @@ enum Recovery {
             var rng = SystemRandomNumberGenerator()
             for i in id.indices { id[i] = rng.next() }
             storeID = id
-            segments.append(try SegmentFile.create(id: 1, path: dir.segmentPath(1), storeID: id))
-            DataDirectory.syncDirectory(dir.segmentsPath)
+            let header = SegmentHeader(kind: .log, storeID: id, highWater: 0, minSeq: 1)
+            segments.append(try SegmentFile.create(fs: fs, id: 1, path: dir.segmentPath(1), header: header))
+            try dir.syncDirectory(dir.segmentsPath)
         } else {
-            storeID = try checkHeaders(segments)
+            storeID = try checkStoreIDs(segments)
         }
+        let headerHighWater = segments.map { $0.header!.highWater }.max() ?? 0
+        let present = Set(segments.map(\.id))
 
         var index: IndexWriter
-        var startAt: LogPosition?
-        var maxSeq: UInt64 = 0
+        var start: (position: LogPosition, seq: UInt64)?
         var rebuildReason: String?
         do {
-            index = try IndexWriter(path: dir.indexPath)
+            index = try IndexWriter(path: dir.indexPath, fs: fs)
             let checkpoint = try index.checkpoint()
             let indexStore = try index.storeID()
             if let checkpoint, indexStore == storeID {
-                if let segment = segments.first(where: { $0.id == checkpoint.position.segment }),
-                   checkpoint.position.offset >= Int64(RecordFormat.segmentHeaderSize),
-                   checkpoint.position.offset <= segment.size {
-                    startAt = checkpoint.position
-                    maxSeq = checkpoint.maxSeq
+                let segment = segments.first { $0.id == checkpoint.position.segment }
+                if let segment, segment.kind == .log,
+                   checkpoint.position.offset >= segment.dataStart, checkpoint.position.offset <= segment.size {
+                    if let missing = try index.segmentsWithLiveKeys().first(where: { !present.contains($0) }) {
+                        rebuildReason = "index points into segment \(missing), which does not exist"
+                    } else {
+                        start = (checkpoint.position, checkpoint.maxSeq)
+                    }
                 } else {
-                    rebuildReason = "index checkpoint is past the end of the log"
+                    rebuildReason = "index checkpoint (segment \(checkpoint.position.segment), offset \(checkpoint.position.offset)) is not a position in the log"
                 }
             } else if indexStore != nil && indexStore != storeID {
                 rebuildReason = "index belongs to another data directory"
-            } else if checkpoint == nil && segments.count == 1 && segments[0].size == Int64(RecordFormat.segmentHeaderSize) {
-                startAt = LogPosition(segment: segments[0].id, offset: Int64(RecordFormat.segmentHeaderSize))
+            } else if checkpoint == nil && segments.allSatisfy(\.isEmpty) {
+                let first = segments.first { $0.kind == .log }!
+                start = (LogPosition(segment: first.id, offset: first.dataStart), 0)
                 try index.setStoreID(storeID)
             } else {
                 rebuildReason = "index is missing or empty"
@@ -76,153 +101,239 @@ enum Recovery {
             rebuildReason = "index cannot be opened (\(error))"
             index = try freshIndex(dir, storeID: storeID)
         }
-
         if options.forceIndexRebuild && rebuildReason == nil { rebuildReason = "requested" }
-        let rebuilt = rebuildReason != nil
+
+        var replay = Replay(dir: dir, index: index, logger: logger, progress: options.recoveryProgress)
+        replay.maxSeq = max(headerHighWater, start?.seq ?? 0)
         if let rebuildReason {
             logger.warning("rebuilding index from segments", metadata: [
                 "reason": "\(rebuildReason)", "segments": "\(segments.count)"])
-            index = try freshIndex(dir, storeID: storeID)
-            startAt = LogPosition(segment: segments[0].id, offset: Int64(RecordFormat.segmentHeaderSize))
-            maxSeq = 0
+            replay.index = try freshIndex(dir, storeID: storeID)
+            replay.outOfOrder = true
+            try replay.run(&segments, from: nil, aboveSeq: 0)
+        } else {
+            try replay.run(&segments, from: start!.position, aboveSeq: start!.seq)
         }
-
-        let replay = try replayLog(segments: &segments, from: startAt!, into: index, outOfOrder: rebuilt,
-                                   maxSeq: maxSeq, logger: logger, progress: options.recoveryProgress)
-        return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, index: index,
-                      maxSeq: replay.maxSeq, replayedRecords: replay.records,
-                      truncatedBytes: replay.truncatedBytes, rebuilt: rebuilt)
+        let maxSeq = replay.maxSeq
+        let active = segments.last { $0.kind == .log }!
+        return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, active: active, index: replay.index,
+                      maxSeq: maxSeq, replayedRecords: replay.records, truncatedBytes: replay.truncatedBytes,
+                      damagedSpans: replay.damagedSpans, rebuilt: rebuildReason != nil)
     }
 
-    /// Finishes or undoes a compaction a crash interrupted. Its index commit
-    /// is the decision point: if the index has rows for the new segments (or,
+    /// Finishes or undoes a compaction a crash interrupted. Its durable index
+    /// commit is the decision point: if the index knows the new segments (or,
     /// without a usable index, if an old segment is already gone), the
     /// compaction happened and the old files go; otherwise the new ones do.
     static func settleCompaction(_ dir: DataDirectory, logger: Logger) throws {
-        guard DataDirectory.exists(dir.compactionManifestPath) else { return }
-        let text = (try? String(contentsOfFile: dir.compactionManifestPath, encoding: .utf8)) ?? ""
+        guard let bytes = try dir.readSmallFile(dir.compactionManifestPath) else { return }
+        let text = String(decoding: bytes, as: UTF8.self)
         func ids(_ tag: String) -> [UInt64] {
             text.split(separator: "\n").first { $0.hasPrefix(tag + " ") || $0 == Substring(tag) }?
                 .split(separator: " ").dropFirst().compactMap { UInt64($0) } ?? []
         }
         let old = ids("old"), new = ids("new")
-        var committed: Bool
-        if let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true),
-           let known = try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(new.map(String.init).joined(separator: ",")))"),
-           !new.isEmpty {
+        var committed = false
+        if !new.isEmpty, dir.exists(dir.indexPath),
+           let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true),
+           let known = try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(new.map(String.init).joined(separator: ",")))") {
             committed = known > 0
-        } else {
-            committed = false
         }
-        if !committed && old.contains(where: { !DataDirectory.exists(dir.segmentPath($0)) }) { committed = true }
+        if !committed && old.contains(where: { !dir.exists(dir.segmentPath($0)) }) { committed = true }
         let doomed = committed ? old : new
-        for id in doomed { DataDirectory.remove(dir.segmentPath(id)) }
-        DataDirectory.syncDirectory(dir.segmentsPath)
-        DataDirectory.remove(dir.compactionManifestPath)
-        DataDirectory.syncDirectory(dir.path)
+        for id in doomed { try dir.remove(dir.segmentPath(id)) }
+        try dir.syncDirectory(dir.segmentsPath)
+        try dir.remove(dir.compactionManifestPath)
+        try dir.syncDirectory(dir.path)
         logger.warning("settled an interrupted compaction", metadata: [
             "committed": "\(committed)", "removed_segments": "\(doomed)"])
     }
 
-    /// Opens every segment; the last one writable. A last segment whose
-    /// header never made it to disk (crash while rotating) is removed.
+    /// Opens every segment with its header; the log segments writable. A
+    /// segment whose header never became durable holds no record (a crash
+    /// while creating it) and is removed.
     private static func openSegments(_ dir: DataDirectory, logger: Logger) throws -> [SegmentFile] {
-        let ids = try dir.segmentIDs()
         var files: [SegmentFile] = []
-        for (n, id) in ids.enumerated() {
-            let isLast = n == ids.count - 1
-            let file = try SegmentFile.open(id: id, path: dir.segmentPath(id), writable: isLast)
-            if isLast && n > 0 && file.size < Int64(RecordFormat.segmentHeaderSize) {
-                logger.warning("removing a segment whose header was never written", metadata: ["segment": "\(id)"])
-                DataDirectory.remove(file.path)
-                DataDirectory.syncDirectory(dir.segmentsPath)
-                // The previous segment becomes the active one again.
-                files[n - 1] = try SegmentFile.open(id: files[n - 1].id, path: files[n - 1].path, writable: true)
+        var removed = false
+        for id in try dir.segmentIDs() {
+            let file = try SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: true)
+            do {
+                try file.loadHeader()
+            } catch {
+                guard try holdsOnlyZeros(file) else { throw error }
+                logger.warning("removing a segment whose header never reached the disk", metadata: ["segment": "\(id)"])
+                try dir.remove(file.path)
+                removed = true
                 continue
             }
             files.append(file)
         }
+        if removed { try dir.syncDirectory(dir.segmentsPath) }
+        if !files.isEmpty && !files.contains(where: { $0.kind == .log }) {
+            throw LogKVError.corruption(segment: files[0].id, offset: 0, reason: "no log segment (only compaction outputs)")
+        }
         return files
     }
 
-    private static func checkHeaders(_ segments: [SegmentFile]) throws -> [UInt8] {
-        var storeID: [UInt8]?
-        for segment in segments {
-            let id = try segment.readHeader()
-            if let storeID, storeID != id {
-                throw LogKVError.corruption(segment: segment.id, offset: 0,
-                                            reason: "segment belongs to another data directory")
-            }
-            storeID = id
-        }
-        return storeID!
+    private static func holdsOnlyZeros(_ file: SegmentFile) throws -> Bool {
+        guard file.size <= 1 << 20 else { return false }
+        return try file.read(at: 0, count: Int(file.size)).allSatisfy { $0 == 0 }
     }
 
-    private static func freshIndex(_ dir: DataDirectory, storeID: [UInt8]) throws -> IndexWriter {
-        for file in [dir.indexPath] + dir.indexSidecars { DataDirectory.remove(file) }
-        let index = try IndexWriter(path: dir.indexPath)
+    private static func checkStoreIDs(_ segments: [SegmentFile]) throws -> [UInt8] {
+        let storeID = segments[0].header!.storeID
+        if let other = segments.first(where: { $0.header!.storeID != storeID }) {
+            throw LogKVError.corruption(segment: other.id, offset: 0, reason: "segment belongs to another data directory")
+        }
+        return storeID
+    }
+
+    static func freshIndex(_ dir: DataDirectory, storeID: [UInt8]) throws -> IndexWriter {
+        for file in [dir.indexPath] + dir.indexSidecars { try dir.remove(file) }
+        let index = try IndexWriter(path: dir.indexPath, fs: dir.fs)
         try index.setStoreID(storeID)
         return index
     }
+}
 
-    /// Applies every record from `start` to the end of the log to the index.
-    private static func replayLog(
-        segments: inout [SegmentFile], from start: LogPosition, into index: IndexWriter,
-        outOfOrder: Bool, maxSeq: UInt64, logger: Logger, progress: (@Sendable (Int, Int, Int) -> Void)?
-    ) throws -> (records: Int, maxSeq: UInt64, truncatedBytes: Int) {
-        let toReplay = segments.filter { $0.id >= start.segment }.count
-        var replayed = 0
-        var maxSeq = maxSeq
-        var records = 0
-        var truncated = 0
-        var batch: [KeyBytes: KeyDirChange] = [:]
-        var sizes: [UInt64: Int64] = [:]
-        func commit(upTo position: LogPosition) throws {
-            try index.apply(batch.sortedForIndex(), checkpoint: position, maxSeq: maxSeq, segmentSizes: sizes, outOfOrder: outOfOrder)
-            batch.removeAll(keepingCapacity: true)
-            sizes.removeAll()
+/// Applies segments' records to the index, reporting what it cannot read.
+private struct Replay {
+    let dir: DataDirectory
+    var index: IndexWriter
+    let logger: Logger
+    let progress: (@Sendable (Int, Int, Int) -> Void)?
+    /// Rebuild: every segment, any order; tombstones are remembered.
+    var outOfOrder = false
+    var maxSeq: UInt64 = 0
+    var records = 0
+    var truncatedBytes = 0
+    var damagedSpans = 0
+    private var batch: [KeyBytes: KeyDirChange] = [:]
+    private var sizes: [UInt64: Int64] = [:]
+
+    init(dir: DataDirectory, index: IndexWriter, logger: Logger, progress: (@Sendable (Int, Int, Int) -> Void)?) {
+        self.dir = dir
+        self.index = index
+        self.logger = logger
+        self.progress = progress
+    }
+
+    /// Replays `segments` (all of them when `from` is nil, else the log
+    /// segments from `from` on), applying records with seq above `aboveSeq`.
+    mutating func run(_ segments: inout [SegmentFile], from: LogPosition?, aboveSeq: UInt64) throws {
+        let activeID = segments.last { $0.kind == .log }!.id
+        let todo = segments.filter { segment in
+            guard let from else { return true }
+            return segment.kind == .log && segment.id >= from.segment
         }
-        for (n, segment) in segments.enumerated() where segment.id >= start.segment {
-            let isLast = n == segments.count - 1
-            let from = segment.id == start.segment ? start.offset : Int64(RecordFormat.segmentHeaderSize)
-            var scanner = SegmentScanner(file: segment, from: from)
-            do {
-                while let entry = try scanner.next() {
-                    let h = entry.header
-                    batch.keepNewest(entry.key, KeyDirChange(h, segment: segment.id, offset: entry.offset))
-                    maxSeq = max(maxSeq, h.seq)
-                    records += 1
-                    if batch.count >= replayBatch {
-                        sizes[segment.id] = scanner.validEnd
-                        try commit(upTo: LogPosition(segment: segment.id, offset: scanner.validEnd))
-                    }
-                }
-            } catch let stop as SegmentScanner.Stop {
-                switch stop {
-                case let .tornTail(offset, reason) where isLast:
-                    let cut = Int(segment.size - offset)
-                    logger.warning("truncating torn tail of the last segment", metadata: [
-                        "segment": "\(segment.id)", "offset": "\(offset)", "bytes_cut": "\(cut)", "reason": "\(reason)"])
-                    try segment.truncate(to: offset)
-                    truncated += cut
-                case let .tornTail(offset, reason), let .corrupt(offset, reason):
-                    throw LogKVError.corruption(segment: segment.id, offset: offset, reason: reason)
-                }
+        for (n, segment) in todo.enumerated() {
+            let start = segment.id == from?.segment ? from!.offset : segment.dataStart
+            if let moved = try replaySegment(segment, from: start, aboveSeq: aboveSeq, isActive: segment.id == activeID) {
+                segments.append(moved)
             }
-            sizes[segment.id] = scanner.validEnd
-            replayed += 1
-            progress?(replayed, toReplay, records)
+            progress?(n + 1, todo.count, records)
             if outOfOrder {
                 logger.info("rebuild progress", metadata: [
-                    "segment": "\(segment.id)", "of": "\(segments.last!.id)", "records": "\(records)"])
+                    "segment": "\(segment.id)", "done": "\(n + 1)", "of": "\(todo.count)", "records": "\(records)"])
             }
         }
-        let end = LogPosition(segment: segments.last!.id, offset: segments.last!.size)
-        try commit(upTo: end)
+        segments.sort { $0.id < $1.id }
+        let active = segments.last { $0.kind == .log }!
+        // Durable: the checkpoint covers the whole log and carries the seq
+        // high-water mark before anything new is written.
+        try commit(upTo: LogPosition(segment: active.id, offset: active.size), durable: true)
         if outOfOrder { try index.finishOutOfOrderReplay() }
-        if records > 0 {
-            logger.info("replayed log tail into index", metadata: ["records": "\(records)"])
+        if records > 0 { logger.info("replayed log into index", metadata: ["records": "\(records)"]) }
+    }
+
+    /// Replays one segment. For the active segment with intact records after
+    /// damage, returns the new log segment they were copied into.
+    private mutating func replaySegment(_ segment: SegmentFile, from start: Int64, aboveSeq: UInt64,
+                                        isActive: Bool) throws -> SegmentFile? {
+        var scanner = SegmentScanner(file: segment, from: start)
+        var firstBad: Int64?
+        var salvaged: [SegmentScanner.Entry] = []
+        while true {
+            do {
+                guard let entry = try scanner.next() else { break }
+                if firstBad != nil && isActive {
+                    salvaged.append(entry)
+                    continue
+                }
+                apply(entry, segment: segment.id, aboveSeq: aboveSeq)
+                if batch.count >= Recovery.replayBatch {
+                    sizes[segment.id] = scanner.validEnd
+                    let position = outOfOrder || firstBad != nil ? nil : LogPosition(segment: segment.id, offset: scanner.validEnd)
+                    try commit(upTo: position)
+                }
+            } catch let stop as SegmentScanner.Stop {
+                if let resumed = try scanner.skipDamage() {
+                    damagedSpans += 1
+                    logger.error("damaged records in a segment; the intact records after them are kept", metadata: [
+                        "segment": "\(segment.id)", "offset": "\(stop.offset)", "unreadable_bytes": "\(resumed - stop.offset)",
+                        "reason": "\(stop.reason)"])
+                    if firstBad == nil { firstBad = stop.offset }
+                    continue
+                }
+                if !isActive {
+                    damagedSpans += 1
+                    logger.error("a sealed segment ends in unreadable bytes; records there are lost", metadata: [
+                        "segment": "\(segment.id)", "offset": "\(stop.offset)", "bytes": "\(segment.size - stop.offset)",
+                        "reason": "\(stop.reason)"])
+                } else if firstBad == nil {
+                    let cut = Int(segment.size - stop.offset)
+                    logger.warning("truncating torn tail of the active segment", metadata: [
+                        "segment": "\(segment.id)", "offset": "\(stop.offset)", "bytes_cut": "\(cut)", "reason": "\(stop.reason)"])
+                    truncatedBytes += cut
+                    try segment.truncate(to: stop.offset)
+                }
+                break
+            }
         }
-        return (records, maxSeq, truncated)
+        sizes[segment.id] = isActive && firstBad == nil ? segment.size : scanner.validEnd
+        guard isActive, let firstBad else { return nil }
+        return try moveSalvaged(salvaged, from: segment, cutAt: firstBad, aboveSeq: aboveSeq)
+    }
+
+    /// Copies the intact records found after damage in the active segment
+    /// into a new log segment, durably, then cuts the damaged tail: the copy
+    /// exists before the original goes (rule 3).
+    private mutating func moveSalvaged(_ entries: [SegmentScanner.Entry], from segment: SegmentFile, cutAt: Int64,
+                                       aboveSeq: UInt64) throws -> SegmentFile {
+        let id = (try dir.segmentIDs().max() ?? segment.id) + 1
+        let firstSeq = entries.first?.header.seq ?? maxSeq + 1
+        let header = SegmentHeader(kind: .log, storeID: segment.header!.storeID, highWater: firstSeq - 1, minSeq: firstSeq)
+        let next = try SegmentFile.create(fs: dir.fs, id: id, path: dir.segmentPath(id), header: header)
+        for entry in entries {
+            let offset = next.size
+            try next.append(try segment.read(at: entry.offset, count: entry.header.recordLength))
+            apply(SegmentScanner.Entry(offset: offset, header: entry.header, key: entry.key, value: []),
+                  segment: id, aboveSeq: aboveSeq)
+        }
+        try next.sync()
+        try dir.syncDirectory(dir.segmentsPath)
+        try segment.truncate(to: cutAt)
+        sizes[segment.id] = cutAt
+        sizes[id] = next.size
+        logger.error("moved intact records found after damage in the active segment into a new segment", metadata: [
+            "segment": "\(segment.id)", "cut_at": "\(cutAt)", "records": "\(entries.count)", "new_segment": "\(id)"])
+        return next
+    }
+
+    private mutating func apply(_ entry: SegmentScanner.Entry, segment: UInt64, aboveSeq: UInt64) {
+        let h = entry.header
+        maxSeq = max(maxSeq, h.seq)
+        guard h.seq > aboveSeq else { return }
+        batch.keepNewest(entry.key, KeyDirChange(h, segment: segment, offset: entry.offset))
+        records += 1
+    }
+
+    /// Commits the batch; `upTo` advances the checkpoint (nil leaves it for
+    /// the final commit).
+    private mutating func commit(upTo position: LogPosition?, durable: Bool = false) throws {
+        try index.apply(batch.sortedForIndex(), checkpoint: position, maxSeq: maxSeq, segmentSizes: sizes,
+                        outOfOrder: outOfOrder, durable: durable)
+        batch.removeAll(keepingCapacity: true)
+        sizes.removeAll()
     }
 }

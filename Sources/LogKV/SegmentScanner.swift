@@ -1,8 +1,12 @@
 /// Reads the records of one segment in order, through a large buffer.
 ///
-/// `next()` returns records until the end of the segment, or throws at the
-/// first record that cannot be decoded; `validEnd` is then the offset just past
-/// the last good record, which recovery uses to cut a torn tail.
+/// `next()` returns records until the end of the segment, or throws `Stop` at
+/// the first record that cannot be decoded; `validEnd` is then the offset just
+/// past the last good record. `skipDamage()` looks past a bad record for the
+/// next intact one, which tells a torn tail (nothing intact follows: what a
+/// crash mid-append leaves) from damage (intact records follow: something
+/// changed bytes an acknowledged record may have lived in). Callers report
+/// what they skip, as LevelDB's log reader does through its `Reporter`.
 struct SegmentScanner {
     /// A record as scanned, with its place in the segment.
     struct Entry {
@@ -13,18 +17,17 @@ struct SegmentScanner {
         var value: [UInt8]
     }
 
-    /// Why scanning stopped before the end of the file.
-    enum Stop: Error {
-        /// The bad record reaches the end of the file (or only zeros follow
-        /// it): what a crash mid-append leaves.
-        case tornTail(offset: Int64, reason: String)
-        /// A bad record with data after it: real corruption.
-        case corrupt(offset: Int64, reason: String)
+    /// A record that cannot be decoded at `offset`.
+    struct Stop: Error {
+        var offset: Int64
+        var reason: String
     }
 
     let file: SegmentFile
     let withValues: Bool
     private(set) var validEnd: Int64
+    /// The seq of the last good record, for the resync plausibility check.
+    private(set) var lastSeq: UInt64?
     private let end: Int64
     private var buffer: [UInt8] = []
     private var bufferStart: Int64 = 0
@@ -33,57 +36,70 @@ struct SegmentScanner {
     /// garbage, not a record, whatever the configured limits are.
     static let maxDeclaredLength: UInt32 = 1 << 30
 
-    init(file: SegmentFile, from offset: Int64 = Int64(RecordFormat.segmentHeaderSize), withValues: Bool = false) {
+    init(file: SegmentFile, from offset: Int64? = nil, withValues: Bool = false) {
         self.file = file
         self.withValues = withValues
-        self.validEnd = offset
+        self.validEnd = offset ?? file.dataStart
         self.end = file.size
     }
 
     mutating func next() throws -> Entry? {
         let offset = validEnd
         if offset >= end { return nil }
-        let headerSize = RecordFormat.recordHeaderSize
-        guard end - offset >= Int64(headerSize) else {
-            throw try stop(at: offset, recordEnd: end, "record header is cut short")
+        guard let entry = try decode(at: offset, requireLaterSeq: false) else {
+            throw Stop(offset: offset, reason: try diagnose(at: offset))
         }
-        let headerBytes = try bytes(at: offset, count: headerSize)
-        let header = headerBytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
-        if header.keyLength > Self.maxDeclaredLength || header.valueLength > Self.maxDeclaredLength
-            || header.flags & ~RecordFormat.tombstoneFlag != 0 {
-            throw try stop(at: offset, recordEnd: offset + Int64(headerSize), "record header is garbage")
-        }
-        let length = header.recordLength
-        guard offset + Int64(length) <= end else {
-            throw try stop(at: offset, recordEnd: end, "record is cut short")
-        }
-        let whole = try bytes(at: offset, count: length)
-        let ok = whole.withUnsafeBytes { RecordCodec.crcMatches($0, expected: header.crc) }
-        guard ok else {
-            throw try stop(at: offset, recordEnd: offset + Int64(length), "checksum mismatch")
-        }
-        let keyStart = whole.startIndex + headerSize
-        let keyEnd = keyStart + Int(header.keyLength)
-        let entry = Entry(
-            offset: offset, header: header,
-            key: Array(whole[keyStart..<keyEnd]),
-            value: withValues ? Array(whole[keyEnd...]) : []
-        )
-        validEnd = offset + Int64(length)
+        validEnd = offset + Int64(entry.header.recordLength)
+        lastSeq = entry.header.seq
         return entry
     }
 
-    /// Decides whether a bad record is a torn tail or corruption.
-    private mutating func stop(at offset: Int64, recordEnd: Int64, _ reason: String) throws -> Stop {
-        if recordEnd >= end { return .tornTail(offset: offset, reason: reason) }
-        // Only zeros after the bad record: pages the crash never filled.
-        var position = recordEnd
-        while position < end {
-            let chunk = try bytes(at: position, count: Int(min(Int64(1 << 20), end - position)))
-            if chunk.contains(where: { $0 != 0 }) { return .corrupt(offset: offset, reason: reason) }
-            position += Int64(chunk.count)
+    /// After `next()` threw at `validEnd`, finds the next intact record.
+    ///
+    /// - Returns: its offset, and `next()` continues there; nil when nothing
+    ///   intact follows (a torn tail), and `validEnd` stays at the bad record.
+    mutating func skipDamage() throws -> Int64? {
+        var candidate = validEnd + 1
+        let last = end - Int64(RecordFormat.recordHeaderSize)
+        while candidate <= last {
+            if try decode(at: candidate, requireLaterSeq: true) != nil {
+                validEnd = candidate
+                return candidate
+            }
+            candidate += 1
         }
-        return .tornTail(offset: offset, reason: reason)
+        return nil
+    }
+
+    /// The record at `offset` if it is whole and its checksum matches.
+    private mutating func decode(at offset: Int64, requireLaterSeq: Bool) throws -> Entry? {
+        let headerSize = RecordFormat.recordHeaderSize
+        guard end - offset >= Int64(headerSize) else { return nil }
+        let header = try bytes(at: offset, count: headerSize).withUnsafeBytes { RecordCodec.decodeHeader($0) }
+        guard header.keyLength > 0, header.keyLength <= Self.maxDeclaredLength,
+              header.valueLength <= Self.maxDeclaredLength,
+              header.flags & ~RecordFormat.tombstoneFlag == 0,
+              offset + Int64(header.recordLength) <= end else { return nil }
+        if requireLaterSeq, file.kind == .log, let lastSeq, header.seq <= lastSeq { return nil }
+        let whole = try bytes(at: offset, count: header.recordLength)
+        guard whole.withUnsafeBytes({ RecordCodec.crcMatches($0, expected: header.crc) }) else { return nil }
+        let keyStart = whole.startIndex + headerSize
+        let keyEnd = keyStart + Int(header.keyLength)
+        return Entry(offset: offset, header: header, key: Array(whole[keyStart..<keyEnd]),
+                     value: withValues ? Array(whole[keyEnd...]) : [])
+    }
+
+    /// Why the record at `offset` is bad, in words for logs and `check`.
+    private mutating func diagnose(at offset: Int64) throws -> String {
+        let headerSize = RecordFormat.recordHeaderSize
+        guard end - offset >= Int64(headerSize) else { return "record header is cut short" }
+        let header = try bytes(at: offset, count: headerSize).withUnsafeBytes { RecordCodec.decodeHeader($0) }
+        if header.keyLength == 0 || header.keyLength > Self.maxDeclaredLength || header.valueLength > Self.maxDeclaredLength
+            || header.flags & ~RecordFormat.tombstoneFlag != 0 {
+            return "record header is garbage"
+        }
+        if offset + Int64(header.recordLength) > end { return "record is cut short" }
+        return "checksum mismatch"
     }
 
     private mutating func bytes(at offset: Int64, count: Int) throws -> ArraySlice<UInt8> {
