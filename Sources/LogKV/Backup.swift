@@ -1,36 +1,70 @@
 import Foundation
 
 extension LogKV {
-    /// Copies a consistent snapshot of the store into `destination` (a new
-    /// or empty directory) while reads and writes go on.
-    ///
-    /// The active segment is sealed first, so every segment copied is
-    /// immutable; compaction waits until the copy is done. Only segments are
-    /// copied: they are the truth, and `restore` rebuilds the index from them.
+    /// One segment of a backup snapshot: the file and how many of its bytes
+    /// belong to the snapshot.
+    public struct SnapshotSegment: @unchecked Sendable {
+        public let id: UInt64
+        let file: SegmentFile
+        /// Bytes of the segment in the snapshot; segments only grow at the
+        /// end, so this prefix stays valid while writes go on.
+        public let length: Int64
+        /// The file name the segment has in a data directory.
+        public var name: String { DataDirectory.segmentName(id) }
+
+        /// Reads `count` bytes of the snapshot at `offset`.
+        public func read(at offset: Int64, count: Int) throws -> [UInt8] {
+            try file.read(at: offset, count: count)
+        }
+    }
+
+    /// Runs `body` with a consistent snapshot of the store: every segment
+    /// (log segments and compaction outputs alike: age is never inferred from
+    /// an id) with the length that holds every acknowledged write so far —
+    /// under `.always` every fsynced one, so a write whose fsync then fails
+    /// is never in a backup. Nothing is sealed; compaction waits until
+    /// `body` returns, so no segment of the snapshot disappears meanwhile.
+    /// Restoring the segments (with `restore`) rebuilds the index from them.
+    public func withBackupSnapshot<T>(_ body: ([SnapshotSegment]) throws -> T) throws -> T {
+        compactionLock.lock()
+        defer { compactionLock.unlock() }
+        let snapshot: [SnapshotSegment] = try writerLock.withLock {
+            if writerClosed { throw LogKVError.closed }
+            return state.withLock {
+                let activeEnd = options.fsync == .always ? durableEnd : logEnd
+                return segments.values.sorted { $0.id < $1.id }.map { file in
+                    let length = file.id == active.id && activeEnd.segment == file.id ? activeEnd.offset : file.size
+                    return SnapshotSegment(id: file.id, file: file, length: length)
+                }
+            }
+        }
+        return try body(snapshot)
+    }
+
+    /// Writes a consistent snapshot of the store into `destination` (a new
+    /// or empty directory, created if needed) while reads and writes go on.
+    /// Only segments are copied: they are the truth, and `restore` rebuilds
+    /// the index from them.
     ///
     /// - Returns: the number of segments and bytes copied.
     @discardableResult
     public func backup(to destination: String) throws -> (segments: Int, bytes: Int64) {
-        compactionLock.lock()
-        defer { compactionLock.unlock() }
         let target = DataDirectory(path: destination, fs: dir.fs)
         if target.holdsSegments {
             throw LogKVError.invalidArgument("backup destination \(destination) already holds segments")
         }
         try target.create()
-        let sealed: [SegmentFile] = try writerLock.withLock {
-            if writerClosed { throw LogKVError.closed }
-            if !active.isEmpty { try rotate() }
-            let activeID = active.id
-            return state.withLock { segments.values.filter { $0.id < activeID }.sorted { $0.id < $1.id } }
-        }
-        var bytes: Int64 = 0
-        for file in sealed {
-            bytes += try Self.copyDurably(file, to: target.segmentPath(file.id), fs: dir.fs)
+        let (count, bytes) = try withBackupSnapshot { snapshot -> (Int, Int64) in
+            var bytes: Int64 = 0
+            for segment in snapshot {
+                bytes += try Self.copyDurably(segment.file, length: segment.length,
+                                              to: target.segmentPath(segment.id), fs: dir.fs)
+            }
+            return (snapshot.count, bytes)
         }
         try target.syncDirectory(target.segmentsPath)
-        logger.info("backup written", metadata: ["destination": "\(destination)", "segments": "\(sealed.count)", "bytes": "\(bytes)"])
-        return (sealed.count, bytes)
+        logger.info("backup written", metadata: ["destination": "\(destination)", "segments": "\(count)", "bytes": "\(bytes)"])
+        return (count, bytes)
     }
 
     /// Makes `destination` a data directory from a backup: copies its
@@ -46,7 +80,7 @@ extension LogKV {
         try target.create()
         for id in ids {
             let file = try SegmentFile.open(fs: source.fs, id: id, path: source.segmentPath(id), writable: false)
-            _ = try copyDurably(file, to: target.segmentPath(id), fs: target.fs)
+            _ = try copyDurably(file, length: file.size, to: target.segmentPath(id), fs: target.fs)
         }
         try target.syncDirectory(target.segmentsPath)
         var opts = options
@@ -57,14 +91,15 @@ extension LogKV {
         return stats
     }
 
-    /// Copies a segment under a temporary name, fsyncs it, and renames it
-    /// into place (the caller syncs the directory). Returns the bytes copied.
-    static func copyDurably(_ file: SegmentFile, to destination: String, fs: any FileSystem) throws -> Int64 {
+    /// Copies the first `length` bytes of a segment under a temporary name,
+    /// fsyncs it, and renames it into place (the caller syncs the directory).
+    /// Returns the bytes copied.
+    static func copyDurably(_ file: SegmentFile, length: Int64, to destination: String, fs: any FileSystem) throws -> Int64 {
         let temp = destination + ".tmp"
         let out = try fs.open(temp, .createOrTruncate)
         var offset: Int64 = 0
-        while offset < file.size {
-            let chunk = try file.read(at: offset, count: Int(min(Int64(4 << 20), file.size - offset)))
+        while offset < length {
+            let chunk = try file.read(at: offset, count: Int(min(Int64(4 << 20), length - offset)))
             try chunk.withUnsafeBytes { try out.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: offset) }
             offset += Int64(chunk.count)
         }

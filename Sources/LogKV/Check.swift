@@ -18,8 +18,9 @@ extension LogKV {
     /// - Parameter progress: (segments done, segment count).
     /// - Throws: `.locked` if the directory is in use; `.io`/`.index` if it
     ///   cannot be read at all. Damage is reported, not thrown.
-    public static func check(path: String, progress: ((Int, Int) -> Void)? = nil) throws -> CheckReport {
-        let dir = DataDirectory(path: path)
+    public static func check(path: String, fileSystem: any FileSystem = PosixFileSystem(),
+                             progress: ((Int, Int) -> Void)? = nil) throws -> CheckReport {
+        let dir = DataDirectory(path: path, fs: fileSystem)
         guard dir.exists(dir.segmentsPath) else {
             throw LogKVError.invalidArgument("\(path) is not a logkv data directory (no segments/)")
         }
@@ -59,7 +60,7 @@ extension LogKV {
                     batch.keepNewest(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
                 } catch let stop as SegmentScanner.Stop {
                     if let resumed = try scanner.skipDamage() {
-                        report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: `logkv repair` rewrites the segment without it)")
+                        report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: the next open keeps the intact records; `logkv compact` then rewrites the segment without the damaged bytes)")
                         continue
                     }
                     if id == activeID {

@@ -31,9 +31,14 @@ struct DataDirectory: Sendable {
     var indexSidecars: [String] { [indexPath + "-wal", indexPath + "-shm", indexPath + "-journal"] }
 
     func segmentPath(_ id: UInt64) -> String {
+        segmentsPath + "/" + Self.segmentName(id)
+    }
+
+    /// `NNNNNNNNNNNN.seg`: the id, zero-padded to 12 digits.
+    static func segmentName(_ id: UInt64) -> String {
         var digits = String(id)
         if digits.count < 12 { digits = String(repeating: "0", count: 12 - digits.count) + digits }
-        return segmentsPath + "/" + digits + ".seg"
+        return digits + ".seg"
     }
 
     /// Ids of the segment files present, ascending.

@@ -160,7 +160,11 @@ enum Recovery {
             do {
                 try file.loadHeader()
             } catch {
-                guard try holdsOnlyZeros(file) else { throw error }
+                // A header is made durable before any record is appended, so a
+                // file no longer than a header, or all zeros, holds nothing a
+                // write was acknowledged for: a crash interrupted its creation.
+                let headerOnly = file.size <= Int64(RecordFormat.segmentHeaderSize)
+                guard try headerOnly || holdsOnlyZeros(file) else { throw error }
                 logger.warning("removing a segment whose header never reached the disk", metadata: ["segment": "\(id)"])
                 try dir.remove(file.path)
                 removed = true

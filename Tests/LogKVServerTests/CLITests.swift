@@ -139,10 +139,10 @@ import Testing
         try Self.logkv(["load", "--data-dir", dir], stdin: Data((0..<20).map { #"{"key":"k\#($0)","value":"v\#($0)"}"# + "\n" }.joined().utf8))
         let segment = dir + "/segments/000000000001.seg"
         var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
-        bytes[32 + 37 + 3] ^= 0x40
+        bytes[64 + 37 + 3] ^= 0x40
         try bytes.write(to: URL(fileURLWithPath: segment))
         let check = try Self.logkv(["check", "--data-dir", dir])
         #expect(check.status == 3)
-        #expect(check.text.contains("segment 1 offset 32: checksum mismatch"))
+        #expect(check.text.contains("segment 1 offset 64: checksum mismatch"))
     }
 }

@@ -79,17 +79,43 @@ import Testing
         #expect(try store.get("k1")?.value == bytes("v1"))
     }
 
-    @Test func flippedByteMidSegmentFailsRecoveryInsteadOfSkipping() throws {
+    /// Rule 7: damage before intact records is never read as a torn tail.
+    /// The damaged record is lost (reported), every intact record after it
+    /// is kept, and the store keeps working.
+    @Test func flippedByteMidSegmentKeepsEveryIntactRecordAfterIt() throws {
         let dir = TempDir()
         try populate(dir, count: 10)
         try FileManager.default.removeItem(atPath: dir.indexPath)  // force a full replay
         let segment = dir.segmentFiles().last!
         var data = try Data(contentsOf: URL(fileURLWithPath: segment))
-        data[RecordFormat.segmentHeaderSize + RecordFormat.recordHeaderSize] ^= 0x01
+        // A flipped bit in the first record's value_len: it now claims to
+        // run past the end, as a torn tail would.
+        data[RecordFormat.segmentHeaderSize + RecordFormat.recordHeaderSize - 1] ^= 0x40
         try data.write(to: URL(fileURLWithPath: segment))
-        #expect(throws: LogKVError.corruption(segment: 1, offset: Int64(RecordFormat.segmentHeaderSize), reason: "checksum mismatch")) {
-            _ = try LogKV(path: dir.path, options: .testing())
+        let before = try LogKV.check(path: dir.path)
+        #expect(before.problems.contains { $0.contains("offset \(RecordFormat.segmentHeaderSize)") && $0.contains("intact records follow") },
+                "\(before.problems)")
+        let result = try Recovery.open(path: dir.path, options: .testing())
+        #expect(result.damagedSpans == 1)
+        #expect(result.truncatedBytes == 0)
+    }
+
+    @Test func intactRecordsAfterDamageStayReadableAcrossRestarts() throws {
+        let dir = TempDir()
+        try populate(dir, count: 10)
+        let segment = dir.segmentFiles().last!
+        var data = try Data(contentsOf: URL(fileURLWithPath: segment))
+        data[RecordFormat.segmentHeaderSize + RecordFormat.recordHeaderSize - 1] ^= 0x40
+        try data.write(to: URL(fileURLWithPath: segment))
+        try FileManager.default.removeItem(atPath: dir.indexPath)
+        for _ in 0..<2 {
+            let store = try LogKV(path: dir.path, options: .testing())
+            #expect(try store.get("k0") == nil)  // the damaged record
+            for i in 1..<10 { #expect(try store.get("k\(i)")?.value == bytes("v\(i)"), "k\(i)") }
+            try store.put("k10", "v10")
+            try store.close()
         }
+        #expect(try LogKV.check(path: dir.path).isHealthy)
     }
 
     @Test func deletedIndexIsRebuiltWithIdenticalContents() throws {
