@@ -36,6 +36,9 @@ public protocol FileSystem: Sendable {
     /// Takes the exclusive lock of a data directory, or throws `.locked`
     /// naming the holder. The lock is released when the result is released.
     func lockDirectory(lockPath: String, holder: String) throws -> AnyObject
+    /// Told before every index transaction; throwing fails it, as a full
+    /// disk under the index would (production never throws).
+    func indexWillCommit(path: String) throws
     /// Told after every index commit; `durable` when the commit is known to
     /// have reached stable storage (synchronous=FULL, or a WAL checkpoint).
     func indexCommitted(path: String, durable: Bool)
@@ -131,6 +134,8 @@ public struct PosixFileSystem: FileSystem {
     public func lockDirectory(lockPath: String, holder: String) throws -> AnyObject {
         try PosixDirectoryLock(path: lockPath, holder: holder)
     }
+
+    public func indexWillCommit(path: String) throws {}
 
     public func indexCommitted(path: String, durable: Bool) {}
 }

@@ -185,6 +185,7 @@ final class IndexWriter: @unchecked Sendable {
     }
 
     private func begin(durable: Bool) throws {
+        try fs.indexWillCommit(path: db.path)
         if durable { try db.exec("PRAGMA synchronous=FULL") }
         try db.exec("BEGIN IMMEDIATE")
     }

@@ -45,8 +45,14 @@ public final class KVAPI: Sendable {
 
     private static let healthResponse = Response(status: .ok, contentType: "text/plain; charset=utf-8", body: Array("ok".utf8))
 
+    /// 200 "ok" while the store takes writes; 503 with the reason while it
+    /// refuses them (a failed fsync, an index that cannot be written), so a
+    /// load balancer or an alert sees a store that only serves reads.
     func health(_ request: Request) -> Reply {
-        .now(Self.healthResponse)
+        if let refusal = store.writeRefusal {
+            return .now(.error(APIError(.serviceUnavailable, "store is read-only: \(refusal)")))
+        }
+        return .now(Self.healthResponse)
     }
 
     func metricsText(_ request: Request) -> Reply {

@@ -12,6 +12,8 @@ public enum MetricsCatalog {
         "logkv_segment_bytes": "Total bytes in segment files.",
         "logkv_segments": "Segment files in the data directory.",
         "logkv_index_pending_entries": "Index changes acknowledged but not yet flushed to SQLite.",
+        "logkv_store_read_only": "1 while the store refuses writes (a failed fsync until restart, or an index that cannot be written), else 0.",
+        "logkv_store_read_only_total": "Times the store started refusing writes (failed fsync, create or directory sync; index write failures).",
         // Engine activity
         "logkv_reads_total": "Key reads by result: hit, miss, expired, corrupt (checksum or index mismatch).",
         "logkv_writes_total": "Acknowledged writes by operation: put, delete.",
@@ -32,6 +34,7 @@ public enum MetricsCatalog {
         "logkv_recovery_duration_seconds": "Time the last open took, recovery included.",
         "logkv_recovery_replayed_records": "Log records replayed into the index by the last open.",
         "logkv_recovery_truncated_bytes": "Bytes cut from a torn tail of the last segment by the last open.",
+        "logkv_recovery_damaged_records_total": "Stretches of damaged bytes found before intact records (by recovery or compaction); the intact records were kept.",
         // Process
         "process_resident_memory_bytes": "Resident memory of the process.",
         "process_open_fds": "Open file descriptors of the process.",

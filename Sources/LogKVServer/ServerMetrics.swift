@@ -17,6 +17,7 @@ final class ServerMetrics: Sendable {
     let deadBytes: Gauge
     let totalBytes: Gauge
     let segments: Gauge
+    let readOnly: Gauge
     let residentMemory: Gauge
     let openFDs: Gauge
     let startTime: Gauge
@@ -40,6 +41,7 @@ final class ServerMetrics: Sendable {
         deadBytes = Gauge(label: "logkv_dead_bytes", factory: f)
         totalBytes = Gauge(label: "logkv_segment_bytes", factory: f)
         segments = Gauge(label: "logkv_segments", factory: f)
+        readOnly = Gauge(label: "logkv_store_read_only", factory: f)
         residentMemory = Gauge(label: "process_resident_memory_bytes", factory: f)
         openFDs = Gauge(label: "process_open_fds", factory: f)
         startTime = Gauge(label: "process_start_time_seconds", factory: f)
@@ -97,6 +99,7 @@ final class ServerMetrics: Sendable {
             totalBytes.record(s.totalBytes)
             segments.record(s.segments)
         }
+        readOnly.record(store.writeRefusal == nil ? 0 : 1)
         residentMemory.record(Self.residentBytes())
         openFDs.record(Self.openFileDescriptors())
     }

@@ -19,7 +19,7 @@ import Testing
 /// `LOGKV_POWERLOSS_SEEDS=N` runs N seeds per policy (a long exploration).
 @Suite struct PowerLossTests {
     static let keys = (0..<10).map { "k\($0)" }
-    static let seedCount = Int(ProcessInfo.processInfo.environment["LOGKV_POWERLOSS_SEEDS"] ?? "") ?? 6
+    static let seedCount = Int(ProcessInfo.processInfo.environment["LOGKV_POWERLOSS_SEEDS"] ?? "") ?? 12
 
     /// What the workload did, for the checker.
     final class Model: @unchecked Sendable {

@@ -44,7 +44,7 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
         var index: [String: [UInt8]]?
     }
 
-    enum Operation: String { case write, sync, syncDirectory, create, rename, remove }
+    enum Operation: String { case write, sync, syncDirectory, create, rename, remove, indexCommit }
 
     let root: String
     private let lock = NSRecursiveLock()
@@ -209,6 +209,12 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
             if heldLocks.contains(lockPath) { throw LogKVError.locked(path: lockPath, holder: "simulated holder") }
             heldLocks.insert(lockPath)
             return HeldLock { [weak self] in self?.withLock { _ = self?.heldLocks.remove(lockPath) } }
+        }
+    }
+
+    func indexWillCommit(path: String) throws {
+        if let err = fault?(.indexCommit, path) {
+            throw LogKVError.index(code: 13, message: "database or disk is full (simulated, errno \(err))")
         }
     }
 
