@@ -67,28 +67,94 @@ extension LogKV {
         return (count, bytes)
     }
 
-    /// Makes `destination` a data directory from a backup: copies its
-    /// segments, then opens it once, which rebuilds the index.
+    /// Makes `destination` a data directory from a backup — a directory
+    /// holding `segments/` (what `backup(to:)` writes) or a backup archive
+    /// file (what `GET /v1/admin/backup` streams) — then opens it once,
+    /// which rebuilds the index.
+    ///
+    /// `destination` must not exist or be an empty directory: restore never
+    /// touches files it did not create. If anything fails, what it created is
+    /// removed again.
     public static func restore(from backup: String, to destination: String, options: LogKVOptions = LogKVOptions()) throws -> LogKVStats {
-        let source = DataDirectory(path: backup, fs: options.fileSystem)
-        let ids = try source.segmentIDs()
-        guard !ids.isEmpty else { throw LogKVError.invalidArgument("\(backup) holds no segments") }
-        let target = DataDirectory(path: destination, fs: options.fileSystem)
-        if target.holdsSegments {
-            throw LogKVError.invalidArgument("restore destination \(destination) already holds segments")
+        let fs = options.fileSystem
+        let target = DataDirectory(path: destination, fs: fs)
+        let existed = fs.exists(destination)
+        if existed {
+            let entries = (try? fs.list(destination)) ?? ["?"]
+            guard entries.isEmpty else {
+                throw LogKVError.invalidArgument("restore destination \(destination) is not empty")
+            }
         }
         try target.create()
+        do {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: backup, isDirectory: &isDirectory), !isDirectory.boolValue {
+                try restoreArchive(backup, into: target)
+            } else {
+                try restoreDirectory(backup, into: target)
+            }
+            try target.syncDirectory(target.segmentsPath)
+            var opts = options
+            opts.forceIndexRebuild = true
+            let store = try LogKV(path: destination, options: opts)
+            let stats = try store.stats()
+            try store.close()
+            return stats
+        } catch {
+            // Leave nothing behind: only files this restore created are here.
+            if existed {
+                for name in (try? fs.list(destination)) ?? [] {
+                    try? FileManager.default.removeItem(atPath: destination + "/" + name)
+                }
+            } else {
+                try? FileManager.default.removeItem(atPath: destination)
+            }
+            throw error
+        }
+    }
+
+    private static func restoreDirectory(_ backup: String, into target: DataDirectory) throws {
+        let source = DataDirectory(path: backup, fs: target.fs)
+        let ids = (try? source.segmentIDs()) ?? []
+        guard !ids.isEmpty else { throw LogKVError.invalidArgument("\(backup) holds no segments") }
         for id in ids {
             let file = try SegmentFile.open(fs: source.fs, id: id, path: source.segmentPath(id), writable: false)
             _ = try copyDurably(file, length: file.size, to: target.segmentPath(id), fs: target.fs)
         }
-        try target.syncDirectory(target.segmentsPath)
-        var opts = options
-        opts.forceIndexRebuild = true
-        let store = try LogKV(path: destination, options: opts)
-        let stats = try store.stats()
-        try store.close()
-        return stats
+    }
+
+    /// Unpacks a backup archive (see `BackupArchive`), strictly: segment
+    /// files only, each written under a temporary name and fsynced.
+    private static func restoreArchive(_ archive: String, into target: DataDirectory) throws {
+        let fs = target.fs
+        let input = try PosixFileSystem().open(archive, .readOnly)
+        let total = try input.size()
+        var offset: Int64 = 0
+        func read(_ count: Int) throws -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: count)
+            let n = try out.withUnsafeMutableBytes { try input.read(into: $0, at: offset) }
+            guard n == count else { throw LogKVError.invalidArgument("backup archive \(archive) is truncated") }
+            offset += Int64(count)
+            return out
+        }
+        var restored = 0
+        while offset < total {
+            guard let entry = try BackupArchive.parseHeader(read(BackupArchive.block)) else { break }
+            let path = target.segmentPath(entry.segmentID)
+            if fs.exists(path) { throw LogKVError.invalidArgument("backup archive holds segment \(entry.segmentID) twice") }
+            let out = try fs.open(path + ".tmp", .createOrTruncate)
+            var written: Int64 = 0
+            while written < entry.size {
+                let chunk = try read(Int(min(Int64(4 << 20), entry.size - written)))
+                try chunk.withUnsafeBytes { try out.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: written) }
+                written += Int64(chunk.count)
+            }
+            try out.sync()
+            try fs.rename(path + ".tmp", to: path)
+            _ = try read(Int(BackupArchive.padded(entry.size) - entry.size))
+            restored += 1
+        }
+        guard restored > 0 else { throw LogKVError.invalidArgument("backup archive \(archive) holds no segments") }
     }
 
     /// Copies the first `length` bytes of a segment under a temporary name,

@@ -69,7 +69,12 @@ extension LogKV {
             }
             flushesStarted += 1
             let flushNumber = flushesStarted
-            let checkpoint = durableEnd
+            // Not past the first unindexed record of a key held back.
+            var checkpoint = durableEnd
+            for (key, since) in unindexedSince where flushing[key] == nil && since < checkpoint {
+                checkpoint = since
+            }
+            let logEndAtTake = logEnd
             let maxSeq = durableSeq
             let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
             sealedSizes.removeAll()
@@ -111,6 +116,13 @@ extension LogKV {
             flusherFailures = 0
             flusherError = nil
             lastCompletedFlushStart = flushNumber
+            if !unindexedSince.isEmpty {
+                for key in flushing.keys {
+                    // A newer write that arrived during the flush starts at
+                    // or after the log end at the take.
+                    unindexedSince[key] = pending[key] == nil ? nil : logEndAtTake
+                }
+            }
             for (key, change) in flushing {
                 pendingBytes -= key.bytes.count + Self.pendingEntryOverhead
                 switch change {

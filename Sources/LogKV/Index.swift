@@ -105,6 +105,28 @@ final class IndexWriter: @unchecked Sendable {
         try stmt.run()
     }
 
+    /// Whether the last run ended with `close()` (rule 5: seqs it issued are
+    /// all durable, so none can be issued again).
+    func wasClosedCleanly() throws -> Bool {
+        let stmt = try db.prepare("SELECT value FROM meta WHERE name = 'clean_close'")
+        return try stmt.step() ? stmt.int64(0) == 1 : false
+    }
+
+    /// Records, durably, whether the store is closed cleanly: true at the
+    /// end of `close()`, false once an open has finished recovering.
+    func setClosedCleanly(_ clean: Bool) throws {
+        try begin(durable: true)
+        do {
+            let stmt = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES ('clean_close', ?1)")
+            stmt.bind(1, Int64(clean ? 1 : 0))
+            try stmt.run()
+            try commit(durable: true)
+        } catch {
+            rollback(durable: true)
+            throw error
+        }
+    }
+
     /// Applies a batch of changes and advances the checkpoint, in one
     /// transaction.
     ///

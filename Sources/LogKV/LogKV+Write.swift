@@ -65,7 +65,7 @@ extension LogKV {
                     unpublished[k] = change
                     unpublishedQueue.append((seq, k))
                 } else {
-                    publish(k, change)
+                    publish(k, change, recordAt: LogPosition(segment: active.id, offset: offset))
                     if options.fsync == .never {
                         durableSeq = seq
                         durableEnd = end
@@ -104,8 +104,13 @@ extension LogKV {
     }
 
     /// Makes a change visible to readers, unless a newer one already is.
+    /// `recordAt` is where the change's record starts: the first unindexed
+    /// record of a key bounds the checkpoint (see `unindexedSince`).
     /// Called with `state` locked.
-    func publish(_ key: KeyBytes, _ change: KeyDirChange) {
+    func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
+        if let position, options.fsync == .interval, unindexedSince[key] == nil {
+            unindexedSince[key] = position
+        }
         if let old = pending.updateValue(change, forKey: key) {
             if old.seq > change.seq { pending[key] = old }
         } else {
@@ -248,6 +253,9 @@ extension LogKV {
             // should have covered is ever published.
             throw failWrites("fsync failed: \(failure)")
         }
+        // Linux reports a write-back error once: a later fsync that
+        // "succeeds" vouches for nothing after an earlier failure (rule 6).
+        if let writeFailure { throw writeFailure }
         state.withLock {
             if goalSeq > durableSeq {
                 durableSeq = goalSeq
@@ -275,7 +283,7 @@ extension LogKV {
         while syncerRunning {
             _ = syncState.wait(until: Date(timeIntervalSinceNow: interval))
             guard syncerRunning else { break }
-            if syncedBytes < appendedBytes && !syncInProgress {
+            if syncedBytes < appendedBytes && !syncInProgress && writeFailure == nil {
                 try? runSync()
             }
         }

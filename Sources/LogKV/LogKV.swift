@@ -68,6 +68,13 @@ public final class LogKV: @unchecked Sendable {
     var durableEnd: LogPosition
     /// Changes not yet handed to the flusher; newest per key.
     var pending: [KeyBytes: KeyDirChange] = [:]
+    /// Under `.interval`: for each key with records not yet in SQLite, where
+    /// the oldest of them starts. `pending` keeps only a key's newest change,
+    /// and the flusher indexes only durable ones; when a newer, not yet
+    /// durable write replaced a durable one, the durable record is in no
+    /// index batch, so the checkpoint must stay before it (else a power loss
+    /// loses the new write and replay skips the old one).
+    var unindexedSince: [KeyBytes: LogPosition] = [:]
     /// Approximate memory of `pending` and `flushing`, for backpressure.
     var pendingBytes = 0
     /// Changes the flusher is committing now; still visible to readers.
@@ -360,12 +367,15 @@ public final class LogKV: @unchecked Sendable {
         stopSyncer()
         stopFlusher()
         // Rule 8: the checkpoint covers the whole log, durably.
-        if firstError == nil && flusherError == nil {
+        // After a failed fsync nothing past the last good one may be
+        // checkpointed (rule 6): the next open replays and checks the tail.
+        if firstError == nil && flusherError == nil && writeFailure == nil {
             do {
                 try indexWriterLock.withLock {
                     let end = state.withLock { logEnd }
                     try indexWriter.apply([], checkpoint: end, maxSeq: lastSeq, segmentSizes: [end.segment: end.offset],
                                           durable: true)
+                    try indexWriter.setClosedCleanly(true)
                 }
             } catch { firstError = error }
         }
@@ -496,7 +506,11 @@ public final class LogKV: @unchecked Sendable {
                 guard current == .put(location) else { return false }
             } else if let inFlight = flushing[key] {
                 guard inFlight.seq == location.seq else { return false }
-            } else if let observedEpoch, observedEpoch != flushEpoch {
+            } else if let observedEpoch {
+                if observedEpoch != flushEpoch { return false }
+            } else {
+                // Seen in pending/flushing, now in neither: it was flushed,
+                // and a newer write may have been flushed after it.
                 return false
             }
             publish(key, .expire(seq: location.seq))

@@ -45,6 +45,9 @@ enum Recovery {
 
     /// Records applied per index transaction while replaying.
     static let replayBatch = 20_000
+    /// How far seq jumps after an open that did not follow a clean close:
+    /// more writes than any run can acknowledge between two fsyncs.
+    static let seqGapAfterCrash: UInt64 = 1 << 32
 
     static func open(path: String, options: LogKVOptions) throws -> Result {
         let logger = options.logger
@@ -55,6 +58,7 @@ enum Recovery {
         try settleCompaction(dir, logger: logger)
         var segments = try openSegments(dir, logger: logger)
         let storeID: [UInt8]
+        let freshStore = segments.isEmpty
         if segments.isEmpty {
             var id = [UInt8](repeating: 0, count: 16)
             var rng = SystemRandomNumberGenerator()
@@ -105,6 +109,11 @@ enum Recovery {
 
         var replay = Replay(dir: dir, index: index, logger: logger, progress: options.recoveryProgress)
         replay.maxSeq = max(headerHighWater, start?.seq ?? 0)
+        // Rule 5 after a crash: writes acknowledged but lost with the
+        // unsynced tail had seqs that clients saw (as ETags). Skip far past
+        // them, durably, so no seq is ever issued twice.
+        let clean = rebuildReason == nil && ((try? index.wasClosedCleanly()) ?? false)
+        if !clean && !freshStore { replay.seqLease = Recovery.seqGapAfterCrash }
         if let rebuildReason {
             logger.warning("rebuilding index from segments", metadata: [
                 "reason": "\(rebuildReason)", "segments": "\(segments.count)"])
@@ -112,8 +121,13 @@ enum Recovery {
             replay.outOfOrder = true
             try replay.run(&segments, from: nil, aboveSeq: 0)
         } else {
-            try replay.run(&segments, from: start!.position, aboveSeq: start!.seq)
+            // Every record from the checkpoint on is applied, whatever its
+            // seq: the checkpoint may sit before records already indexed
+            // (see `LogKV.unindexedSince`), and the index keeps the newest
+            // version of each key (older records never overwrite a row).
+            try replay.run(&segments, from: start!.position, aboveSeq: 0)
         }
+        try replay.index.setClosedCleanly(false)
         let maxSeq = replay.maxSeq
         let active = segments.last { $0.kind == .log }!
         return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, active: active, index: replay.index,
@@ -209,6 +223,8 @@ private struct Replay {
     /// Rebuild: every segment, any order; tombstones are remembered.
     var outOfOrder = false
     var maxSeq: UInt64 = 0
+    /// Added to `maxSeq` in the final, durable commit (see `seqGapAfterCrash`).
+    var seqLease: UInt64 = 0
     var records = 0
     var truncatedBytes = 0
     var damagedSpans = 0
@@ -245,6 +261,7 @@ private struct Replay {
         let active = segments.last { $0.kind == .log }!
         // Durable: the checkpoint covers the whole log and carries the seq
         // high-water mark before anything new is written.
+        maxSeq += seqLease
         try commit(upTo: LogPosition(segment: active.id, offset: active.size), durable: true)
         if outOfOrder { try index.finishOutOfOrderReplay() }
         if records > 0 { logger.info("replayed log into index", metadata: ["records": "\(records)"]) }

@@ -87,22 +87,22 @@ struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a consistent copy of a data directory (its segments) to DEST.",
         discussion: """
-            Offline (default): opens and locks the stopped data directory. With --online, asks a running \
-            logkvd (--addr / LOGKV_ADDR) to write the copy to DEST on its own machine. `restore` rebuilds the index.
+            Offline (default): opens and locks the stopped data directory and writes DEST as a directory \
+            holding segments/. With --online, streams a snapshot from a running logkvd (--addr / \
+            LOGKV_ADDR, GET /v1/admin/backup) into DEST, a new archive file (tar). `restore` takes either \
+            and rebuilds the index.
             """)
     @OptionGroup var directory: DirectoryOptions
     @Flag(help: "Back up through a running logkvd instead.") var online = false
     @Option(help: "Server address for --online. (env LOGKV_ADDR)") var addr: String?
-    @Argument(help: "Destination directory (new or empty).") var destination: String
+    @Argument(help: "Destination: a new or empty directory; with --online, a new archive file.") var destination: String
 
     func run() throws {
         if online {
             let env = ProcessInfo.processInfo.environment
             let client = try KVClient(address: addr ?? env["LOGKV_ADDR"] ?? ":8080", token: env["LOGKV_TOKEN"])
-            let body = try JSONSerialization.data(withJSONObject: ["dir": destination])
-            let reply = try client.request("POST", "/v1/admin/backup", body: body, contentType: "application/json")
-            guard reply.status == 200 else { throw Failure.server("\(reply.status): \(reply.message)") }
-            print("backed up \(reply.json["segments"] ?? 0) segments, \(reply.json["bytes"] ?? 0) bytes to \(destination) (on the server)")
+            let bytes = try client.download("/v1/admin/backup", to: destination)
+            print("backed up \(bytes) bytes from \(client.base) to \(destination)")
             return
         }
         let store = try directory.open()
@@ -114,7 +114,7 @@ struct Backup: ParsableCommand {
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a data directory from a backup.")
-    @Argument(help: "The backup directory.") var backup: String
+    @Argument(help: "The backup: a directory written by `backup`, or an archive written by `backup --online`.") var backup: String
     @OptionGroup var directory: DirectoryOptions
 
     func run() throws {

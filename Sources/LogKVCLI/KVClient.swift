@@ -72,6 +72,47 @@ struct KVClient {
         }
     }
 
+    /// Streams a GET response body to a new file at `destination` (never
+    /// held in memory); returns the bytes written. Nothing is left at
+    /// `destination` unless the whole body arrived with status 200.
+    func download(_ path: String, to destination: String) throws -> Int64 {
+        guard let url = URL(string: base + path) else { throw Failure.usage("invalid URL \(base + path)") }
+        if FileManager.default.fileExists(atPath: destination) {
+            throw Failure.usage("\(destination) already exists")
+        }
+        var request = URLRequest(url: url, timeoutInterval: 300)
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        final class Box: @unchecked Sendable { var result: Result<Int64, Error>? }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.downloadTask(with: request) { file, response, error in
+            defer { done.signal() }
+            if let error { box.result = .failure(Failure.server("cannot reach \(base): \(error.localizedDescription)")); return }
+            guard let http = response as? HTTPURLResponse, let file else {
+                box.result = .failure(Failure.server("no response from \(base)"))
+                return
+            }
+            guard http.statusCode == 200 else {
+                let body = (try? Data(contentsOf: file)) ?? Data()
+                let reply = Reply(status: http.statusCode, headers: [:], body: body)
+                box.result = .failure(Failure.server("\(http.statusCode): \(reply.message)"))
+                return
+            }
+            do {
+                let size = ((try FileManager.default.attributesOfItem(atPath: file.path))[.size] as? NSNumber)?.int64Value ?? -1
+                if let expected = http.value(forHTTPHeaderField: "Content-Length").flatMap(Int64.init), expected != size {
+                    throw Failure.server("backup stream ended after \(size) of \(expected) bytes")
+                }
+                try FileManager.default.moveItem(atPath: file.path, toPath: destination)
+                box.result = .success(size)
+            } catch {
+                box.result = .failure(error)
+            }
+        }.resume()
+        done.wait()
+        return try box.result!.get()
+    }
+
     /// A key in a URL path: every byte but unreserved ones and `/` escaped.
     static func path(_ key: String) -> String {
         var out = ""

@@ -16,12 +16,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let api: KVAPI
     private let routes: [Route]
-    private let expectedAuthorization: [UInt8]?
 
     init(api: KVAPI, routes: [Route]) {
         self.api = api
         self.routes = routes
-        self.expectedAuthorization = api.configuration.token.map { Array("Bearer \($0)".utf8) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -36,17 +34,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case let .failure(error):
             reply = .now(.error(error))
         case let .success(route):
+            // Auth and admin access were checked on the head (RequestGuardHandler).
             routeLabel = route.template
-            if route.requiresAuth, let expected = expectedAuthorization,
-               !Self.constantTimeEquals(request.headers.first(name: "authorization").map { Array($0.utf8) } ?? [], expected) {
-                reply = .now(.error(APIError(.unauthorized, "missing or invalid bearer token",
-                                             headers: [("WWW-Authenticate", "Bearer realm=\"logkv\"")])))
-            } else {
-                do {
-                    reply = try route.handler(api, request)
-                } catch {
-                    reply = .now(.error(APIError.from(error)))
-                }
+            do {
+                reply = try route.handler(api, request)
+            } catch {
+                reply = .now(.error(APIError.from(error)))
             }
         }
         let method = request.method
@@ -67,7 +60,61 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
                                                      nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
             }
+        case let .stream(stream):
+            let channel = context.channel
+            let metrics = api.serverMetrics
+            let stall = api.configuration.streamStallTimeout
+            api.blockingPool.submit { state in
+                guard state == .active else {
+                    channel.close(promise: nil)
+                    return
+                }
+                let status = Self.runStream(stream, on: channel, version: version, keepAlive: keepAlive, stallTimeout: stall)
+                metrics.recordRequest(method: method, route: label, status: status,
+                                      nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+            }
         }
+    }
+
+    /// Produces a streamed response on the calling (blocking-pool) thread.
+    /// Returns the status answered.
+    private static func runStream(_ stream: ResponseStream, on channel: Channel, version: HTTPVersion,
+                                  keepAlive: Bool, stallTimeout: TimeAmount) -> HTTPResponseStatus {
+        /// Writes one part and waits until it is on the socket, closing the
+        /// connection if that takes longer than the stall timeout.
+        func send(_ part: HTTPServerResponsePart) throws {
+            let written = channel.writeAndFlush(part)
+            let stalled = channel.eventLoop.scheduleTask(in: stallTimeout) { channel.close(promise: nil) }
+            defer { stalled.cancel() }
+            try written.wait()
+        }
+        var started = false
+        var status = HTTPResponseStatus.ok
+        do {
+            try stream.produce({ response in
+                var headers = response.headers
+                if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+                status = response.status
+                started = true
+                try send(.head(HTTPResponseHead(version: version, status: response.status, headers: headers)))
+            }, { chunk in
+                try send(.body(.byteBuffer(channel.allocator.buffer(bytes: chunk))))
+            })
+            try send(.end(nil))
+            if !keepAlive { channel.close(promise: nil) }
+        } catch {
+            if started {
+                channel.close(promise: nil)
+            } else {
+                let response = Response.error(APIError.from(error))
+                status = response.status
+                channel.eventLoop.execute {
+                    guard let context = try? channel.pipeline.syncOperations.context(handlerType: HTTPHandler.self) else { return }
+                    Self.write(context: context, response, version: version, keepAlive: keepAlive)
+                }
+            }
+        }
+        return status
     }
 
     private func write(context: ChannelHandlerContext, _ response: Response, version: HTTPVersion, keepAlive: Bool) {
@@ -102,39 +149,4 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var diff: UInt8 = 0
-        for i in 0..<a.count { diff |= a[i] ^ b[i] }
-        return diff == 0
-    }
-}
-
-
-/// Answers a request whose declared body is over the limit with a JSON 413
-/// before the aggregator buffers any of it, then closes the connection.
-final class BodyLimitHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    let limit: Int
-    private var rejecting = false
-
-    init(limit: Int) { self.limit = limit }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if case let .head(head) = part {
-            rejecting = false
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
-                rejecting = true
-                let error = APIError(.payloadTooLarge, "request body of \(length) bytes exceeds the limit of \(limit) bytes")
-                HTTPHandler.write(context: context, .error(error), version: head.version, keepAlive: false)
-                return
-            }
-        }
-        if rejecting { return }
-        context.fireChannelRead(data)
-    }
 }

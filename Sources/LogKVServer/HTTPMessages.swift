@@ -124,8 +124,22 @@ struct Response {
     }
 }
 
-/// A handler's answer: now, or later from the blocking-I/O pool.
+/// A handler's answer: now, later from the blocking-I/O pool, or streamed.
 enum Reply {
     case now(Response)
     case later(EventLoopFuture<Response>)
+    case stream(ResponseStream)
+}
+
+/// A response too large to hold in memory (a backup), produced on the
+/// blocking pool: `produce` calls `start` once with the head (a Response
+/// whose headers carry Content-Length, body empty), then `send` per chunk.
+/// `send` returns once the chunk reached the socket, so memory holds one
+/// chunk per stream; a client that reads nothing for the stall timeout is
+/// disconnected and `send` throws, ending the production.
+///
+/// If `produce` throws before `start`, the error is answered as usual; after
+/// it, the connection is closed (the client sees a short body).
+struct ResponseStream: Sendable {
+    var produce: @Sendable (_ start: (Response) throws -> Void, _ send: ([UInt8]) throws -> Void) throws -> Void
 }

@@ -49,10 +49,16 @@ public final class KVAPI: Sendable {
     /// refuses them (a failed fsync, an index that cannot be written), so a
     /// load balancer or an alert sees a store that only serves reads.
     func health(_ request: Request) -> Reply {
+        var response = Self.healthResponse
         if let refusal = store.writeRefusal {
-            return .now(.error(APIError(.serviceUnavailable, "store is read-only: \(refusal)")))
+            response = .error(APIError(.serviceUnavailable, "store is read-only: \(refusal)"))
         }
-        return .now(Self.healthResponse)
+        if request.method == .HEAD {
+            response.headers.replaceOrAdd(name: "content-length", value: String(response.body.count))
+            response.hasContentLength = true
+            response.body = []
+        }
+        return .now(response)
     }
 
     func metricsText(_ request: Request) -> Reply {
@@ -208,29 +214,21 @@ public final class KVAPI: Sendable {
         return .now(.json(w, status: .accepted))
     }
 
-    /// `POST /v1/admin/backup` with `{"dir": PATH}`: a consistent copy of
-    /// the store's segments into PATH on the server's file system.
-    func backup(_ request: Request) throws -> Reply {
-        struct Body: Decodable { var dir: String? }
-        let body = try WriteBody.decode(Body.self, from: request)
-        guard let dir = body.dir, !dir.isEmpty else { throw APIError.badRequest("\"dir\" is required") }
-        return offload(request) { [store] in
-            let result: (segments: Int, bytes: Int64)
-            do {
-                result = try store.backup(to: dir)
-            } catch LogKVError.invalidArgument(let why) {
-                throw APIError(.conflict, why)
+    /// `GET /v1/admin/backup`: a consistent snapshot of the store streamed
+    /// as a backup archive (see `BackupArchive`), as etcd and Consul stream
+    /// theirs; `logkv restore` takes it. No request ever names a server path.
+    /// Compaction waits while the stream runs; writes and reads go on.
+    func backup(_ request: Request) -> Reply {
+        .stream(ResponseStream { [store] start, send in
+            try store.withBackupSnapshot { snapshot in
+                var head = Response(status: .ok, contentType: "application/x-tar")
+                head.headers.add(name: "content-length", value: String(BackupArchive.size(of: snapshot)))
+                head.headers.add(name: "content-disposition", value: "attachment; filename=\"logkv-backup.tar\"")
+                head.headers.add(name: "x-logkv-segments", value: String(snapshot.count))
+                try start(head)
+                try BackupArchive.write(snapshot, to: send)
             }
-            var w = JSONWriter()
-            w.beginObject()
-            w.field("success", true)
-            w.field("message", "backup written")
-            w.field("dir", dir)
-            w.field("segments", result.segments)
-            w.field("bytes", result.bytes)
-            w.endObject()
-            return Response.json(w)
-        }
+        })
     }
 
     // MARK: Helpers

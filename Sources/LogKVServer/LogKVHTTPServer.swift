@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Metrics
 import LogKV
@@ -22,11 +23,15 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// on shutdown. Released before the event loops stop (their deinit
     /// touches a loop).
     let quiescing = NIOLockedValueBox<[ServerQuiescingHelper]>([])
+    let connections: ConnectionCounter
+    let bodyBudget: BodyBudget
 
     public init(store: LogKV, configuration: ServerConfiguration, metricsFactory: (any MetricsFactory)? = nil,
                 logger: Logger = Logger(label: "logkvd")) {
         self.configuration = configuration
         self.logger = logger
+        connections = ConnectionCounter(limit: configuration.maxConnections)
+        bodyBudget = BodyBudget(limit: configuration.maxBodyBytesInFlight)
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         blockingPool = NIOThreadPool(numberOfThreads: configuration.blockingThreads)
@@ -54,12 +59,20 @@ public final class LogKVHTTPServer: Service, Sendable {
 
     private func bind(_ address: ListenAddress, routes: [Route]) async throws -> Channel {
         let api = self.api
+        let config = configuration
+        let connections = self.connections
+        let guardSettings = RequestGuardHandler.Settings(
+            routes: routes, token: config.token, bodyLimit: bodyLimit, budget: bodyBudget,
+            idleTimeout: config.idleTimeout, requestTimeout: config.requestTimeout)
         let limit = bodyLimit
         let quiescing = ServerQuiescingHelper(group: group)
         self.quiescing.withLockedValue { $0.append(quiescing) }
         return try await ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // At the descriptor limit, accept() fails at once: back
+                    // off instead of spinning.
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
                     try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                 }
             }
@@ -67,11 +80,17 @@ public final class LogKVHTTPServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.writeBufferWaterMark,
+                                value: .init(low: config.writeBufferHighWater / 2, high: config.writeBufferHighWater))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                    try sync.addHandler(BodyLimitHandler(limit: limit))
+                    try sync.addHandler(ConnectionLimitHandler(counter: connections))
+                    // A client that does not read its responses stops being read.
+                    try sync.addHandler(BackPressureHandler())
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
+                    try sync.addHandler(ProtocolErrorHandler())
+                    try sync.addHandler(RequestGuardHandler(settings: guardSettings))
                     try sync.addHandler(NIOHTTPServerRequestAggregator(maxContentLength: limit))
                     try sync.addHandler(HTTPHandler(api: api, routes: routes))
                 }
@@ -97,24 +116,45 @@ public final class LogKVHTTPServer: Service, Sendable {
         try await shutdown()
     }
 
+    /// On graceful shutdown: stop accepting, let in-flight requests finish
+    /// for at most `shutdownGracePeriod` (a second SIGTERM/SIGINT stops
+    /// waiting at once); `shutdown()` then closes whatever is still open.
     private func drain(_ channels: [Channel]) async {
         let helpers = quiescing.withLockedValue { $0 }
-        let drained = helpers.map { _ in group.next().makePromise(of: Void.self) }
-        let initiated = NIOLockedValueBox(false)
+        let loop = group.next()
+        let drained = helpers.map { _ in loop.makePromise(of: Void.self) }
+        let done = loop.makePromise(of: Void.self)
+        let grace = configuration.shutdownGracePeriod
+        let signalSources = SignalSources()
         await withGracefulShutdownHandler {
             for channel in channels { try? await channel.closeFuture.get() }
         } onGracefulShutdown: { [logger] in
-            logger.info("shutting down: no new connections; finishing in-flight requests")
-            initiated.withLockedValue { $0 = true }
+            logger.info("shutting down: no new connections; finishing in-flight requests",
+                        metadata: ["grace_seconds": "\(grace.nanoseconds / 1_000_000_000)"])
             for (helper, promise) in zip(helpers, drained) { helper.initiateShutdown(promise: promise) }
-        }
-        for promise in drained {
-            if initiated.withLockedValue({ $0 }) {
-                try? await promise.futureResult.get()
-            } else {
-                promise.succeed()
+            EventLoopFuture.andAllComplete(drained.map(\.futureResult), on: loop).cascade(to: done)
+            loop.scheduleTask(in: grace) {
+                logger.warning("shutdown grace period over; closing the remaining connections")
+                done.succeed()
+            }
+            // The first signal started this; a second one means "now".
+            for sig in [SIGTERM, SIGINT] {
+                let source = DispatchSource.makeSignalSource(signal: sig)
+                source.setEventHandler {
+                    logger.warning("second signal: closing the remaining connections now")
+                    loop.execute { done.succeed() }
+                }
+                source.resume()
+                signalSources.add(source)
             }
         }
+        if signalSources.isEmpty {
+            // Ended without a shutdown request (the channels closed).
+            done.succeed()
+            for promise in drained { promise.succeed() }
+        }
+        try? await done.futureResult.get()
+        signalSources.cancelAll()
     }
 
     /// Stops the event loops (letting queued work finish) and the blocking pool.
@@ -125,3 +165,19 @@ public final class LogKVHTTPServer: Service, Sendable {
     }
 }
 
+
+/// Signal sources watched during a shutdown. Dispatch sources are not
+/// `Sendable`; a lock guards them.
+private final class SignalSources: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sources: [DispatchSourceSignal] = []
+
+    func add(_ source: DispatchSourceSignal) { lock.withLock { sources.append(source) } }
+    var isEmpty: Bool { lock.withLock { sources.isEmpty } }
+    func cancelAll() {
+        lock.withLock {
+            for source in sources { source.cancel() }
+            sources.removeAll()
+        }
+    }
+}

@@ -11,6 +11,8 @@ struct Route: Sendable {
     var handler: @Sendable (KVAPI, Request) throws -> Reply
     /// The part before `{key}`, or nil for a fixed path (computed once).
     let keyPrefix: String?
+    /// Admin routes answer only loopback clients while no token is set.
+    var isAdmin: Bool { template.hasPrefix("/v1/admin/") }
 
     init(method: HTTPMethod, template: String, requiresAuth: Bool,
          handler: @escaping @Sendable (KVAPI, Request) throws -> Reply) {
@@ -25,6 +27,7 @@ struct Route: Sendable {
 extension KVAPI {
     static let routes: [Route] = [
         Route(method: .GET, template: "/health", requiresAuth: false) { api, r in api.health(r) },
+        Route(method: .HEAD, template: "/health", requiresAuth: false) { api, r in api.health(r) },
         Route(method: .GET, template: "/metrics", requiresAuth: false) { api, r in api.metricsText(r) },
         Route(method: .PUT, template: "/v1/kv", requiresAuth: true) { api, r in try api.putJSON(r) },
         Route(method: .POST, template: "/v1/kv", requiresAuth: true) { api, r in try api.putJSON(r) },
@@ -36,7 +39,7 @@ extension KVAPI {
         Route(method: .GET, template: "/v1/stats", requiresAuth: true) { api, r in try api.stats(r) },
         Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },
         Route(method: .POST, template: "/v1/admin/compact", requiresAuth: true) { api, r in api.compact(r) },
-        Route(method: .POST, template: "/v1/admin/backup", requiresAuth: true) { api, r in try api.backup(r) },
+        Route(method: .GET, template: "/v1/admin/backup", requiresAuth: true) { api, r in api.backup(r) },
     ]
 
     /// What a separate metrics listener (`--metrics-addr`) serves.

@@ -1,4 +1,5 @@
 import LogKV
+import NIOCore
 import Prometheus
 
 /// Everything the HTTP layer needs to know; built by `logkvd` from flags and
@@ -21,6 +22,37 @@ public struct ServerConfiguration: Sendable {
     public var maxBatchOperations = 1000
     /// Where `/metrics` reads from; nil disables the route's content.
     public var metricsRegistry: PrometheusCollectorRegistry?
+
+    // Limits that keep any client, however slow, pipelined or large, from
+    // exhausting memory, descriptors or the event loops.
+
+    /// Open client connections across all listeners; more get a 503 and are
+    /// closed at once.
+    public var maxConnections = 4096
+    /// Request body bytes held in memory across all connections; a request
+    /// that would go over gets a 503 with Retry-After before its body is read.
+    public var maxBodyBytesInFlight = 512 * 1024 * 1024
+    /// Bytes of values one `POST /v1/batch` may return; beyond it the batch
+    /// is refused with 413 (ask for fewer keys per batch).
+    public var maxBatchResponseBytes = 64 * 1024 * 1024
+    /// A keep-alive connection must send its next request head within this
+    /// time of the last response (also bounds a head sent byte by byte).
+    public var idleTimeout: TimeAmount = .seconds(60)
+    /// A request body must arrive within this time of its head (else 408).
+    public var requestTimeout: TimeAmount = .seconds(30)
+    /// A streamed response (a backup) whose client reads nothing for this
+    /// long is disconnected.
+    public var streamStallTimeout: TimeAmount = .seconds(60)
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish before
+    /// their connections are closed; a second signal stops waiting at once.
+    public var shutdownGracePeriod: TimeAmount = .seconds(10)
+    /// Outbound bytes queued per connection above which the server stops
+    /// reading more requests from it until the client catches up.
+    public var writeBufferHighWater = 256 * 1024
+
+    /// Without a token, admin routes (`/v1/admin/...`) answer loopback
+    /// clients only (like Redis's protected mode).
+    public var adminRestrictedToLoopback: Bool { token == nil }
 
     public init() {}
 }

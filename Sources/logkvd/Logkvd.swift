@@ -6,6 +6,10 @@ import LogKVServer
 import Metrics
 import Prometheus
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+private let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#endif
 
 /// `logkvd`: the logkv server. Every setting has a flag and an environment
 /// variable; flags win.
@@ -35,6 +39,16 @@ struct Logkvd: AsyncParsableCommand {
     @Option(help: "Memory budget of the KeyDir cache, bytes.") var cacheBytes = LogKVOptions().cacheBudgetBytes
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. (env LOGKV_LOG_LEVEL)")
     var logLevel: String?
+    @Option(help: "Most open client connections; more are refused with 503.")
+    var maxConnections = ServerConfiguration().maxConnections
+    @Option(help: "Request body bytes held in memory across all connections.")
+    var maxBodyBytesInFlight = ServerConfiguration().maxBodyBytesInFlight
+    @Option(help: "Seconds a keep-alive connection may stay idle (or take to send a request head).")
+    var idleTimeout = 60
+    @Option(help: "Seconds a request body may take to arrive after its head.")
+    var requestTimeout = 30
+    @Option(help: "Seconds in-flight requests get to finish after SIGTERM/SIGINT; a second signal stops at once.")
+    var shutdownGrace = 10
 
     func run() async throws {
         // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG,
@@ -60,6 +74,22 @@ struct Logkvd: AsyncParsableCommand {
             serverConfig.metricsAddress = metrics
         }
         serverConfig.token = try loadToken(env: env)
+        serverConfig.maxConnections = maxConnections
+        serverConfig.maxBodyBytesInFlight = maxBodyBytesInFlight
+        serverConfig.idleTimeout = .seconds(Int64(idleTimeout))
+        serverConfig.requestTimeout = .seconds(Int64(requestTimeout))
+        serverConfig.shutdownGracePeriod = .seconds(Int64(shutdownGrace))
+        guard maxConnections > 0, maxBodyBytesInFlight > 0, idleTimeout > 0, requestTimeout > 0, shutdownGrace >= 0 else {
+            throw ValidationError("connection, body, timeout and grace settings must be positive")
+        }
+        Self.raiseFileDescriptorLimit(logger: logger)
+        if serverConfig.token == nil {
+            logger.notice("auth is off (no token): admin routes (/v1/admin/...) answer loopback clients only; set --token-file or LOGKV_TOKEN to use them remotely")
+            if !address.isLoopback {
+                logger.warning("listening on a non-loopback address without a token: any client that can reach it may read and write every key; set --token-file or LOGKV_TOKEN",
+                               metadata: ["address": "\(addressText)"])
+            }
+        }
 
         var options = LogKVOptions()
         let fsyncText = fsync ?? env["LOGKV_FSYNC"] ?? "interval"
@@ -97,6 +127,21 @@ struct Logkvd: AsyncParsableCommand {
         do { try store.close() } catch { logger.error("closing the store failed", metadata: ["error": "\(error)"]) }
         logger.info("stopped; index checkpoint covers the log")
         if let failure { throw failure }
+    }
+
+    /// Raises the soft descriptor limit to the hard one: every connection and
+    /// segment takes a descriptor, and the default soft limit (1024) is far
+    /// below what a busy server needs.
+    static func raiseFileDescriptorLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            let old = limit.rlim_cur
+            limit.rlim_cur = limit.rlim_max
+            if setrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 {
+                logger.debug("raised the open-file limit", metadata: ["from": "\(old)", "to": "\(limit.rlim_max)"])
+            }
+        }
     }
 
     func loadToken(env: [String: String]) throws -> String? {

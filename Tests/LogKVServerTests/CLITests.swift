@@ -80,7 +80,18 @@ import Testing
         let restored = try Self.logkv(["restore", dir + "-online", "--data-dir", dir + "-online-restored"])
         #expect(restored.status == 0, "\(restored.stderr)")
         #expect(try Self.logkv(["dump", "--data-dir", dir + "-online-restored"]).text.contains(#""key":"f""#))
-        #expect(try Self.logkv(["backup", "--online", dir + "-online"], env: env).status == 3)  // not empty
+        // The archive is a plain tar of segment files.
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        tar.arguments = ["tar", "tf", dir + "-online"]
+        let listing = Pipe()
+        tar.standardOutput = listing
+        try tar.run()
+        tar.waitUntilExit()
+        let names = String(decoding: listing.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        #expect(!names.isEmpty && names.allSatisfy { $0.hasPrefix("segments/") && $0.hasSuffix(".seg") }, "\(names)")
+        let again = try Self.logkv(["backup", "--online", dir + "-online"], env: env)
+        #expect(again.status != 0 && again.stderr.contains("already exists"))  // never overwrites
         let unreachable = try Self.logkv(["get", "f", "--addr", "127.0.0.1:1"])
         #expect(unreachable.status == 3)
         #expect(unreachable.stderr.split(separator: "\n").count == 1)

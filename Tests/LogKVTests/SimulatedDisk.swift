@@ -264,6 +264,20 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
         }
     }
 
+    /// The harshest state a power loss now may leave for the log: every
+    /// file holds exactly its durable bytes and every directory its durable
+    /// entries; the index is at its latest commit (a commit SQLite did not
+    /// make durable may survive all the same).
+    func durableImage() -> CrashImage {
+        withLock {
+            var result: [String: [String: [UInt8]]] = [:]
+            for (path, directory) in directories {
+                result[relative(path)] = directory.durable.mapValues { $0.durable }
+            }
+            return CrashImage(directories: result, index: indexSnapshots.last ?? nil)
+        }
+    }
+
     /// What a file holds after a power loss: its durable bytes where nothing
     /// changed since; elsewhere, per 4 KiB page, the new bytes, the old, zeros
     /// (except where durable bytes are unchanged), or a mix of old and new
