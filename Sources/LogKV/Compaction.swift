@@ -178,7 +178,7 @@ extension LogKV {
                     keep = !expired || mayHideOlder
                     if !keep {
                         drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
-                                                    new: RecordLocation(segment: 0, offset: 0, length: 0, seq: h.seq, expiresAt: h.expiresAt)))
+                                                    new: RecordLocation(segment: 0, offset: 0, length: h.recordLength, seq: h.seq, expiresAt: h.expiresAt)))
                     }
                 } else if let row, row.seq >= h.seq {
                     keep = false  // a newer record (or this one's copy) is indexed and hides it

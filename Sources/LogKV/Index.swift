@@ -25,6 +25,7 @@ final class IndexWriter: @unchecked Sendable {
     private let setSegmentSize: SQLiteStatement
     private let writeCheckpoint: SQLiteStatement
     private let addKeyCount: SQLiteStatement
+    private let addValueBytes: SQLiteStatement
     private var tombstonesTableReady = false
     private var selectTombstone: SQLiteStatement?
     private var upsertTombstone: SQLiteStatement?
@@ -63,6 +64,22 @@ final class IndexWriter: @unchecked Sendable {
             INSERT INTO meta(name, value) VALUES ('key_count', ?1)
             ON CONFLICT(name) DO UPDATE SET value = value + excluded.value
             """)
+        addValueBytes = try db.prepare("""
+            INSERT INTO meta(name, value) VALUES ('value_bytes', ?1)
+            ON CONFLICT(name) DO UPDATE SET value = value + excluded.value
+            """)
+        // Indexes written before value_bytes was counted get it once.
+        if try db.scalarInt("SELECT count(*) FROM meta WHERE name = 'value_bytes'") == 0 {
+            try db.exec("""
+                INSERT INTO meta(name, value) SELECT 'value_bytes',
+                  coalesce(sum(length - \(RecordFormat.recordHeaderSize) - length(key)), 0) FROM keydir
+                """)
+        }
+    }
+
+    /// Bytes of a value whose record is `recordLength` long under `key`.
+    static func valueSize(recordLength: Int64, keyCount: Int) -> Int64 {
+        recordLength - Int64(RecordFormat.recordHeaderSize) - Int64(keyCount)
     }
 
     static func migrate(_ db: SQLiteConnection) throws {
@@ -145,6 +162,7 @@ final class IndexWriter: @unchecked Sendable {
         do {
             var liveDelta: [UInt64: (bytes: Int64, keys: Int64)] = [:]
             var keyDelta: Int64 = 0
+            var valueDelta: Int64 = 0
             func account(_ segment: UInt64, _ bytes: Int64, _ keys: Int64) {
                 let old = liveDelta[segment] ?? (0, 0)
                 liveDelta[segment] = (old.bytes + bytes, old.keys + keys)
@@ -163,18 +181,26 @@ final class IndexWriter: @unchecked Sendable {
                     upsertRow.bind(6, loc.expiresAt)
                     try upsertRow.run()
                     account(loc.segment, Int64(loc.length), 1)
-                    if let old { account(old.segment, -old.length, -1) } else { keyDelta += 1 }
+                    valueDelta += Self.valueSize(recordLength: Int64(loc.length), keyCount: key.count)
+                    if let old {
+                        account(old.segment, -old.length, -1)
+                        valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
+                    } else {
+                        keyDelta += 1
+                    }
                 case let .delete(seq):
                     if outOfOrder { try rememberTombstone(key, seq) }
                     guard let old, old.seq < seq else { continue }
                     try removeRow(key)
                     account(old.segment, -old.length, -1)
+                    valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
                     keyDelta -= 1
                 case let .expire(seq):
                     // The expired record hides every older one, flushed or not.
                     guard let old, old.seq <= seq else { continue }
                     try removeRow(key)
                     account(old.segment, -old.length, -1)
+                    valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
                     keyDelta -= 1
                 }
             }
@@ -192,6 +218,10 @@ final class IndexWriter: @unchecked Sendable {
             if keyDelta != 0 {
                 addKeyCount.bind(1, keyDelta)
                 try addKeyCount.run()
+            }
+            if valueDelta != 0 {
+                addValueBytes.bind(1, valueDelta)
+                try addValueBytes.run()
             }
             if let checkpoint {
                 writeCheckpoint.bind(1, Int64(checkpoint.segment))
@@ -250,6 +280,7 @@ final class IndexWriter: @unchecked Sendable {
         do {
             var live: [UInt64: (bytes: Int64, keys: Int64)] = [:]
             var moved = 0, dropped = 0
+            var droppedValueBytes: Int64 = 0
             for m in moves {
                 move.bind(1, Int64(m.new.segment))
                 move.bind(2, m.new.offset)
@@ -268,7 +299,10 @@ final class IndexWriter: @unchecked Sendable {
                 drop.bind(2, Int64(d.oldSegment))
                 drop.bind(3, d.oldOffset)
                 try drop.run()
-                dropped += db.changes
+                if db.changes == 1 {
+                    dropped += 1
+                    droppedValueBytes += Self.valueSize(recordLength: Int64(d.new.length), keyCount: d.key.count)
+                }
             }
             for id in oldSegments {
                 deleteSegment.bind(1, Int64(id))
@@ -285,6 +319,8 @@ final class IndexWriter: @unchecked Sendable {
             if dropped > 0 {
                 addKeyCount.bind(1, Int64(-dropped))
                 try addKeyCount.run()
+                addValueBytes.bind(1, -droppedValueBytes)
+                try addValueBytes.run()
             }
             try commit(durable: true)
             return (moved, dropped)
@@ -358,6 +394,7 @@ final class IndexReader: @unchecked Sendable {
     private let scanOpen: SQLiteStatement
     private let segmentsStmt: SQLiteStatement
     private let keyCountStmt: SQLiteStatement
+    private let valueBytesStmt: SQLiteStatement
 
     init(path: String) throws {
         db = try SQLiteConnection(path: path, readOnly: true)
@@ -371,6 +408,7 @@ final class IndexReader: @unchecked Sendable {
         scanOpen = try db.prepare(scan.replacingFirst("%@", with: "AND ?3 IS NULL"))
         segmentsStmt = try db.prepare("SELECT id, size_bytes, live_bytes, live_keys FROM segments ORDER BY id")
         keyCountStmt = try db.prepare("SELECT value FROM meta WHERE name = 'key_count'")
+        valueBytesStmt = try db.prepare("SELECT value FROM meta WHERE name = 'value_bytes'")
     }
 
     func lookup(_ key: [UInt8]) throws -> RecordLocation? {
@@ -444,6 +482,12 @@ final class IndexReader: @unchecked Sendable {
     func keyCount() throws -> Int64 {
         defer { keyCountStmt.reset() }
         return try keyCountStmt.step() ? keyCountStmt.int64(0) : 0
+    }
+
+    /// Bytes of the values of the keys in the index.
+    func valueBytes() throws -> Int64 {
+        defer { valueBytesStmt.reset() }
+        return try valueBytesStmt.step() ? valueBytesStmt.int64(0) : 0
     }
 
     /// The smallest key greater than every key starting with `prefix`, or nil

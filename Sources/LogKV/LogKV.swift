@@ -312,19 +312,24 @@ public final class LogKV: @unchecked Sendable {
             (flushing.merging(pending) { old, new in new.seq >= old.seq ? new : old }, lastSeq, segments.count)
         }
         let now = options.clock()
-        let (rows, keys) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64) in
+        let (rows, keys, valueBytes) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64, Int64) in
             var keys = try reader.keyCount()
+            var valueBytes = try reader.valueBytes()
             for (key, change) in overlay {
-                let indexed = try reader.lookup(key.bytes) != nil
-                var live = false
-                if case let .put(location) = change { live = !location.isExpired(now: now) }
-                keys += (live ? 1 : 0) - (indexed ? 1 : 0)
+                if let indexed = try reader.lookup(key.bytes) {
+                    keys -= 1
+                    valueBytes -= IndexWriter.valueSize(recordLength: Int64(indexed.length), keyCount: key.bytes.count)
+                }
+                if case let .put(location) = change, !location.isExpired(now: now) {
+                    keys += 1
+                    valueBytes += IndexWriter.valueSize(recordLength: Int64(location.length), keyCount: key.bytes.count)
+                }
             }
-            return (try reader.segments(), keys)
+            return (try reader.segments(), keys, valueBytes)
         }
         let live = rows.reduce(Int64(0)) { $0 + $1.liveBytes }
         let total = state.withLock { segments.values.reduce(Int64(0)) { $0 + $1.size } }
-        return LogKVStats(keys: max(0, keys), liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
+        return LogKVStats(keys: max(0, keys), valueBytes: max(0, valueBytes), liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
                           segments: segmentCount, pendingIndexEntries: overlay.count, lastSeq: seq)
     }
 

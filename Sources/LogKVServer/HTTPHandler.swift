@@ -16,6 +16,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let api: KVAPI
     private let routes: [Route]
+    /// Nesting of `channelRead`: writing a response's end makes NIO's
+    /// pipelining handler deliver the next buffered request inside that
+    /// write, so thousands of pipelined requests answered at once would
+    /// nest thousands deep and overflow the stack. Past a few levels the
+    /// next request is answered from a fresh event-loop task instead.
+    private var depth = 0
+    private static let maxDepth = 8
 
     init(api: KVAPI, routes: [Route]) {
         self.api = api
@@ -24,6 +31,20 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let full = unwrapInboundIn(data)
+        if depth >= Self.maxDepth {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.handle(context: context, full)
+            }
+            return
+        }
+        depth += 1
+        defer { depth -= 1 }
+        handle(context: context, full)
+    }
+
+    private func handle(context: ChannelHandlerContext, _ full: NIOHTTPServerRequestFull) {
         let started = DispatchTime.now().uptimeNanoseconds
         var request = Request(head: full.head, body: full.body, eventLoop: context.eventLoop)
         let keepAlive = full.head.isKeepAlive

@@ -6,6 +6,11 @@ import LogKV
 /// Every operation is validated before any runs (a malformed batch changes
 /// nothing); then they run in order, each on its own: the batch is not a
 /// transaction. The answer lists one result per operation.
+///
+/// The answer is bounded by `maxBatchResponseBytes`: a get whose value would
+/// take it past the budget answers status 413 with a message instead of the
+/// value (ask for it alone), so no batch can make the server build a huge
+/// response.
 extension KVAPI {
     struct BatchBody: Decodable { var ops: [WriteBody] }
 
@@ -40,6 +45,7 @@ extension KVAPI {
                 throw APIError(error.status, "operation \(i): \(error.message)")
             }
         }
+        let budget = configuration.maxBatchResponseBytes
         return offload(request) { [store, ops] in
             var w = JSONWriter()
             w.beginObject()
@@ -64,6 +70,14 @@ extension KVAPI {
                     case let .get(key):
                         w.field("op", "get")
                         if let stored = try store.get(key) {
+                            let encoded = stored.value.isValidUTF8 ? stored.value.count : (stored.value.count + 2) / 3 * 4
+                            guard w.bytes.count + encoded <= budget else {
+                                w.field("success", false)
+                                w.field("status", 413)
+                                w.field("message", "value of \(stored.value.count) bytes left out: the batch response would exceed \(budget) bytes; get it on its own")
+                                w.endObject()
+                                continue
+                            }
                             w.field("success", true)
                             w.field("status", 200)
                             w.valueField(stored.value)

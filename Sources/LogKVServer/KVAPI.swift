@@ -97,7 +97,8 @@ public final class KVAPI: Sendable {
                 w.beginObject()
                 w.field("success", true)
                 w.field("message", "ok")
-                w.field("timestamp", rfc3339(millis: now))
+                // logkv-store's type: integer Unix seconds of the write.
+                w.field("timestamp", stored.writtenAt / 1000)
                 Self.writeKey(&w, key)
                 w.valueField(stored.value)
                 w.field("version", stored.seq)
@@ -169,6 +170,7 @@ public final class KVAPI: Sendable {
             var w = JSONWriter()
             w.beginObject()
             w.field("success", true)
+            w.field("message", "ok")
             w.beginArray("keys")
             for info in page { w.element(Self.keyText(info.key)) }
             w.endArray()
@@ -189,9 +191,13 @@ public final class KVAPI: Sendable {
             var w = JSONWriter()
             w.beginObject()
             w.field("success", true)
+            w.field("message", "ok")
+            // As logkv-store means them: keys and value bytes, counting every
+            // acknowledged write at once.
             w.field("total_keys", s.keys)
-            w.field("total_size", s.totalBytes)
+            w.field("total_size", s.valueBytes)
             w.field("segments", s.segments)
+            w.field("segment_bytes", s.totalBytes)
             w.field("live_bytes", s.liveBytes)
             w.field("dead_bytes", s.deadBytes)
             w.field("pending_index_entries", s.pendingIndexEntries)

@@ -35,6 +35,27 @@ final class HTTPTestClient {
 
     deinit { close(fd) }
 
+    /// Bytes that arrive within 100 ms (possibly none); throws once the peer
+    /// has closed the connection.
+    func readAvailable() throws -> [UInt8] {
+        if !buffer.isEmpty {
+            defer { buffer.removeAll() }
+            return buffer
+        }
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, 100) > 0 else { return [] }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { throw ClientError.closed }
+        return Array(chunk[0..<n])
+    }
+
+    /// Makes a send that cannot proceed fail after `seconds` instead of blocking.
+    func setSendTimeout(seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     func sendRaw(_ bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {

@@ -26,9 +26,40 @@ import Testing
                 #expect(json["key"] as? String == "greeting")
                 #expect(json["value"] as? String == "hello \"world\" ✓")
                 #expect(json["message"] is String)
-                #expect(json["timestamp"] is String)
+                #expect(json["timestamp"] is Int)
                 #expect(get.headers["etag"] == put.headers["etag"])
             }
+        }
+    }
+
+    /// The Go client of logkv-store decodes strictly: every field it knows
+    /// keeps its JSON type, and the stats mean what the seed means.
+    @Test func seedClientDecodesEveryRouteWithTheSeedsFieldTypes() async throws {
+        struct GetResponse: Decodable { var success: Bool; var message: String; var key: String; var value: String; var timestamp: Int64 }
+        struct ErrorResponse: Decodable { var success: Bool; var message: String }
+        struct KeysResponse: Decodable { var success: Bool; var message: String; var keys: [String] }
+        struct StatsResponse: Decodable { var success: Bool; var message: String; var total_keys: Int64; var total_size: Int64; var segments: Int64 }
+        try await withServer { s in
+            let c = try s.client()
+            let before = Int64(Date().timeIntervalSince1970)
+            #expect(try c.request("PUT", "/v1/kv", json: #"{"key":"a","value":"1"}"#).status == 204)
+            #expect(try c.request("POST", "/v1/kv", json: #"{"key":"b","value":"2"}"#).status == 204)
+            // Stats right after the writes count them (no wait for the index flush).
+            let stats = try JSONDecoder().decode(StatsResponse.self, from: Data(c.request("GET", "/v1/stats").body))
+            #expect(stats.success && stats.total_keys == 2)
+            #expect(stats.total_size == 2, "total_size is the bytes of the live values")
+            let get = try JSONDecoder().decode(GetResponse.self, from: Data(c.request("GET", "/v1/kv/a").body))
+            #expect(get.success && get.key == "a" && get.value == "1")
+            #expect(get.timestamp >= before && get.timestamp <= Int64(Date().timeIntervalSince1970) + 1)
+            let keys = try JSONDecoder().decode(KeysResponse.self, from: Data(c.request("GET", "/v1/keys").body))
+            #expect(keys.success && keys.keys == ["a", "b"])
+            let missing = try c.request("GET", "/v1/kv/zzz")
+            #expect(missing.status == 404)
+            let error = try JSONDecoder().decode(ErrorResponse.self, from: Data(missing.body))
+            #expect(!error.success && !error.message.isEmpty)
+            #expect(try c.request("DELETE", "/v1/kv/a").status == 204)
+            let after = try JSONDecoder().decode(StatsResponse.self, from: Data(c.request("GET", "/v1/stats").body))
+            #expect(after.total_keys == 1 && after.total_size == 1)
         }
     }
 

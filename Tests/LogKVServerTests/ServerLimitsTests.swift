@@ -1,0 +1,259 @@
+import Foundation
+import LogKV
+@testable import LogKVServer
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import Testing
+
+/// No client, however slow, pipelined or large, can exhaust the server:
+/// every limit answers with a clear JSON error, over real sockets.
+@Suite struct ServerLimitsTests {
+    /// Reads whatever arrives until the peer closes or `seconds` pass.
+    func readUntilClosed(_ fd: HTTPTestClient, seconds: Double) -> (closed: Bool, text: String) {
+        var text = ""
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            guard let chunk = try? fd.readAvailable() else { return (true, text) }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        return (false, text)
+    }
+
+    @Test func missingOrDuplicateHostIs400WithJSON() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            try c.sendRaw(Array("GET /health HTTP/1.1\r\n\r\n".utf8))
+            let missing = try c.readResponse()
+            #expect(missing.status == 400)
+            #expect((missing.json["message"] as? String)?.contains("Host") == true)
+            let c2 = try s.client()
+            try c2.sendRaw(Array("GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".utf8))
+            #expect(try c2.readResponse().status == 400)
+        }
+    }
+
+    @Test func malformedRequestGetsAJSONError() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            try c.sendRaw(Array("GARBAGE\0\0 NOT HTTP\r\n\r\n".utf8))
+            let r = try c.readResponse()
+            #expect(r.status == 400)
+            #expect(r.json["success"] as? Bool == false)
+        }
+    }
+
+    @Test func headHealthIs200WithoutABody() async throws {
+        try await withServer { s in
+            let r = try s.client().request("HEAD", "/health")
+            #expect(r.status == 200)
+            #expect(r.headers["content-length"] == "2")
+            #expect(r.body.isEmpty)
+        }
+    }
+
+    @Test func expect100ContinueIsAnsweredBeforeTheBodyAndOtherExpectationsAre417() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            try c.sendRaw(Array("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".utf8))
+            let interim = try c.readResponse()
+            #expect(interim.status == 100)
+            try c.sendRaw(Array("hello".utf8))
+            #expect(try c.readResponse().status == 204)
+            #expect(try c.request("GET", "/v1/kv/k?raw").text == "hello")
+            let c2 = try s.client()
+            try c2.sendRaw(Array("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: teapot\r\n\r\n".utf8))
+            let refused = try c2.readResponse()
+            #expect(refused.status == 417)
+            #expect(refused.json["success"] as? Bool == false)
+        }
+    }
+
+    @Test func unauthenticatedUploadIsRefusedBeforeItsBodyIsSent() async throws {
+        try await withServer(token: "t") { s in
+            let c = try s.client()
+            // 80 MB declared; not one byte of it is sent.
+            try c.sendRaw(Array("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 80000000\r\n\r\n".utf8))
+            let r = try c.readResponse()
+            #expect(r.status == 401)
+            #expect(r.headers["connection"] == "close")
+        }
+    }
+
+    @Test func bodiesBeyondTheServerWideBudgetAre503BeforeBeingRead() async throws {
+        try await withServer(configure: { $0.maxBodyBytesInFlight = 10_000 }) { s in
+            // One slow upload holds 8000 bytes of the budget...
+            let slow = try s.client()
+            try slow.sendRaw(Array("PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\nabc".utf8))
+            usleep(100_000)
+            // ...so a second one that would go over is refused at once.
+            let c = try s.client()
+            try c.sendRaw(Array("PUT /v1/kv/b HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".utf8))
+            let r = try c.readResponse()
+            #expect(r.status == 503)
+            #expect(r.headers["retry-after"] == "1")
+            // Small requests still go through, and the budget comes back.
+            #expect(try s.client().request("PUT", "/v1/kv/c", body: utf8("v")).status == 204)
+            try slow.sendRaw([UInt8](repeating: 0x61, count: 7997))
+            #expect(try slow.readResponse().status == 204)
+            #expect(try s.client().request("PUT", "/v1/kv/b", body: [UInt8](repeating: 0x62, count: 5000)).status == 204)
+        }
+    }
+
+    @Test func chunkedBodyOverTheLimitIs413WithJSON() async throws {
+        var options = LogKVOptions()
+        options.fsync = .never
+        options.maxValueSize = 1000
+        options.maxKeySize = 100
+        try await withServer(options: options) { s in
+            let c = try s.client()
+            let limit = s.server.bodyLimit
+            var raw = Array("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+            let chunk = [UInt8](repeating: 0x61, count: 4096)
+            for _ in 0...(limit / chunk.count + 1) {
+                raw += Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + Array("\r\n".utf8)
+            }
+            raw += Array("0\r\n\r\n".utf8)
+            try? c.sendRaw(raw)
+            let r = try c.readResponse()
+            #expect(r.status == 413)
+            #expect(r.json["success"] as? Bool == false)
+        }
+    }
+
+    @Test func idleAndSlowConnectionsAreClosed() async throws {
+        try await withServer(configure: {
+            $0.idleTimeout = .milliseconds(400)
+            $0.requestTimeout = .milliseconds(400)
+        }) { s in
+            // Idle after a response.
+            let idle = try s.client()
+            #expect(try idle.request("GET", "/health").status == 200)
+            #expect(readUntilClosed(idle, seconds: 3).closed)
+            // A head sent byte by byte (slowloris) never completes in time.
+            let slow = try s.client()
+            let started = Date()
+            var closed = false
+            for byte in Array("GET /health HTTP/1.1\r\nHost: x\r\n".utf8) {
+                if (try? slow.sendRaw([byte])) == nil { closed = true; break }
+                usleep(100_000)
+                if Date().timeIntervalSince(started) > 3 { break }
+            }
+            #expect(closed || readUntilClosed(slow, seconds: 1).closed)
+            #expect(Date().timeIntervalSince(started) < 3)
+            // A body that stops arriving: 408.
+            let stalled = try s.client()
+            try stalled.sendRaw(Array("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc".utf8))
+            let r = try stalled.readResponse()
+            #expect(r.status == 408)
+        }
+    }
+
+    @Test func connectionsBeyondTheCapGet503AndTheServerRecovers() async throws {
+        try await withServer(configure: { $0.maxConnections = 4 }) { s in
+            var held: [HTTPTestClient] = []
+            for _ in 0..<4 {
+                let c = try s.client()
+                #expect(try c.request("GET", "/health").status == 200)
+                held.append(c)
+            }
+            let refused = try s.client()
+            let r = try refused.readResponse()
+            #expect(r.status == 503)
+            #expect((r.json["message"] as? String)?.contains("too many connections") == true)
+            held.removeAll()
+            usleep(200_000)
+            #expect(try s.client().request("GET", "/health").status == 200)
+        }
+    }
+
+    @Test func pipelinedRequestsFromAClientThatDoesNotReadAreNotBuffered() async throws {
+        try await withServer(configure: { $0.writeBufferHighWater = 64 * 1024 }) { s in
+            try s.store.put(Array("big".utf8), [UInt8](repeating: 0x61, count: 256 * 1024))
+            let c = try s.client()
+            c.setSendTimeout(seconds: 2)
+            let thousand = [UInt8]((0..<1000).map { _ in HTTPTestClient.encode("GET", "/v1/kv/big?raw") }.joined())
+            var sent = 0
+            // 500k pipelined requests (20 MB) would ask for 128 GB of
+            // answers. Without reading, the server stops reading too: the
+            // kernel's buffers fill and a send times out long before.
+            for _ in 0..<500 {
+                if (try? c.sendRaw(thousand)) == nil { break }
+                sent += 1
+            }
+            #expect(sent < 500, "the server read every pipelined request without the client reading")
+            // Other clients are served meanwhile.
+            #expect(try s.client().request("GET", "/health").status == 200)
+        }
+    }
+
+    @Test func batchResponsesStayWithinTheirByteBudget() async throws {
+        try await withServer(configure: { $0.maxBatchResponseBytes = 100_000 }) { s in
+            try s.store.put(Array("v".utf8), [UInt8](repeating: 0x61, count: 40_000))
+            let ops = (0..<10).map { _ in #"{"op":"get","key":"v"}"# }.joined(separator: ",")
+            let r = try s.client().request("POST", "/v1/batch", json: #"{"ops":[\#(ops)]}"#)
+            #expect(r.status == 200)
+            #expect(r.body.count < 100_000 + 4096)
+            let results = r.json["results"] as? [[String: Any]] ?? []
+            #expect(results.count == 10)
+            #expect(results.filter { $0["status"] as? Int == 200 }.count == 2)
+            #expect(results.filter { $0["status"] as? Int == 413 }.count == 8)
+        }
+    }
+
+    @Test func adminRoutesAnswerOnlyLoopbackWithoutAToken() throws {
+        // The guard on its own, with a client address the test chooses.
+        func status(remote: String, token: String?) throws -> HTTPResponseStatus? {
+            let channel = EmbeddedChannel()
+            let settings = RequestGuardHandler.Settings(
+                routes: KVAPI.routes, token: token, bodyLimit: 1 << 20, budget: BodyBudget(limit: 1 << 20),
+                idleTimeout: .seconds(60), requestTimeout: .seconds(60))
+            try channel.pipeline.syncOperations.addHandler(RequestGuardHandler(settings: settings))
+            try channel.connect(to: try SocketAddress(ipAddress: remote, port: 5000)).wait()
+            var headers = HTTPHeaders([("host", "x")])
+            if let token { headers.add(name: "authorization", value: "Bearer \(token)") }
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/admin/compact", headers: headers)
+            try channel.writeInbound(HTTPServerRequestPart.head(head))
+            defer { _ = try? channel.finish() }
+            if case let .head(response)? = try channel.readOutbound(as: HTTPServerResponsePart.self) { return response.status }
+            return nil  // passed on
+        }
+        #expect(try status(remote: "203.0.113.7", token: nil) == .forbidden)
+        #expect(try status(remote: "::ffff:198.51.100.1", token: nil) == .forbidden)
+        #expect(try status(remote: "127.0.0.1", token: nil) == nil)
+        #expect(try status(remote: "::1", token: nil) == nil)
+        #expect(try status(remote: "203.0.113.7", token: "t") == nil)
+    }
+
+    @Test func backupStreamsATarOfEverySegmentAndNamesNoServerPath() async throws {
+        var options = LogKVOptions()
+        options.fsync = .never
+        options.segmentSize = 4096
+        try await withServer(options: options) { s in
+            for i in 0..<200 { try s.store.put(Array("k\(i)".utf8), Array("value \(i)".utf8)) }
+            try s.store.compact()
+            for i in 0..<50 { try s.store.put(Array("k\(i)".utf8), Array("new \(i)".utf8)) }
+            let r = try s.client().request("GET", "/v1/admin/backup")
+            #expect(r.status == 200)
+            #expect(r.headers["content-type"] == "application/x-tar")
+            #expect(Int(r.headers["content-length"] ?? "") == r.body.count)
+            let archive = NSTemporaryDirectory() + "logkv-backup-\(UUID().uuidString).tar"
+            let restored = NSTemporaryDirectory() + "logkv-restored-\(UUID().uuidString)"
+            defer {
+                try? FileManager.default.removeItem(atPath: archive)
+                try? FileManager.default.removeItem(atPath: restored)
+            }
+            try Data(r.body).write(to: URL(fileURLWithPath: archive))
+            var restoreOptions = LogKVOptions()
+            restoreOptions.logger.logLevel = .critical
+            let stats = try LogKV.restore(from: archive, to: restored, options: restoreOptions)
+            #expect(stats.keys == 200)
+            let copy = try LogKV(path: restored, options: restoreOptions)
+            defer { try? copy.close() }
+            #expect(try copy.get("k1")?.value == Array("new 1".utf8))
+            #expect(try copy.get("k150")?.value == Array("value 150".utf8))
+            // The old POST form that took a server path is gone.
+            #expect(try s.client().request("POST", "/v1/admin/backup", json: #"{"dir":"/tmp/x"}"#).status == 405)
+        }
+    }
+}
