@@ -11,15 +11,19 @@ import Testing
 
         init(dataDir: String, port: Int, env: [String: String] = [:], args: [String] = [], fileSizeLimit: Int? = nil) throws {
             self.port = port
-            let arguments = ["--data-dir", dataDir, "--log-level", "info"] + args
+            var command = [Unprivileged.binary, "--data-dir", dataDir, "--log-level", "info"] + args
+            if Unprivileged.active {
+                // Operators run logkvd as a service user: so do the tests.
+                try Unprivileged.handOver(dataDir)
+                command = ["/usr/bin/setpriv", "--reuid=\(Unprivileged.uid)", "--regid=\(Unprivileged.uid)",
+                           "--clear-groups", "--"] + command
+            }
             if let fileSizeLimit {
                 // prlimit (util-linux) caps the size of any file the server writes.
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-                process.arguments = ["--fsize=\(fileSizeLimit)", builtProduct("logkvd")] + arguments
-            } else {
-                process.executableURL = URL(fileURLWithPath: builtProduct("logkvd"))
-                process.arguments = arguments
+                command = ["/usr/bin/prlimit", "--fsize=\(fileSizeLimit)"] + command
             }
+            process.executableURL = URL(fileURLWithPath: command[0])
+            process.arguments = Array(command.dropFirst())
             var environment = ProcessInfo.processInfo.environment
             environment["LOGKV_ADDR"] = "127.0.0.1:\(port)"
             for (k, v) in env { environment[k] = v }
@@ -44,8 +48,43 @@ import Testing
             return waitForExit(process).code
         }
 
+        /// The user id the server process runs as.
+        func uid() -> UInt32? {
+            guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return nil }
+            return line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first.flatMap { UInt32($0) }
+        }
+
         func stderrText() -> String {
             String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
+    }
+
+    /// When the tests run as root, every live logkvd runs as `nobody`
+    /// (through setpriv), from a copy of the binary that user may execute,
+    /// on data directories handed over to it.
+    enum Unprivileged {
+        static let uid: UInt32 = 65534
+        static let active = getuid() == 0
+        static let binary: String = {
+            guard active else { return builtProduct("logkvd") }
+            let dir = NSTemporaryDirectory() + "logkvd-bin-\(UUID().uuidString)"
+            try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                     attributes: [.posixPermissions: 0o755])
+            let copy = dir + "/logkvd"
+            try! FileManager.default.copyItem(atPath: builtProduct("logkvd"), toPath: copy)
+            try! FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: copy)
+            return copy
+        }()
+
+        /// Makes `dataDir` (created if missing) and all in it owned by the service user.
+        static func handOver(_ dataDir: String) throws {
+            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+            let chown = Process()
+            chown.executableURL = URL(fileURLWithPath: "/bin/chown")
+            chown.arguments = ["-R", "\(uid):\(uid)", dataDir]
+            try chown.run()
+            _ = waitForExit(chown)
         }
     }
 
@@ -69,6 +108,64 @@ import Testing
     }
 
     func tempDir() -> String { NSTemporaryDirectory() + "logkvd-live-\(UUID().uuidString)" }
+
+    /// As a service user (no root, no capabilities) logkvd serves every
+    /// route; TCP_NODELAY was once set as SO_DEBUG, which only root may.
+    @Test func servesAsAnUnprivilegedUser() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        let server = try Logkvd(dataDir: dir, port: port)
+        #expect(server.waitUntilReady())
+        if Unprivileged.active { #expect(server.uid() == Unprivileged.uid) } else { #expect(server.uid() != 0) }
+        let c = try HTTPTestClient(port: port)
+        #expect(try c.request("PUT", "/v1/kv", json: #"{"key":"a","value":"1"}"#).status == 204)
+        #expect(try c.request("GET", "/v1/kv/a?raw").text == "1")
+        #expect(try c.request("GET", "/metrics").status == 200)
+        #expect(server.terminate() == 0)
+    }
+
+    /// A client with a half-sent body cannot hold a shutdown: after the
+    /// grace period the connection is closed and the store closes cleanly.
+    @Test func shutdownFinishesWithinTheGracePeriodWhateverTheClients() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        var server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "1", "--request-timeout", "60"])
+        #expect(server.waitUntilReady())
+        let c = try HTTPTestClient(port: port)
+        for i in 0..<20 { #expect(try c.request("PUT", "/v1/kv/k\(i)", body: Array("v\(i)".utf8)).status == 204) }
+        let stuck = try HTTPTestClient(port: port)
+        try stuck.sendRaw(Array("PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc".utf8))
+        usleep(200_000)
+        let started = Date()
+        #expect(server.terminate() == 0)
+        #expect(Date().timeIntervalSince(started) < 6, "shutdown took \(Date().timeIntervalSince(started)) s")
+        #expect(server.stderrText().contains("index checkpoint covers the log"))
+        server = try Logkvd(dataDir: dir, port: port)
+        #expect(server.waitUntilReady())
+        let c2 = try HTTPTestClient(port: port)
+        for i in 0..<20 { #expect(try c2.request("GET", "/v1/kv/k\(i)?raw").text == "v\(i)") }
+        #expect(server.terminate() == 0)
+    }
+
+    @Test func secondSignalEndsTheDrainAtOnce() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        let server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "30", "--request-timeout", "60"])
+        #expect(server.waitUntilReady())
+        let stuck = try HTTPTestClient(port: port)
+        try stuck.sendRaw(Array("PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc".utf8))
+        usleep(200_000)
+        let started = Date()
+        kill(server.process.processIdentifier, SIGTERM)
+        usleep(500_000)
+        kill(server.process.processIdentifier, SIGINT)
+        #expect(waitForExit(server.process, timeout: 20).code == 0)
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(server.stderrText().contains("index checkpoint covers the log"))
+    }
 
     @Test func restartKeepsEveryAcknowledgedWrite() throws {
         let dir = tempDir()
