@@ -22,8 +22,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$logkvd" --addr "127.0.0.1:$kv_port" --data-dir "$work/data" --log-level warning &
-kv_pid=$!
+source scripts/lib.sh
+chmod 755 "$work"
+start_logkvd "$logkvd" "$work/data" "127.0.0.1:$kv_port" --log-level warning
+kv_pid=$LOGKVD_PID
 cat > "$work/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s

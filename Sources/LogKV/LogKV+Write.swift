@@ -36,6 +36,8 @@ extension LogKV {
                 case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
                 case .ifPresent: if current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
                 case let .ifVersion(wanted): if current != wanted { throw LogKVError.preconditionFailed(currentSeq: current) }
+                case let .ifAnyVersion(wanted):
+                    guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
                 }
                 if tombstone && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
             }

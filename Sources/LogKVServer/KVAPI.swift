@@ -163,7 +163,10 @@ public final class KVAPI: Sendable {
         var limit = configuration.defaultPageSize
         if let text = request.query["limit"] {
             guard let n = Int(text), n > 0 else { throw APIError.badRequest("limit must be a positive integer") }
-            limit = min(n, configuration.maxPageSize)
+            guard n <= configuration.maxPageSize else {
+                throw APIError.badRequest("limit must be at most \(configuration.maxPageSize)")
+            }
+            limit = n
         }
         return offload(request) { [store, limit] in
             let page = try store.scan(prefix: prefix, after: after, limit: limit)
@@ -266,6 +269,7 @@ struct WriteBody: Decodable {
 
     static func decode<T: Decodable>(_ type: T.Type, from request: Request) throws -> T {
         guard let body = request.body, body.readableBytes > 0 else { throw APIError.badRequest("request body is empty") }
+        try checkStrictTypes(body)
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
@@ -275,6 +279,35 @@ struct WriteBody: Decodable {
             throw APIError.badRequest("malformed JSON body: \(context.debugDescription)")
         } catch {
             throw APIError.badRequest("invalid JSON body: \(error)")
+        }
+    }
+
+    /// What JSONDecoder lets through but the schema does not: `null` for a
+    /// field (it reads as absent) and `ttl: 1.0` (it reads as 1). Checked
+    /// only when the body mentions "ttl" or null, so plain writes pay nothing.
+    static func checkStrictTypes(_ body: ByteBuffer) throws {
+        let bytes = body.readableBytesView
+        func mentions(_ text: String) -> Bool {
+            let marker = Array(text.utf8)
+            guard bytes.count >= marker.count else { return false }
+            return bytes.withContiguousStorageIfAvailable { buf in
+                (0...(buf.count - marker.count)).contains { i in buf[i] == marker[0] && buf[i..<i + marker.count].elementsEqual(marker) }
+            } ?? true
+        }
+        guard mentions("\"ttl\"") || mentions("null"),
+              let json = try? JSONSerialization.jsonObject(with: Data(bytes)) else { return }
+        var objects: [[String: Any]] = []
+        if let object = json as? [String: Any] {
+            objects.append(object)
+            if let ops = object["ops"] as? [Any] { objects += ops.compactMap { $0 as? [String: Any] } }
+        }
+        for object in objects {
+            for field in ["op", "key", "value", "ttl", "encoding", "ops"] where object[field] is NSNull {
+                throw APIError.badRequest("\"\(field)\" must not be null")
+            }
+            guard let ttl = object["ttl"] else { continue }
+            let isInteger = (ttl as? NSNumber).map { !["d", "f"].contains(String(cString: $0.objCType)) } ?? false
+            if !isInteger { throw APIError.badRequest("\"ttl\" must be an integer number of seconds") }
         }
     }
 
@@ -318,20 +351,57 @@ enum TTL {
 }
 
 /// ETags are a value's version (its seq) in quotes.
+/// Entity tags (RFC 9110 §8.8.3): this server's are strong, `"<seq>"`.
 enum ETag {
-    static func parse(_ text: Substring) -> UInt64? {
-        var t = text.trimmingCharacters(in: .whitespaces)[...]
-        if t.hasPrefix("W/") { t = t.dropFirst(2) }
-        if t.hasPrefix("\"") && t.hasSuffix("\"") && t.count >= 2 { t = t.dropFirst().dropLast() }
-        return UInt64(t)
+    /// One parsed element of an `If-Match`/`If-None-Match` list.
+    enum Tag: Equatable { case any, strong(String), weak(String) }
+
+    /// Parses `*` or a comma-separated list of entity tags (empty elements
+    /// allowed, as the list rule says); nil if malformed.
+    static func parseList(_ header: String) -> [Tag]? {
+        let text = header.trimmingCharacters(in: .whitespaces)
+        if text == "*" { return [.any] }
+        var tags: [Tag] = []
+        var rest = Substring(text)
+        while true {
+            rest = rest.drop { $0 == " " || $0 == "\t" }
+            if rest.isEmpty { break }
+            if rest.first == "," { rest = rest.dropFirst(); continue }
+            var weak = false
+            if rest.hasPrefix("W/") { weak = true; rest = rest.dropFirst(2) }
+            guard rest.first == "\"" else { return nil }
+            rest = rest.dropFirst()
+            guard let close = rest.firstIndex(of: "\"") else { return nil }
+            let opaque = rest[..<close]
+            // etagc: %x21 / %x23-7E / obs-text
+            guard opaque.utf8.allSatisfy({ $0 == 0x21 || ($0 >= 0x23 && $0 != 0x7F) }) else { return nil }
+            tags.append(weak ? .weak(String(opaque)) : .strong(String(opaque)))
+            rest = rest[rest.index(after: close)...].drop { $0 == " " || $0 == "\t" }
+            guard rest.isEmpty || rest.first == "," else { return nil }
+        }
+        return tags
     }
 
+    /// The seqs a list names with strong tags of this server's form.
+    static func seqs(_ tags: [Tag]) -> [UInt64] {
+        tags.compactMap { if case let .strong(opaque) = $0 { return UInt64(opaque).flatMap { $0 > 0 ? $0 : nil } } else { return nil } }
+    }
+
+    /// `If-None-Match` on a read (weak comparison): does `seq` match?
     static func matches(_ header: String, seq: UInt64) -> Bool {
-        if header.trimmingCharacters(in: .whitespaces) == "*" { return true }
-        return header.split(separator: ",").contains { parse($0) == seq }
+        guard let tags = parseList(header) else { return false }
+        if tags == [.any] { return true }
+        return tags.contains { tag in
+            switch tag {
+            case .any: return true
+            case let .strong(o), let .weak(o): return UInt64(o) == seq
+            }
+        }
     }
 
-    /// The write condition from `If-Match` / `If-None-Match: *`.
+    /// The write condition from `If-Match` / `If-None-Match: *`. A
+    /// well-formed tag this server never issued simply does not match (412);
+    /// a malformed header is a 400.
     static func condition(_ headers: HTTPHeaders) throws -> WriteCondition {
         if let ifNoneMatch = headers.first(name: "if-none-match") {
             guard ifNoneMatch.trimmingCharacters(in: .whitespaces) == "*" else {
@@ -339,12 +409,20 @@ enum ETag {
             }
             return .ifAbsent
         }
-        if let ifMatch = headers.first(name: "if-match") {
+        if let ifMatch = headers.first(name: "if-match"), !ifMatch.trimmingCharacters(in: .whitespaces).isEmpty {
+            guard let tags = parseList(ifMatch) else {
+                throw APIError.badRequest("If-Match must be * or a list of entity tags (\"<version>\")")
+            }
             // Any current version: the key must exist (checked by the engine
             // atomically with the write).
-            if ifMatch.trimmingCharacters(in: .whitespaces) == "*" { return .ifPresent }
-            guard let seq = parse(Substring(ifMatch)) else { throw APIError.badRequest("If-Match must be an ETag from this server") }
-            return .ifVersion(seq)
+            if tags.contains(.any) { return .ifPresent }
+            // Strong comparison: weak tags never match.
+            let wanted = seqs(tags)
+            switch wanted.count {
+            case 0: return .ifVersion(0)
+            case 1: return .ifVersion(wanted[0])
+            default: return .ifAnyVersion(wanted)
+            }
         }
         return .none
     }

@@ -63,6 +63,22 @@ import Testing
         }
     }
 
+    /// RFC 9110 preconditions: a well-formed tag this server never issued
+    /// (or a weak one) does not match, so 412; a malformed header is 400.
+    @Test func ifMatchWithATagNeverIssuedIs412AndAMalformedOneIs400() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            let put = try c.request("PUT", "/v1/kv/k", body: utf8("1"))
+            let etag = try #require(put.headers["etag"])
+            #expect(try c.request("PUT", "/v1/kv/k", headers: ["If-Match": #""abc""#], body: utf8("2")).status == 412)
+            #expect(try c.request("PUT", "/v1/kv/k", headers: ["If-Match": "W/\(etag)"], body: utf8("2")).status == 412)
+            #expect(try c.request("DELETE", "/v1/kv/k", headers: ["If-Match": #""999999""#]).status == 412)
+            #expect(try c.request("PUT", "/v1/kv/k", headers: ["If-Match": "not-a-tag"], body: utf8("2")).status == 400)
+            #expect(try c.request("PUT", "/v1/kv/k", headers: ["If-Match": #""x", \#(etag)"#], body: utf8("3")).status == 204)
+            #expect(try c.request("GET", "/v1/kv/k?raw").text == "3")
+        }
+    }
+
     @Test func missingKeyIs404WithJSONError() async throws {
         try await withServer { s in
             let r = try s.client().request("GET", "/v1/kv/nope")
@@ -133,8 +149,11 @@ import Testing
     @Test(arguments: [
         (#"{"key":"k","value":"v","ttl":0}"#, "ttl must be positive"),
         (#"{"key":"k","value":"v","ttl":-5}"#, "ttl must be positive"),
-        (#"{"key":"k","value":"v","ttl":1.5}"#, "malformed JSON body"),
-        (#"{"key":"k","value":"v","ttl":"10"}"#, "wrong type"),
+        (#"{"key":"k","value":"v","ttl":1.5}"#, "must be an integer"),
+        (#"{"key":"k","value":"v","ttl":1.0}"#, "must be an integer"),
+        (#"{"key":"k","value":"v","ttl":"10"}"#, "must be an integer"),
+        (#"{"key":"k","value":"v","ttl":null}"#, "must not be null"),
+        (#"{"key":"k","value":"v","encoding":null}"#, "must not be null"),
         (#"{"key":"k"}"#, "\"value\" is required"),
         (#"{"value":"v"}"#, "\"key\" is required"),
         (#"{"key":"","value":"v"}"#, "must not be empty"),

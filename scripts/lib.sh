@@ -1,0 +1,31 @@
+# Shared by the end-to-end scripts: start logkvd the way operators run it.
+#
+# start_logkvd BINARY DATA_DIR ADDR [ARGS...]
+#   Starts logkvd in the background and waits for /health; sets LOGKVD_PID.
+#   Run as root (CI, a fresh VM), it runs as `nobody` through setpriv, from
+#   a copy of the binary that user can execute, on a data directory it owns:
+#   logkvd must serve as an unprivileged user.
+start_logkvd() {
+    local binary="$1" data="$2" addr="$3"
+    shift 3
+    local run=("$binary")
+    if [ "$(id -u)" -eq 0 ]; then
+        local bindir
+        bindir="$(mktemp -d)"
+        chmod 755 "$bindir"
+        cp "$binary" "$bindir/logkvd"
+        chmod 755 "$bindir/logkvd"
+        mkdir -p "$data"
+        chown -R nobody: "$data"
+        run=(setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$bindir/logkvd")
+    fi
+    "${run[@]}" --addr "$addr" --data-dir "$data" "$@" &
+    LOGKVD_PID=$!
+    for _ in $(seq 100); do
+        curl -sf "http://$addr/health" >/dev/null && return 0
+        kill -0 "$LOGKVD_PID" 2>/dev/null || { echo "logkvd exited at start" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "logkvd did not answer /health" >&2
+    return 1
+}
