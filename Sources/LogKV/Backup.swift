@@ -63,6 +63,9 @@ extension LogKV {
             return (snapshot.count, bytes)
         }
         try target.syncDirectory(target.segmentsPath)
+        // Written last: a backup without it was interrupted, and restoring
+        // part of the segments could bring deleted keys back.
+        try target.writeDurably(Array("segments \(count)\nbytes \(bytes)\n".utf8), to: target.backupCompleteMarkerPath)
         logger.info("backup written", metadata: ["destination": "\(destination)", "segments": "\(count)", "bytes": "\(bytes)"])
         return (count, bytes)
     }
@@ -117,6 +120,9 @@ extension LogKV {
         let source = DataDirectory(path: backup, fs: target.fs)
         let ids = (try? source.segmentIDs()) ?? []
         guard !ids.isEmpty else { throw LogKVError.invalidArgument("\(backup) holds no segments") }
+        guard source.exists(source.backupCompleteMarkerPath) else {
+            throw LogKVError.invalidArgument("\(backup) is not a complete backup (no \(DataDirectory.backupCompleteMarker)): the backup was interrupted, or this is a data directory (back it up with `logkv backup` first)")
+        }
         for id in ids {
             let file = try SegmentFile.open(fs: source.fs, id: id, path: source.segmentPath(id), writable: false)
             _ = try copyDurably(file, length: file.size, to: target.segmentPath(id), fs: target.fs)
@@ -138,10 +144,18 @@ extension LogKV {
             return out
         }
         var restored = 0
+        var complete = false
         while offset < total {
             guard let entry = try BackupArchive.parseHeader(read(BackupArchive.block)) else { break }
-            let path = target.segmentPath(entry.segmentID)
-            if fs.exists(path) { throw LogKVError.invalidArgument("backup archive holds segment \(entry.segmentID) twice") }
+            guard let segmentID = entry.segmentID else {
+                // BACKUP_COMPLETE, written after every segment.
+                _ = try read(Int(BackupArchive.padded(entry.size)))
+                complete = true
+                continue
+            }
+            guard !complete else { throw LogKVError.invalidArgument("backup archive holds segments after its completion marker") }
+            let path = target.segmentPath(segmentID)
+            if fs.exists(path) { throw LogKVError.invalidArgument("backup archive holds segment \(segmentID) twice") }
             let out = try fs.open(path + ".tmp", .createOrTruncate)
             var written: Int64 = 0
             while written < entry.size {
@@ -153,6 +167,9 @@ extension LogKV {
             try fs.rename(path + ".tmp", to: path)
             _ = try read(Int(BackupArchive.padded(entry.size) - entry.size))
             restored += 1
+        }
+        guard complete else {
+            throw LogKVError.invalidArgument("backup archive \(archive) is incomplete (no \(DataDirectory.backupCompleteMarker)): the stream was cut short")
         }
         guard restored > 0 else { throw LogKVError.invalidArgument("backup archive \(archive) holds no segments") }
     }

@@ -1,8 +1,9 @@
 import Foundation
 
 /// The backup archive: a POSIX ustar stream holding one regular file per
-/// segment, named `segments/NNNNNNNNNNNN.seg`, in ascending id order, and
-/// nothing else. It is what `GET /v1/admin/backup` streams and what
+/// segment, named `segments/NNNNNNNNNNNN.seg`, in ascending id order, then
+/// `BACKUP_COMPLETE` (so a cut-short stream is never restored), and nothing
+/// else. It is what `GET /v1/admin/backup` streams and what
 /// `logkv restore` reads; `tar tf` lists it and `tar xf` unpacks it into a
 /// directory `logkv restore` also accepts.
 ///
@@ -16,6 +17,11 @@ public enum BackupArchive {
     /// the HTTP response carries a Content-Length).
     public static func size(of snapshot: [LogKV.SnapshotSegment]) -> Int64 {
         snapshot.reduce(Int64(2 * block)) { $0 + Int64(block) + padded($1.length) }
+            + Int64(block) + padded(Int64(completeMarker(snapshot).count))
+    }
+
+    static func completeMarker(_ snapshot: [LogKV.SnapshotSegment]) -> [UInt8] {
+        Array("segments \(snapshot.count)\nbytes \(snapshot.reduce(Int64(0)) { $0 + $1.length })\n".utf8)
     }
 
     static func padded(_ n: Int64) -> Int64 { (n + Int64(block) - 1) / Int64(block) * Int64(block) }
@@ -37,6 +43,9 @@ public enum BackupArchive {
                 try sink(chunk)
             }
         }
+        let marker = completeMarker(snapshot)
+        try sink(header(name: DataDirectory.backupCompleteMarker, size: Int64(marker.count)))
+        try sink(marker + [UInt8](repeating: 0, count: Int(padded(Int64(marker.count))) - marker.count))
         try sink([UInt8](repeating: 0, count: 2 * block))
     }
 
@@ -66,8 +75,9 @@ public enum BackupArchive {
         return h
     }
 
-    /// One file of an archive being read.
-    struct Entry { var segmentID: UInt64; var size: Int64 }
+    /// One file of an archive being read: a segment, or (nil id) the
+    /// completion marker.
+    struct Entry { var segmentID: UInt64?; var size: Int64 }
 
     /// Parses one header block: the entry, nil at the end-of-archive marker.
     /// Throws `.invalidArgument` for anything but a segment file.
@@ -87,14 +97,18 @@ public enum BackupArchive {
         let name = field(0, 100)
         let prefix = field(345, 155)
         let type = h[156]
+        guard let size = Int64(field(124, 12).trimmingCharacters(in: " "), radix: 8), size >= 0 else {
+            throw LogKVError.invalidArgument("backup archive entry \(name) has a malformed size")
+        }
+        if name == DataDirectory.backupCompleteMarker && prefix.isEmpty && (type == UInt8(ascii: "0") || type == 0) {
+            guard size < 4096 else { throw LogKVError.invalidArgument("backup archive has an oversized \(name)") }
+            return Entry(segmentID: nil, size: size)
+        }
         guard prefix.isEmpty, type == UInt8(ascii: "0") || type == 0,
               name.hasPrefix("segments/"), name.hasSuffix(".seg"),
               let id = UInt64(name.dropFirst("segments/".count).dropLast(4)),
               DataDirectory.segmentName(id) == String(name.dropFirst("segments/".count)) else {
             throw LogKVError.invalidArgument("backup archive holds \"\(name)\", which is not a segment file")
-        }
-        guard let size = Int64(field(124, 12).trimmingCharacters(in: " "), radix: 8) else {
-            throw LogKVError.invalidArgument("backup archive entry \(name) has a malformed size")
         }
         return Entry(segmentID: id, size: size)
     }

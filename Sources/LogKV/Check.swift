@@ -60,7 +60,7 @@ extension LogKV {
                     batch.keepNewest(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
                 } catch let stop as SegmentScanner.Stop {
                     if let resumed = try scanner.skipDamage() {
-                        report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: the next open keeps the intact records; `logkv compact` then rewrites the segment without the damaged bytes)")
+                        report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: the intact records are kept; `logkv compact` rewrites the segment without the damaged bytes unless a live key points into them)")
                         continue
                     }
                     if id == activeID {

@@ -55,7 +55,17 @@ extension LogKV {
             return ratio >= options.compactionThresholdRatio || dead >= options.compactionThresholdDeadBytes
         }.map(\.id).sorted()
         guard !chosen.isEmpty else { return CompactionReport() }
-        var report = try compactSegments(chosen)
+        var report: CompactionReport
+        var inputs = chosen
+        while true {
+            do {
+                report = try compactSegments(inputs)
+                break
+            } catch DamagedInput.segment(let id) {
+                inputs.removeAll { $0 == id }  // its outputs are gone; go on without it
+                if inputs.isEmpty { return CompactionReport() }
+            }
+        }
         report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         metrics.compactionRuns.increment()
         metrics.compactionDuration.recordNanoseconds(Int64(report.seconds * 1e9))
@@ -91,9 +101,9 @@ extension LogKV {
     /// sealed before `sealedBefore` once a flush covered them — with their
     /// dead bytes (the segment header is not garbage).
     func compactionCandidates(sealedBefore: UInt64) throws -> [CompactionCandidate] {
-        let files = state.withLock { segments }
+        let (files, damaged) = state.withLock { (segments, damagedSegments) }
         return try readers.withReader { try $0.segments() }.compactMap { row in
-            guard let file = files[row.id] else { return nil }
+            guard let file = files[row.id], !damaged.contains(row.id) else { return nil }
             let covered = file.kind == .compacted || row.id < sealedBefore
             guard covered else { return nil }
             let dead = max(0, file.size - file.dataStart - row.liveBytes)
@@ -132,15 +142,24 @@ extension LogKV {
         var limiter = RateLimiter(bytesPerSecond: options.compactionBytesPerSecond)
         var committed = false
 
+        var outputIDs: [UInt64] = []
+        var scanned = 0
         func writeManifest() throws {
             let text = "old " + chosen.map(String.init).joined(separator: " ") + "\nnew "
-                + outputs.map { String($0.id) }.joined(separator: " ") + "\n"
+                + outputIDs.map(String.init).joined(separator: " ") + "\n"
             try dir.writeDurably(Array(text.utf8), to: dir.compactionManifestPath)
         }
         func newOutput() throws -> SegmentFile {
-            let file = try writerLock.withLock { try createSegment(kind: .compacted, minSeq: outputMinSeq) }
-            outputs.append(file)
+            // The manifest names an output before it exists, so a crash
+            // while creating it leaves no file nobody knows about.
+            let id = writerLock.withLock { () -> UInt64 in
+                defer { nextSegmentID += 1 }
+                return nextSegmentID
+            }
+            outputIDs.append(id)
             try writeManifest()
+            let file = try writerLock.withLock { try createSegment(kind: .compacted, minSeq: outputMinSeq, reservedID: id) }
+            outputs.append(file)
             return file
         }
         defer {
@@ -158,13 +177,32 @@ extension LogKV {
                     guard let next = try scanner.next() else { break }
                     entry = next
                 } catch let stop as SegmentScanner.Stop {
-                    // Salvage what is intact (rule 7); the damage is reported
-                    // and disappears with the rewrite.
                     metrics.recoveryDamaged.increment()
-                    logger.error("compaction skipped damaged bytes", metadata: [
-                        "segment": "\(input.id)", "offset": "\(stop.offset)", "reason": "\(stop.reason)"])
-                    if try scanner.skipDamage() == nil { break }
+                    let resumed = try scanner.skipDamage()
+                    let spanEnd = resumed ?? input.size
+                    let rowsInside = try readers.withReader {
+                        try $0.countRows(segment: input.id, from: stop.offset, to: spanEnd)
+                    }
+                    if rowsInside > 0 {
+                        // Never delete bytes the index points at (rule 7): the
+                        // segment stays, out of compaction, for `logkv check`.
+                        logger.error("damaged bytes under live keys; the segment is kept out of compaction", metadata: [
+                            "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
+                            "live_keys": "\(rowsInside)", "reason": "\(stop.reason)"])
+                        state.withLock { _ = damagedSegments.insert(input.id) }
+                        throw DamagedInput.segment(input.id)
+                    }
+                    // Only dead records were there: salvage the rest (rule 7);
+                    // the damage is reported and goes with the rewrite.
+                    logger.error("compaction skipped damaged bytes holding no live key", metadata: [
+                        "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
+                        "reason": "\(stop.reason)"])
+                    if resumed == nil { break }
                     continue
+                }
+                scanned += 1
+                if scanned % 1024 == 0, state.withLock({ closeRequested }) {
+                    throw LogKVError.closed  // close() is waiting: abandon, the outputs go
                 }
                 let h = entry.header
                 report.bytesRead += Int64(h.recordLength)
@@ -275,6 +313,10 @@ extension LogKV {
         }
     }
 }
+
+/// An input segment with damaged bytes under live keys: compaction goes on
+/// without it.
+enum DamagedInput: Error { case segment(UInt64) }
 
 /// Keeps compaction I/O under a byte rate so request latency holds.
 struct RateLimiter {

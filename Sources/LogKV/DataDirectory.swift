@@ -28,6 +28,9 @@ struct DataDirectory: Sendable {
     /// Present while a compaction is between writing its outputs and removing
     /// its inputs: "old ID..." and "new ID..." lines.
     var compactionManifestPath: String { path + "/COMPACTION" }
+    /// In a backup directory only: written last by `backup(to:)`.
+    static let backupCompleteMarker = "BACKUP_COMPLETE"
+    var backupCompleteMarkerPath: String { path + "/" + Self.backupCompleteMarker }
     var indexSidecars: [String] { [indexPath + "-wal", indexPath + "-shm", indexPath + "-journal"] }
 
     func segmentPath(_ id: UInt64) -> String {

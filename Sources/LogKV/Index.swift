@@ -484,6 +484,16 @@ final class IndexReader: @unchecked Sendable {
         return try keyCountStmt.step() ? keyCountStmt.int64(0) : 0
     }
 
+    /// Rows pointing into `[from, to)` of a segment. A full scan (keydir has
+    /// no index on segment): used only when compaction meets damaged bytes.
+    func countRows(segment: UInt64, from: Int64, to: Int64) throws -> Int {
+        let stmt = try db.prepare("SELECT count(*) FROM keydir WHERE segment = ?1 AND offset >= ?2 AND offset < ?3")
+        stmt.bind(1, Int64(segment))
+        stmt.bind(2, from)
+        stmt.bind(3, to)
+        return try stmt.step() ? Int(stmt.int64(0)) : 0
+    }
+
     /// Bytes of the values of the keys in the index.
     func valueBytes() throws -> Int64 {
         defer { valueBytesStmt.reset() }

@@ -53,7 +53,11 @@ extension LogKV {
             do {
                 try active.append(head, value)
             } catch let error as LogKVError {
-                if case .readOnly = error { writeFailure = error }
+                switch error {
+                case .readOnly: writeFailure = error
+                case .diskFull: break  // nothing written; retry once space is freed
+                default: throw failWrites("append to segment \(active.id) failed: \(error)")  // EIO: rule 6
+                }
                 throw error
             }
             nextSeq += 1
@@ -174,9 +178,14 @@ extension LogKV {
     /// Creates a segment for the writer or compaction, durably (file and
     /// directory). Called under the writer lock. The id is used up even if
     /// the create fails; any failure makes the store read-only.
-    func createSegment(kind: SegmentKind, minSeq: UInt64) throws -> SegmentFile {
-        let id = nextSegmentID
-        nextSegmentID += 1
+    func createSegment(kind: SegmentKind, minSeq: UInt64, reservedID: UInt64? = nil) throws -> SegmentFile {
+        let id: UInt64
+        if let reservedID {
+            id = reservedID
+        } else {
+            id = nextSegmentID
+            nextSegmentID += 1
+        }
         let header = SegmentHeader(kind: kind, storeID: storeID, highWater: nextSeq - 1, minSeq: minSeq)
         do {
             let file = try SegmentFile.create(fs: dir.fs, id: id, path: dir.segmentPath(id), header: header)
@@ -282,9 +291,14 @@ extension LogKV {
     private func syncerLoop() {
         let interval = TimeInterval(options.fsyncIntervalMillis) / 1000
         syncState.lock()
+        var deadline = Date(timeIntervalSinceNow: interval)
         while syncerRunning {
-            _ = syncState.wait(until: Date(timeIntervalSinceNow: interval))
+            _ = syncState.wait(until: deadline)
             guard syncerRunning else { break }
+            // Woken early by a broadcast (another fsync finished): keep to
+            // the period.
+            if Date() < deadline { continue }
+            deadline = Date(timeIntervalSinceNow: interval)
             if syncedBytes < appendedBytes && !syncInProgress && writeFailure == nil {
                 try? runSync()
             }

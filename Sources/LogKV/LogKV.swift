@@ -94,6 +94,11 @@ public final class LogKV: @unchecked Sendable {
     var flushEpoch: UInt64 = 0
     var cache: KeyDirCache
     var closing = false
+    /// Set when `close()` starts: a running compaction abandons its work.
+    var closeRequested = false
+    /// Segments with damaged bytes under live keys: never compacted (their
+    /// bytes are the only evidence), reported by `logkv check`.
+    var damagedSegments: Set<UInt64> = []
     var flusherRunning = false
     var maintenanceRunning = false
     var maintenanceExited = false
@@ -366,8 +371,9 @@ public final class LogKV: @unchecked Sendable {
         }
         if alreadyClosed { return }
         var firstError: Error?
+        state.withLock { closeRequested = true }
         stopMaintenance()
-        compactionLock.withLock {}  // let a running compaction finish
+        compactionLock.withLock {}  // a running compaction abandons its work and returns
         do { try sync() } catch { firstError = firstError ?? error }
         stopSyncer()
         stopFlusher()

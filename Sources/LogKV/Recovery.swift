@@ -148,10 +148,19 @@ enum Recovery {
         }
         let old = ids("old"), new = ids("new")
         var committed = false
-        if !new.isEmpty, dir.exists(dir.indexPath),
-           let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true),
-           let known = try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(new.map(String.init).joined(separator: ",")))") {
-            committed = known > 0
+        if dir.exists(dir.indexPath), let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true) {
+            func count(_ list: [UInt64]) -> Int? {
+                list.isEmpty ? 0 : (try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(list.map(String.init).joined(separator: ",")))")).map { Int($0) }
+            }
+            // The commit adds the outputs' rows and removes the inputs' in one
+            // transaction: either says it happened (also when every record was
+            // dropped and there is no output).
+            if let known = count(new), known > 0 {
+                committed = true
+            } else if !old.isEmpty, let remaining = count(old), remaining == 0,
+                      (try? db.scalarInt("SELECT count(*) FROM segments")).map({ $0 > 0 }) == true {
+                committed = true
+            }
         }
         if !committed && old.contains(where: { !dir.exists(dir.segmentPath($0)) }) { committed = true }
         let doomed = committed ? old : new

@@ -89,7 +89,8 @@ import Testing
         try tar.run()
         tar.waitUntilExit()
         let names = String(decoding: listing.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
-        #expect(!names.isEmpty && names.allSatisfy { $0.hasPrefix("segments/") && $0.hasSuffix(".seg") }, "\(names)")
+        #expect(names.last == "BACKUP_COMPLETE", "\(names)")
+        #expect(names.count > 1 && names.dropLast().allSatisfy { $0.hasPrefix("segments/") && $0.hasSuffix(".seg") }, "\(names)")
         let again = try Self.logkv(["backup", "--online", dir + "-online"], env: env)
         #expect(again.status != 0 && again.stderr.contains("already exists"))  // never overwrites
         let unreachable = try Self.logkv(["get", "f", "--addr", "127.0.0.1:1"])

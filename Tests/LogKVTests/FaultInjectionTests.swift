@@ -84,6 +84,19 @@ import Testing
         #expect(try DataDirectory(path: disk.root, fs: disk).segmentIDs().count > 1)
     }
 
+    @Test func failedAppendMakesTheStoreReadOnly() throws {
+        let (store, _, faults, tmp, _) = try makeStore(segmentSize: 1 << 20)
+        defer { withExtendedLifetime(tmp) {} }
+        try store.put(Array("a".utf8), [1])
+        faults.set { op, path in op == .write && path.hasSuffix(".seg") ? EIO : nil }
+        #expect(throws: LogKVError.self) { try store.put(Array("b".utf8), [2]) }
+        faults.set(nil)
+        #expect(store.writeRefusal != nil)
+        #expect(throws: LogKVError.self) { try store.put(Array("c".utf8), [3]) }
+        #expect(try store.get(Array("a".utf8))?.value == [1])
+        try? store.close()
+    }
+
     @Test func failedDirectoryFsyncMakesTheStoreReadOnly() throws {
         let (store, _, faults, tmp, _) = try makeStore()
         defer { withExtendedLifetime(tmp) {} }
@@ -185,5 +198,88 @@ import Testing
         let second = try store.compact()
         #expect(second.segmentsCompacted == 0, "the segment header counted as garbage: \(second)")
         try store.close()
+    }
+}
+
+/// What compaction and backup do with damage, interruptions and leftovers.
+@Suite struct DamageAndInterruptionTests {
+    func options(_ clock: ManualClock? = nil) -> LogKVOptions {
+        var options = LogKVOptions.testing(clock: clock)
+        options.segmentSize = 2048
+        options.autoCompaction = false
+        options.compactionBytesPerSecond = 0
+        options.expirySweepPerSecond = 0
+        options.logger.logLevel = .critical
+        return options
+    }
+
+    /// Rule 7: compaction never deletes bytes an index row points at, even
+    /// damaged ones; the key keeps answering "corrupt", never "missing".
+    @Test func compactionKeepsASegmentWithDamagedBytesUnderALiveKey() throws {
+        let dir = TempDir()
+        var store = try LogKV(path: dir.path, options: options())
+        for i in 0..<60 { try store.put("k\(i)", String(repeating: "v", count: 40) + "\(i)") }
+        for i in 30..<60 { try store.put("k\(i)", "new\(i)") }  // garbage to compact
+        try store.close()
+        // Damage the first record (k0, live) of the first segment.
+        let first = dir.segmentFiles().first!
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: first))
+        bytes[RecordFormat.segmentHeaderSize + RecordFormat.recordHeaderSize + 4] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: first))
+
+        store = try LogKV(path: dir.path, options: options())
+        defer { try? store.close() }
+        try store.compact()
+        #expect(FileManager.default.fileExists(atPath: first), "the only copy of a live key's bytes was deleted")
+        #expect(throws: LogKVError.self) { try store.get("k0") }
+        for i in 1..<30 { #expect(try store.get("k\(i)")?.value == Array((String(repeating: "v", count: 40) + "\(i)").utf8)) }
+        for i in 30..<60 { #expect(try store.get("k\(i)")?.value == Array("new\(i)".utf8)) }
+    }
+
+    /// A compaction that dropped every record (all expired) writes no output;
+    /// if it dies after its commit, the next open still removes its inputs.
+    @Test func compactionWithoutOutputsInterruptedAfterItsCommitIsFinishedOnOpen() throws {
+        let dir = TempDir()
+        let clock = ManualClock()
+        var opts = options(clock)
+        let store = try LogKV(path: dir.path, options: opts)
+        for i in 0..<40 { try store.put(Array("k\(i)".utf8), [UInt8](repeating: 1, count: 60), expiresAt: clock.now + 1000) }
+        clock.advance(5000)
+        try store.flushIndex()  // the sweep walks the index
+        try store.sweepExpired(limit: 1000)  // every record is now garbage
+        try store.close()
+        opts.compactionFailpoint = { step in if step == "index-committed" { throw LogKVError.io(operation: "crash", path: "", errno: EIO) } }
+        let crashing = try LogKV(path: dir.path, options: opts)
+        let before = Set(dir.segmentFiles())
+        _ = try? crashing.compact()
+        try? crashing.close()
+        opts.compactionFailpoint = nil
+        let reopened = try LogKV(path: dir.path, options: opts)
+        defer { try? reopened.close() }
+        let left = Set(dir.segmentFiles())
+        if left.count >= before.count {
+            let db = try SQLiteConnection(path: dir.indexPath, readOnly: true)
+            let rows = try db.prepare("SELECT id, size_bytes, live_bytes, live_keys FROM segments")
+            var dump: [String] = []
+            while try rows.step() { dump.append((0..<4).map { String(rows.int64(Int32($0))) }.joined(separator: " ")) }
+            Issue.record("inputs of a committed compaction were left behind: \(left.sorted()); index segments: \(dump)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/COMPACTION"))
+        for i in 0..<40 { #expect(try reopened.get(Array("k\(i)".utf8)) == nil) }
+    }
+
+    @Test func anInterruptedBackupDirectoryIsNeverRestored() throws {
+        let dir = TempDir()
+        let store = try LogKV(path: dir.path, options: options())
+        for i in 0..<50 { try store.put("k\(i)", "v\(i)") }
+        let backup = dir.path + "-backup"
+        defer { try? FileManager.default.removeItem(atPath: backup) }
+        try store.backup(to: backup)
+        try store.close()
+        try FileManager.default.removeItem(atPath: backup + "/BACKUP_COMPLETE")
+        let target = dir.path + "-restored"
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        #expect(throws: LogKVError.self) { try LogKV.restore(from: backup, to: target, options: options()) }
+        #expect(!FileManager.default.fileExists(atPath: target), "a failed restore left files behind")
     }
 }

@@ -212,7 +212,8 @@ import Testing
         reopenOptions.fileSystem = after
         let reopened = try LogKV(path: after.root, options: reopenOptions)
         defer { try? reopened.close() }
-        #expect(try reopened.get(Array("k".utf8))?.value == Array("v1".utf8))
+        let got = try reopened.get(Array("k".utf8))?.value
+        #expect(got == Array("v1".utf8), "k reads \(got.map { String(decoding: $0, as: UTF8.self) } ?? "nothing")")
         #expect(try reopened.get(Array("other".utf8))?.value == Array("x".utf8))
     }
 
