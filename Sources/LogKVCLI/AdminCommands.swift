@@ -8,12 +8,25 @@ struct DirectoryOptions: ParsableArguments {
     @Option(help: "Data directory. (env LOGKV_DATA_DIR, default data)")
     var dataDir: String?
 
+    @Flag(help: "Work on a directory even if it does not look like a logkv data directory.")
+    var force = false
+
     var path: String { dataDir ?? ProcessInfo.processInfo.environment["LOGKV_DATA_DIR"] ?? "data" }
 
     /// Opens the store for an offline command: quiet logs, no background work.
+    ///
+    /// Only a logkv data directory (`segments/` holding a logkv segment) is
+    /// opened — opening creates and rewrites files, which must never happen
+    /// to an unrelated directory. With `create`, a missing or empty
+    /// directory is made one. `--force` skips the check.
     func open(create: Bool = false, _ configure: (inout LogKVOptions) -> Void = { _ in }) throws -> LogKV {
-        guard create || FileManager.default.fileExists(atPath: path + "/segments") else {
-            throw Failure.usage("\(path) is not a logkv data directory")
+        if !force && !LogKV.isDataDirectory(path) {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            let missing = !FileManager.default.fileExists(atPath: path)
+            guard create && (missing || entries.isEmpty) else {
+                throw Failure.usage(missing ? "\(path) does not exist"
+                    : "\(path) is not a logkv data directory (no logkv segment in segments/); nothing was changed (--force to use it anyway)")
+            }
         }
         var options = LogKVOptions()
         options.autoCompaction = false
@@ -136,9 +149,12 @@ struct Dump: ParsableCommand {
     @OptionGroup var directory: DirectoryOptions
     @Option(help: "Write here instead of standard output.") var output: String?
 
+    /// Read-only: reads the segments as they are (no lock written, no
+    /// recovery, no index), so it is safe on any copy of a data directory.
     func run() throws {
-        let store = try directory.open()
-        defer { try? store.close() }
+        guard LogKV.isDataDirectory(directory.path) else {
+            throw Failure.usage("\(directory.path) is not a logkv data directory")
+        }
         let out: FileHandle
         if let output {
             FileManager.default.createFile(atPath: output, contents: nil)
@@ -147,23 +163,19 @@ struct Dump: ParsableCommand {
         } else {
             out = FileHandle.standardOutput
         }
-        var after: [UInt8] = []
         var count = 0
-        while true {
-            let page = try engine { try store.scan(after: after, limit: 1000) }
-            if page.isEmpty { break }
-            var chunk = Data()
-            for info in page {
-                guard let stored = try engine({ try store.get(info.key) }) else { continue }
+        let result = try engine {
+            try LogKV.forEachLiveRecord(readOnlyPath: directory.path) { key, stored in
                 var object: [String: Any] = [:]
-                Self.put(info.key, into: &object, name: "key")
+                Self.put(key, into: &object, name: "key")
                 Self.put(stored.value, into: &object, name: "value")
                 if let expires = stored.expiresAt { object["expires_at"] = expires }
-                chunk += try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8)
+                out.write(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
                 count += 1
             }
-            out.write(chunk)
-            after = page.last!.key
+        }
+        if result.damaged > 0 {
+            FileHandle.standardError.write(Data("warning: \(result.damaged) damaged or torn stretches skipped (run `logkv check`)\n".utf8))
         }
         FileHandle.standardError.write(Data("dumped \(count) keys\n".utf8))
     }

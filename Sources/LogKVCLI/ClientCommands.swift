@@ -10,7 +10,15 @@ struct Get: ParsableCommand {
         let client = try options.client()
         let reply = try client.request("GET", "/v1/kv/\(KVClient.path(key))" + (options.json ? "" : "?raw"))
         try reply.require(200, key: key)
-        FileHandle.standardOutput.write(options.json ? reply.body + Data("\n".utf8) : reply.body)
+        if options.json {
+            FileHandle.standardOutput.write(reply.body + Data("\n".utf8))
+        } else {
+            writeOutput(Array(reply.body), newline: stdoutIsTerminal)
+        }
+    }
+
+    func validate() throws {
+        if key.isEmpty { throw ValidationError("the key must not be empty") }
     }
 }
 
@@ -23,6 +31,7 @@ struct Set: ParsableCommand {
     @Option(help: "Expire after this many seconds.") var ttl: Int?
 
     func validate() throws {
+        if key.isEmpty { throw ValidationError("the key must not be empty") }
         if value != nil && file != nil { throw ValidationError("give the value as an argument or --file, not both") }
         if let ttl, ttl <= 0 { throw ValidationError("--ttl must be a positive number of seconds") }
     }
@@ -42,6 +51,10 @@ struct Delete: ParsableCommand {
     @OptionGroup var options: ClientOptions
     @Argument(help: "The key.") var key: String
 
+    func validate() throws {
+        if key.isEmpty { throw ValidationError("the key must not be empty") }
+    }
+
     func run() throws {
         let reply = try options.client().request("DELETE", "/v1/kv/\(KVClient.path(key))")
         try reply.require(204, key: key)
@@ -55,19 +68,40 @@ struct List: ParsableCommand {
     @Option(help: "Only keys starting with this.") var prefix = ""
     @Option(help: "Page size.") var pageSize = 1000
 
+    /// Pages with the exact cursor (`next_after_base64` → `after_base64`),
+    /// so any key bytes page correctly. Keys print raw into a pipe (one per
+    /// line), escaped on a terminal; --json gives text keys as strings and
+    /// others as {"base64": ...}.
     func run() throws {
         let client = try options.client()
         var after = ""
-        var all: [String] = []
+        var all: [Any] = []
+        var seen = 0
         while true {
-            let reply = try client.request("GET", "/v1/keys?prefix=\(KVClient.query(prefix))&after=\(KVClient.query(after))&limit=\(pageSize)")
+            let reply = try client.request("GET", "/v1/keys?prefix=\(KVClient.query(prefix))&after_base64=\(KVClient.query(after))&limit=\(pageSize)")
             guard reply.status == 200 else { throw Failure.server("\(reply.status): \(reply.message)") }
-            let keys = reply.json["keys"] as? [String] ?? []
-            if options.json { all += keys } else { for key in keys { print(key) } }
-            guard let next = reply.json["next_after"] as? String else { break }
+            let keys: [[UInt8]]
+            if let exact = reply.json["keys_base64"] as? [String] {
+                keys = exact.map { Array(Data(base64Encoded: $0) ?? Data()) }
+            } else {
+                keys = (reply.json["keys"] as? [String] ?? []).map { Array($0.utf8) }
+            }
+            seen += keys.count
+            for key in keys {
+                if options.json {
+                    all.append(key.isValidUTF8Text ? String(decoding: key, as: UTF8.self) as Any : ["base64": Data(key).base64EncodedString()])
+                } else {
+                    writeOutput(key, newline: true)
+                }
+            }
+            guard let next = reply.json["next_after_base64"] as? String, next != after, !keys.isEmpty else { break }
             after = next
         }
         if options.json { printJSON(all) }
+    }
+
+    func validate() throws {
+        if pageSize <= 0 { throw ValidationError("--page-size must be positive") }
     }
 }
 

@@ -15,14 +15,25 @@ struct KVClient {
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
         var message: String { json["message"] as? String ?? "HTTP \(status)" }
 
-        /// Fails with exit 1 on 404 and exit 3 on any status but `expected`.
+        /// Fails with exit 1 when logkvd says the key is missing, and exit 3
+        /// on any other status but `expected` — including a 404 that is not
+        /// logkvd's "key not found" (a wrong --addr must not look like a
+        /// missing key).
         func require(_ expected: Int, key: String) throws {
-            if status == 404 { throw Failure.notFound("key \"\(key)\" not found") }
+            if status == 404 {
+                if json["success"] as? Bool == false, json["message"] as? String == "key not found" {
+                    throw Failure.notFound("key \"\(displayText(Array(key.utf8)))\" not found")
+                }
+                throw Failure.server("404 from the server, which is not logkvd's \"key not found\" (\(message)); is --addr a logkvd?")
+            }
             guard status == expected else { throw Failure.server("\(status): \(message)") }
         }
     }
 
-    /// Accepts `http://host:port`, `host:port` and `:port`.
+    /// Seconds a request may take in all (env LOGKV_TIMEOUT).
+    static let totalTimeout: Double = Double(ProcessInfo.processInfo.environment["LOGKV_TIMEOUT"] ?? "") ?? 60
+
+    /// Accepts `http://host:port`, `host:port`, `[v6]:port` and `:port`.
     init(address: String, token: String?) throws {
         var text = address
         while text.hasSuffix("/") { text.removeLast() }
@@ -56,7 +67,11 @@ struct KVClient {
             }
             done.signal()
         }.resume()
-        done.wait()
+        // A total deadline, not only an idle one: a server that trickles
+        // bytes cannot hold the command forever.
+        if done.wait(timeout: .now() + KVClient.totalTimeout) == .timedOut {
+            throw Failure.server("no complete answer from \(base) within \(Int(KVClient.totalTimeout)) s")
+        }
         switch box.result {
         case let .success((data, http)):
             var headers: [String: String] = [:]
@@ -141,9 +156,76 @@ func printJSON(_ object: Any) {
     }
 }
 
-/// The contents of `file`, or all of standard input when it is nil.
+/// The largest input `readInput` takes (env LOGKV_MAX_INPUT_BYTES; default
+/// the server's default value limit): `set k < /dev/zero` fails fast
+/// instead of growing without bound.
+let maxInputBytes = Int(ProcessInfo.processInfo.environment["LOGKV_MAX_INPUT_BYTES"] ?? "") ?? 64 * 1024 * 1024
+
+/// The contents of `file`, or of standard input when it is nil, at most
+/// `maxInputBytes`.
 func readInput(file: String?) throws -> Data {
-    guard let file else { return FileHandle.standardInput.readDataToEndOfFile() }
-    guard let data = FileManager.default.contents(atPath: file) else { throw Failure.usage("cannot read \(file)") }
+    let handle: FileHandle
+    if let file {
+        guard let h = FileHandle(forReadingAtPath: file) else { throw Failure.usage("cannot read \(file)") }
+        handle = h
+    } else {
+        handle = FileHandle.standardInput
+    }
+    var data = Data()
+    while true {
+        let chunk = handle.readData(ofLength: 1 << 20)
+        if chunk.isEmpty { break }
+        data.append(chunk)
+        if data.count > maxInputBytes {
+            throw Failure.usage("input is larger than \(maxInputBytes) bytes (the server's value limit; set LOGKV_MAX_INPUT_BYTES to change)")
+        }
+    }
     return data
+}
+
+/// True when standard output is a terminal (escape what could drive it).
+let stdoutIsTerminal = isatty(STDOUT_FILENO) == 1
+
+/// Bytes as a terminal may safely show them, unambiguously: printable UTF-8
+/// as is, `\` as `\\`, control characters, escape sequences and invalid
+/// UTF-8 as `\xNN`. A text key `%FF`, the byte key 0xFF (`\xff`) and the
+/// text `\xff` (`\\xff`) never print alike.
+func displayText(_ bytes: [UInt8]) -> String {
+    var out = ""
+    var i = 0
+    while i < bytes.count {
+        let b = bytes[i]
+        if b == UInt8(ascii: "\\") { out += "\\\\"; i += 1; continue }
+        if b >= 0x20 && b < 0x7F { out.unicodeScalars.append(Unicode.Scalar(b)); i += 1; continue }
+        // A whole UTF-8 sequence of a printable scalar (not C1 controls).
+        let length = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC2 ? 2 : 0
+        if length > 0, i + length <= bytes.count,
+           let scalar = String(validating: bytes[i..<i + length], as: UTF8.self)?.unicodeScalars.first,
+           scalar.value >= 0xA0 {
+            out.unicodeScalars.append(scalar)
+            i += length
+            continue
+        }
+        out += "\\x" + String(b, radix: 16).leftPadded(2)
+        i += 1
+    }
+    return out
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}
+
+/// Writes bytes for a person: raw into a pipe or file (byte-exact), escaped
+/// on a terminal.
+func writeOutput(_ bytes: [UInt8], newline: Bool) {
+    if stdoutIsTerminal {
+        FileHandle.standardOutput.write(Data((displayText(bytes) + (newline ? "\n" : "")).utf8))
+    } else {
+        FileHandle.standardOutput.write(Data(bytes + (newline ? [10] : [])))
+    }
+}
+
+extension Array where Element == UInt8 {
+    var isValidUTF8Text: Bool { String(validating: self, as: UTF8.self) != nil }
 }

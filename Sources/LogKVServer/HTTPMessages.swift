@@ -7,6 +7,9 @@ struct Request {
     /// The path with its query removed, still percent-encoded.
     var path: String
     var query: [String: String]
+    /// The same parameters as the exact bytes they encode (keys in `after`
+    /// and `prefix` need not be UTF-8).
+    var queryBytes: [String: [UInt8]]
     var headers: HTTPHeaders
     var body: ByteBuffer?
     /// Path parameter `{key}`, percent-decoded to bytes.
@@ -21,21 +24,23 @@ struct Request {
         let uri = head.uri
         if let q = uri.firstIndex(of: "?") {
             path = String(uri[..<q])
-            query = Self.parseQuery(uri[uri.index(after: q)...])
+            queryBytes = Self.parseQuery(uri[uri.index(after: q)...])
+            query = queryBytes.mapValues { String(decoding: $0, as: UTF8.self) }
         } else {
             path = uri
             query = [:]
+            queryBytes = [:]
         }
         headers = head.headers
         self.body = body
     }
 
-    static func parseQuery(_ text: Substring) -> [String: String] {
-        var out: [String: String] = [:]
+    static func parseQuery(_ text: Substring) -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
         for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let name = percentDecode(parts[0], plusIsSpace: true).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            let value = parts.count > 1 ? percentDecode(parts[1], plusIsSpace: true).map { String(decoding: $0, as: UTF8.self) } ?? "" : ""
+            let value = parts.count > 1 ? percentDecode(parts[1], plusIsSpace: true) ?? [] : []
             out[name] = value
         }
         return out

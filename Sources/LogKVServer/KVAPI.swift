@@ -157,9 +157,23 @@ public final class KVAPI: Sendable {
         }
     }
 
+    /// `GET /v1/keys`. Binary-safe: `prefix`/`after` are the exact bytes
+    /// their percent-encoding gives (never re-read as text); `prefix_base64`
+    /// and `after_base64` say the same in base64. Each page gives
+    /// `next_after` (the last key as text, when it is UTF-8) and
+    /// `next_after_base64` (always exact), and `keys_base64` when a key on
+    /// the page is not UTF-8 (`keys` shows those percent-encoded, which a
+    /// text key could look like).
     func listKeys(_ request: Request) throws -> Reply {
-        let prefix = Array((request.query["prefix"] ?? "").utf8)
-        let after = Array((request.query["after"] ?? "").utf8)
+        func bytes(_ name: String) throws -> [UInt8] {
+            if let b64 = request.query[name + "_base64"] {
+                guard let data = Data(base64Encoded: b64) else { throw APIError.badRequest("\(name)_base64 is not valid base64") }
+                return Array(data)
+            }
+            return request.queryBytes[name] ?? []
+        }
+        let prefix = try bytes("prefix")
+        let after = try bytes("after")
         var limit = configuration.defaultPageSize
         if let text = request.query["limit"] {
             guard let n = Int(text), n > 0 else { throw APIError.badRequest("limit must be a positive integer") }
@@ -177,11 +191,18 @@ public final class KVAPI: Sendable {
             w.beginArray("keys")
             for info in page { w.element(Self.keyText(info.key)) }
             w.endArray()
+            if page.contains(where: { !$0.key.isValidUTF8 }) {
+                w.beginArray("keys_base64")
+                for info in page { w.element(Data(info.key).base64EncodedString()) }
+                w.endArray()
+            }
             w.field("count", page.count)
             if page.count == limit, let last = page.last {
-                w.field("next_after", Self.keyText(last.key))
+                if last.key.isValidUTF8 { w.field("next_after", utf8: last.key) } else { w.fieldNull("next_after") }
+                w.field("next_after_base64", Data(last.key).base64EncodedString())
             } else {
                 w.fieldNull("next_after")
+                w.fieldNull("next_after_base64")
             }
             w.endObject()
             return Response.json(w)

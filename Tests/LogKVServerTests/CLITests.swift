@@ -157,4 +157,93 @@ import Testing
         #expect(check.status == 3)
         #expect(check.text.contains("segment 1 offset 64: checksum mismatch"))
     }
+
+    /// Files of a directory with their contents, to show nothing changed.
+    func snapshot(_ dir: String) -> [String: Data] {
+        var out: [String: Data] = [:]
+        let base = URL(fileURLWithPath: dir)
+        for case let path as String in FileManager.default.enumerator(atPath: dir) ?? FileManager.default.enumerator(atPath: "/nonexistent")! {
+            let url = base.appendingPathComponent(path)
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), !isDir.boolValue {
+                out[path] = (try? Data(contentsOf: url)) ?? Data()
+            } else {
+                out[path + "/"] = Data()
+            }
+        }
+        return out
+    }
+
+    @Test func offlineCommandsNeverTouchADirectoryThatIsNotALogkvDataDirectory() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/segments", withIntermediateDirectories: true)
+        try Data("precious database".utf8).write(to: URL(fileURLWithPath: dir + "/index.sqlite"))
+        try Data("someone else's lock".utf8).write(to: URL(fileURLWithPath: dir + "/LOCK"))
+        try Data("not a segment".utf8).write(to: URL(fileURLWithPath: dir + "/notes.txt"))
+        let before = snapshot(dir)
+        let line = Data(#"{"key":"k","value":"v"}"#.utf8 + [10])
+        for args in [["dump", "--data-dir", dir], ["rebuild-index", "--data-dir", dir], ["compact", "--data-dir", dir],
+                     ["backup", "--data-dir", dir, dir + "-b"], ["load", "--data-dir", dir]] {
+            let run = try Self.logkv(args, stdin: args[0] == "load" ? line : nil)
+            #expect(run.status == 2, "\(args[0]): \(run.stderr)")
+            #expect(run.stderr.contains("not a logkv data directory"), "\(args[0]): \(run.stderr)")
+        }
+        let backup = dir + "-src"
+        defer { try? FileManager.default.removeItem(atPath: backup) }
+        #expect(try Self.logkv(["load", "--data-dir", backup], stdin: line).status == 0)
+        #expect(try Self.logkv(["backup", "--data-dir", backup, backup + "-copy"]).status == 0)
+        defer { try? FileManager.default.removeItem(atPath: backup + "-copy") }
+        let restore = try Self.logkv(["restore", backup + "-copy", "--data-dir", dir])
+        #expect(restore.status != 0 && restore.stderr.contains("not empty"), "\(restore.stderr)")
+        #expect(snapshot(dir) == before, "a refused command changed the directory")
+        #expect(!FileManager.default.fileExists(atPath: dir + "-b"))
+    }
+
+    @Test func dumpReadsADataDirectoryWithoutChangingAByte() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lines = (0..<30).map { #"{"key":"k\#($0)","value":"v\#($0)"}"# }.joined(separator: "\n") + "\n"
+        #expect(try Self.logkv(["load", "--data-dir", dir], stdin: Data(lines.utf8)).status == 0)
+        try? FileManager.default.removeItem(atPath: dir + "/LOCK")
+        let before = snapshot(dir)
+        let dump = try Self.logkv(["dump", "--data-dir", dir])
+        #expect(dump.status == 0, "\(dump.stderr)")
+        #expect(dump.text.split(separator: "\n").count == 30)
+        #expect(snapshot(dir) == before)
+    }
+
+    @Test func clientCommandEdgesAreClearErrors() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = LiveServerTests.freePort()
+        let server = try LiveServerTests.Logkvd(dataDir: dir, port: port)
+        defer { _ = server.terminate() }
+        #expect(server.waitUntilReady())
+        let env = ["LOGKV_ADDR": "127.0.0.1:\(port)"]
+        #expect(try Self.logkv(["get", ""], env: env).status == 2)
+        #expect(try Self.logkv(["set", "", "v"], env: env).status == 2)
+        // Input beyond the value limit fails fast instead of growing.
+        let big = dir + "-big"
+        defer { try? FileManager.default.removeItem(atPath: big) }
+        try Data(repeating: 0x61, count: 5000).write(to: URL(fileURLWithPath: big))
+        let tooBig = try Self.logkv(["set", "k", "--file", big], env: env.merging(["LOGKV_MAX_INPUT_BYTES": "1000"]) { $1 })
+        #expect(tooBig.status == 2 && tooBig.stderr.contains("larger than"), "\(tooBig.stderr)")
+        // A 404 that is not logkvd's "key not found" is not reported as a missing key.
+        let hello = try Self.logkv(["get", "k", "--addr", "127.0.0.1:\(port)/no/such/prefix"])
+        #expect(hello.status == 3, "\(hello.stderr)")
+        // Binary keys and a text key that looks like their encoding page and print apart.
+        let c = try HTTPTestClient(port: port)
+        for path in ["/v1/kv/%FF", "/v1/kv/%25FF", "/v1/kv/%FE%FF", "/v1/kv/plain", "/v1/kv/back%5Cslash"] {
+            #expect(try c.request("PUT", path, body: utf8("v")).status == 204)
+        }
+        let listed = try Self.logkv(["list", "--page-size", "1"], env: env)
+        #expect(listed.status == 0)
+        let lines = listed.stdout.split(separator: 10).map { Array($0) }
+        #expect(lines.count == 5, "\(lines)")
+        #expect(Set(lines).count == 5)
+        #expect(lines.contains([0xFF]) && lines.contains(Array("%FF".utf8)))
+        let json = try Self.logkv(["list", "--json"], env: env)
+        #expect(json.text.contains(#"{"base64":"\/w=="}"#) || json.text.contains(#""base64":"/w==""#), "\(json.text)")
+    }
 }

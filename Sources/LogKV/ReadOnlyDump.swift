@@ -1,0 +1,77 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reading a stopped data directory without changing a byte of it (no lock
+/// file written, no recovery, no index): for `logkv dump` and for telling a
+/// logkv data directory from anything else.
+extension LogKV {
+    /// True when `path` holds `segments/` with at least one file that starts
+    /// with a logkv segment header.
+    public static func isDataDirectory(_ path: String) -> Bool {
+        let dir = DataDirectory(path: path)
+        guard let ids = try? dir.segmentIDs(), !ids.isEmpty else { return false }
+        return ids.contains { id in
+            guard let file = try? SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: false) else { return false }
+            return (try? file.loadHeader()) != nil
+        }
+    }
+
+    /// Calls `body` with every live key and its value, in key order, as of
+    /// the segments alone (for each key the record with the highest seq
+    /// wins; deleted and, at `now`, expired keys are left out). Opens every
+    /// file read-only and writes nothing. A damaged or torn record is
+    /// skipped and counted in the result.
+    ///
+    /// - Throws: `.locked` if a process holds the directory; `.invalidArgument`
+    ///   if it is not a logkv data directory; `.io`, `.corruption`.
+    @discardableResult
+    public static func forEachLiveRecord(readOnlyPath path: String, now: Int64 = LogKVOptions.systemMillis(),
+                                         _ body: (_ key: [UInt8], _ value: StoredValue) throws -> Void) throws -> (keys: Int, damaged: Int) {
+        guard isDataDirectory(path) else {
+            throw LogKVError.invalidArgument("\(path) is not a logkv data directory")
+        }
+        let dir = DataDirectory(path: path)
+        // A shared lock on an existing LOCK: refused while logkvd holds it.
+        let lockFD = Glibc.open(dir.lockPath, O_RDONLY | O_CLOEXEC)
+        if lockFD >= 0 {
+            defer { Glibc.close(lockFD) }
+            if flock(lockFD, LOCK_SH | LOCK_NB) != 0 {
+                throw LogKVError.locked(path: dir.lockPath, holder: "a running process")
+            }
+        }
+        struct Latest { var seq: UInt64; var segment: SegmentFile; var offset: Int64; var length: Int; var live: Bool }
+        var latest: [KeyBytes: Latest] = [:]
+        var damaged = 0
+        for id in try dir.segmentIDs() {
+            let file = try SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: false)
+            guard (try? file.loadHeader()) != nil else { damaged += 1; continue }
+            var scanner = SegmentScanner(file: file)
+            while true {
+                do {
+                    guard let entry = try scanner.next() else { break }
+                    let h = entry.header
+                    let key = KeyBytes(entry.key)
+                    if let seen = latest[key], seen.seq >= h.seq { continue }
+                    let live = !h.isTombstone && (h.expiresAt == 0 || h.expiresAt > now)
+                    latest[key] = Latest(seq: h.seq, segment: file, offset: entry.offset, length: h.recordLength, live: live)
+                } catch is SegmentScanner.Stop {
+                    damaged += 1
+                    if try scanner.skipDamage() == nil { break }
+                }
+            }
+        }
+        var keys = 0
+        for (key, record) in latest.sorted(by: { $0.key < $1.key }) where record.live {
+            let bytes = try record.segment.read(at: record.offset, count: record.length)
+            let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
+            let keyEnd = RecordFormat.recordHeaderSize + Int(header.keyLength)
+            let value = StoredValue(value: Array(bytes[keyEnd...]), seq: header.seq, writtenAt: header.writtenAt,
+                                    expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
+            try body(key.bytes, value)
+            keys += 1
+        }
+        return (keys, damaged)
+    }
+}
