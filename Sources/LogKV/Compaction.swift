@@ -247,6 +247,7 @@ extension LogKV {
         do {
             for file in outputs { try file.sync() }
             try dir.syncDirectory(dir.segmentsPath)
+            for file in outputs { file.markSealed() }
         } catch {
             throw failWrites("fsync of compaction output failed: \(error)")
         }

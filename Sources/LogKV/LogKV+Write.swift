@@ -190,6 +190,7 @@ extension LogKV {
         do {
             let file = try SegmentFile.create(fs: dir.fs, id: id, path: dir.segmentPath(id), header: header)
             try dir.syncDirectory(dir.segmentsPath)
+            file.attach(to: segmentHandles)
             return file
         } catch {
             try? dir.remove(dir.segmentPath(id))
@@ -202,6 +203,7 @@ extension LogKV {
     func rotate() throws {
         do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
         let sealed = active
+        sealed.markSealed()
         let next = try createSegment(kind: .log, minSeq: nextSeq)
         // The sync above covers everything appended so far: publish it, and
         // let the checkpoint move to the start of the new segment.

@@ -26,6 +26,8 @@ public final class LogKV: @unchecked Sendable {
     let storeID: [UInt8]
     let readers: IndexReaderPool
     let indexWriter: IndexWriter
+    /// Bounds the open segment descriptors.
+    let segmentHandles: SegmentHandleCache
     private var directoryLock: AnyObject?
 
     // MARK: Writer state, guarded by `writerLock` (held across one append).
@@ -159,6 +161,12 @@ public final class LogKV: @unchecked Sendable {
         self.readers = IndexReaderPool(path: recovered.dir.indexPath, maxIdle: options.readConnections)
         self.segments = Dictionary(uniqueKeysWithValues: recovered.segments.map { ($0.id, $0) })
         self.active = recovered.active
+        self.segmentHandles = SegmentHandleCache(limit: options.maxOpenSegments)
+        for segment in recovered.segments {
+            // Recovery left every segment but the active one complete and synced.
+            if segment !== recovered.active { segment.markSealed() }
+            segment.attach(to: segmentHandles)
+        }
         self.syncFile = self.active
         self.nextSeq = recovered.maxSeq + 1
         self.nextSegmentID = (recovered.segments.map(\.id).max() ?? 0) + 1

@@ -38,6 +38,9 @@ public struct LogKVOptions: Sendable {
     public var fileSystem: any FileSystem = PosixFileSystem()
     /// How long the flusher waits to gather a batch, milliseconds.
     public var flushIntervalMillis: Int = 5
+    /// Segment files kept open at most (sealed ones beyond it are closed and
+    /// reopened on demand), so a large store does not exhaust descriptors.
+    public var maxOpenSegments: Int = 256
     /// Number of SQLite read connections.
     public var readConnections: Int = 4
     /// Background compaction: checked every `compactionCheckSeconds`; runs

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -8,25 +9,92 @@ import Darwin
 ///
 /// Thread-safety: `read(at:count:)` is a positioned read and safe from any
 /// thread. `append`, `truncate` and `sync` are called by the single writer
-/// (or the background syncer for `sync`), which the store serialises. The
-/// file is closed when the last reference goes, so a reader holding one never
-/// reads a closed or reused descriptor.
+/// (or the background syncer for `sync`), which the store serialises. A
+/// descriptor is closed when the last reference to it goes, so a reader
+/// holding one never reads a closed or reused descriptor.
+///
+/// Descriptors: attached to a `SegmentHandleCache`, a sealed segment's
+/// descriptor may be closed when too many are open and reopened on the next
+/// read (LevelDB's table cache). Only sealed, fsynced segments are evicted:
+/// a descriptor with unsynced writes stays open, since a write-back error
+/// is reported only to descriptors open when it happened (fsyncgate).
 final class SegmentFile: @unchecked Sendable {
     let id: UInt64
     let path: String
-    private let file: any StorageFile
+    private let fs: any FileSystem
+    private let writable: Bool
+    private let handleLock = NSLock()
+    /// Guarded by `handleLock`.
+    private var openFile: (any StorageFile)?
+    private var sealed = false
+    private var lastUse: UInt64 = 0
+    private weak var handles: SegmentHandleCache?
     /// Set by `create`, or by `loadHeader()` after `open`.
     private(set) var header: SegmentHeader?
     /// Bytes in the file; written only by the store's writer.
     private(set) var size: Int64
 
-    private init(id: UInt64, path: String, file: any StorageFile, size: Int64, header: SegmentHeader?) {
+    private init(id: UInt64, path: String, fs: any FileSystem, writable: Bool, file: any StorageFile,
+                 size: Int64, header: SegmentHeader?) {
         self.id = id
         self.path = path
-        self.file = file
+        self.fs = fs
+        self.writable = writable
+        self.openFile = file
         self.size = size
         self.header = header
     }
+
+    /// The open descriptor, reopened if the cache closed it.
+    private var file: any StorageFile {
+        get throws {
+            handleLock.lock()
+            if let openFile {
+                lastUse = SegmentHandleCache.tick()
+                handleLock.unlock()
+                return openFile
+            }
+            handleLock.unlock()
+            let reopened = try fs.open(path, writable ? .readWrite : .readOnly)
+            handleLock.lock()
+            let file = openFile ?? reopened
+            openFile = file
+            lastUse = SegmentHandleCache.tick()
+            handleLock.unlock()
+            handles?.opened(self)
+            return file
+        }
+    }
+
+    /// Lets `cache` close this segment's descriptor once it is sealed.
+    func attach(to cache: SegmentHandleCache) {
+        handleLock.withLock { handles = cache }
+        cache.opened(self)
+    }
+
+    /// Called once the segment will never be written again and an fsync
+    /// covered all of it: its descriptor may now be closed and reopened.
+    func markSealed() {
+        handleLock.withLock { sealed = true }
+    }
+
+    /// For the cache: when this segment's descriptor was last used, or nil if
+    /// it may not be closed (not sealed) or is closed already.
+    var evictionCandidate: UInt64? {
+        handleLock.withLock { sealed && openFile != nil ? lastUse : nil }
+    }
+
+    /// For the cache: drops the descriptor (it closes when the last reader
+    /// holding it is done). False if it may not be closed.
+    func closeDescriptor() -> Bool {
+        handleLock.withLock {
+            guard sealed, openFile != nil else { return false }
+            openFile = nil
+            return true
+        }
+    }
+
+    var hasOpenDescriptor: Bool { handleLock.withLock { openFile != nil } }
 
     var kind: SegmentKind { header?.kind ?? .log }
     /// Offset of the first record.
@@ -38,7 +106,7 @@ final class SegmentFile: @unchecked Sendable {
     /// file; the caller syncs the directory). A half-created file is removed.
     static func create(fs: any FileSystem, id: UInt64, path: String, header: SegmentHeader) throws -> SegmentFile {
         let file = try fs.open(path, .createNew)
-        let segment = SegmentFile(id: id, path: path, file: file, size: 0, header: header)
+        let segment = SegmentFile(id: id, path: path, fs: fs, writable: true, file: file, size: 0, header: header)
         do {
             try segment.append(RecordCodec.segmentHeader(header))
             try segment.sync()
@@ -51,7 +119,7 @@ final class SegmentFile: @unchecked Sendable {
 
     static func open(fs: any FileSystem, id: UInt64, path: String, writable: Bool) throws -> SegmentFile {
         let file = try fs.open(path, writable ? .readWrite : .readOnly)
-        return SegmentFile(id: id, path: path, file: file, size: try file.size(), header: nil)
+        return SegmentFile(id: id, path: path, fs: fs, writable: writable, file: file, size: try file.size(), header: nil)
     }
 
     /// Reads and validates the segment header.
@@ -115,6 +183,8 @@ final class SegmentFile: @unchecked Sendable {
     /// Reads `count` bytes at `offset` only if they are in the page cache;
     /// nil when getting them would wait on the disk (or the kernel cannot say).
     func readIfCached(at offset: Int64, count: Int) -> [UInt8]? {
+        // A closed descriptor means an open(2): not for an event loop.
+        guard let file = handleLock.withLock({ openFile }) else { return nil }
         var out = [UInt8](repeating: 0, count: count)
         let ok = out.withUnsafeMutableBytes { file.readIfCached(into: $0, at: offset) }
         return ok ? out : nil

@@ -1,5 +1,6 @@
 import Foundation
 import LogKV
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -45,6 +46,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func handle(context: ChannelHandlerContext, _ full: NIOHTTPServerRequestFull) {
+        // Requests still buffered for a client that has gone are not worth
+        // answering (a pipelining client that hangs up must cost nothing).
+        guard context.channel.isActive else { return }
         let started = DispatchTime.now().uptimeNanoseconds
         var request = Request(head: full.head, body: full.body, eventLoop: context.eventLoop)
         let keepAlive = full.head.isKeepAlive
@@ -85,7 +89,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let channel = context.channel
             let metrics = api.serverMetrics
             let stall = api.configuration.streamStallTimeout
+            let streams = api.streams
+            guard streams.begin(channel) else {
+                let busy = Response.error(APIError(.tooManyRequests, "another stream (a backup) is running; retry later",
+                                                   headers: [("Retry-After", "5")]))
+                write(context: context, busy, version: version, keepAlive: keepAlive)
+                return
+            }
             api.blockingPool.submit { state in
+                defer { streams.end(channel) }
                 guard state == .active else {
                     channel.close(promise: nil)
                     return
@@ -104,10 +116,21 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         /// Writes one part and waits until it is on the socket, closing the
         /// connection if that takes longer than the stall timeout.
         func send(_ part: HTTPServerResponsePart) throws {
-            let written = channel.writeAndFlush(part)
-            let stalled = channel.eventLoop.scheduleTask(in: stallTimeout) { channel.close(promise: nil) }
-            defer { stalled.cancel() }
-            try written.wait()
+            // A timed wait, never `future.wait()`: if the event loop shuts
+            // down meanwhile the future never completes, and this thread
+            // must not hold the blocking pool's shutdown forever.
+            let done = DispatchSemaphore(value: 0)
+            let outcome = NIOLockedValueBox<Result<Void, Error>?>(nil)
+            channel.writeAndFlush(part).whenComplete { result in
+                outcome.withLockedValue { $0 = result }
+                done.signal()
+            }
+            let seconds = Double(stallTimeout.nanoseconds) / 1e9
+            guard done.wait(timeout: .now() + seconds) == .success else {
+                channel.close(promise: nil)
+                throw ChannelError.ioOnClosedChannel
+            }
+            try outcome.withLockedValue { $0 }?.get()
         }
         var started = false
         var status = HTTPResponseStatus.ok

@@ -1,5 +1,6 @@
 import Foundation
 import LogKV
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -17,6 +18,8 @@ public final class KVAPI: Sendable {
     /// Copied out of the store's options once (the options struct is large).
     let clock: @Sendable () -> Int64
     let fsyncAlways: Bool
+    /// Streamed responses (backups) in flight.
+    let streams = ActiveStreams(limit: 1)
 
     init(store: LogKV, configuration: ServerConfiguration, blockingPool: NIOThreadPool, serverMetrics: ServerMetrics) {
         self.store = store
@@ -42,6 +45,9 @@ public final class KVAPI: Sendable {
     }
 
     // MARK: Routes
+
+    /// Largest value answered as JSON on the event loop itself.
+    static let inlineJSONLimit = 64 * 1024
 
     private static let healthResponse = Response(status: .ok, contentType: "text/plain; charset=utf-8", body: Array("ok".utf8))
 
@@ -120,7 +126,12 @@ public final class KVAPI: Sendable {
         // Hot keys are answered on the event loop; anything that needs the
         // disk goes to the blocking pool.
         if case let .done(stored) = try store.getWithoutWaiting(key) {
-            return .now(try respond(stored))
+            // Encoding a large value as JSON (up to 6x for control bytes)
+            // is real work: not on the event loop.
+            if raw || head || (stored?.value.count ?? 0) <= Self.inlineJSONLimit {
+                return .now(try respond(stored))
+            }
+            return offload(request) { try respond(stored) }
         }
         return offload(request) { [store] in try respond(try store.get(key)) }
     }
@@ -446,5 +457,34 @@ enum ETag {
             }
         }
         return .none
+    }
+}
+
+/// Streamed responses in flight, at most `limit` (a backup holds a blocking
+/// thread and pins compaction while it runs, so stalled readers must not
+/// pile up); closed at shutdown so none outlives the event loops.
+///
+/// Thread-safe.
+final class ActiveStreams: Sendable {
+    let limit: Int
+    private let channels = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
+
+    init(limit: Int) { self.limit = limit }
+
+    func begin(_ channel: Channel) -> Bool {
+        channels.withLockedValue { open in
+            guard open.count < limit else { return false }
+            open[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    func end(_ channel: Channel) {
+        _ = channels.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    /// Closes every stream's connection (their producers then stop).
+    func closeAll() {
+        for channel in channels.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
     }
 }

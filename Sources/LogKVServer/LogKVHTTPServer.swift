@@ -159,6 +159,9 @@ public final class LogKVHTTPServer: Service, Sendable {
 
     /// Stops the event loops (letting queued work finish) and the blocking pool.
     public func shutdown() async throws {
+        // Streams run on the blocking pool, waiting on their connections:
+        // end them while the event loops still run.
+        api.streams.closeAll()
         quiescing.withLockedValue { $0.removeAll() }
         try await group.shutdownGracefully()
         try await blockingPool.shutdownGracefully()

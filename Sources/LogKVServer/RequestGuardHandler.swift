@@ -189,8 +189,13 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return .badRequest(hosts.isEmpty ? "missing Host header" : "more than one Host header")
         }
         var request = Request(head: head, body: nil, eventLoop: context.eventLoop)
-        guard case let .success(route) = KVAPI.match(&request, in: settings.routes) else {
-            return nil  // the handler answers 404/405/400 (the body, if any, is small or refused below)
+        let route: Route
+        switch KVAPI.match(&request, in: settings.routes) {
+        case let .success(matched): route = matched
+        case let .failure(error):
+            // Unknown route or method: answered at once, and a body it
+            // came with is never read (nor buffered, nor authenticated).
+            return Self.hasBody(head) ? error : nil
         }
         if route.requiresAuth, let expected = expectedAuthorization, !Self.authorized(head.headers, token: expected) {
             return APIError(.unauthorized, "missing or invalid bearer token",

@@ -82,7 +82,16 @@ struct Logkvd: AsyncParsableCommand {
         guard maxConnections > 0, maxBodyBytesInFlight > 0, idleTimeout > 0, requestTimeout > 0, shutdownGrace >= 0 else {
             throw ValidationError("connection, body, timeout and grace settings must be positive")
         }
-        Self.raiseFileDescriptorLimit(logger: logger)
+        let descriptors = Self.raiseFileDescriptorLimit(logger: logger)
+        // Connections must leave room for segments, the index and accepts:
+        // at the descriptor limit accept() fails and the loop would spin.
+        let reserve = LogKVOptions().maxOpenSegments + 64
+        if descriptors > 0 && serverConfig.maxConnections > descriptors - reserve {
+            let cap = max(1, descriptors - reserve)
+            logger.notice("lowering --max-connections to fit the open-file limit",
+                          metadata: ["max_connections": "\(cap)", "open_file_limit": "\(descriptors)"])
+            serverConfig.maxConnections = cap
+        }
         if serverConfig.token == nil {
             logger.notice("auth is off (no token): admin routes (/v1/admin/...) answer loopback clients only; set --token-file or LOGKV_TOKEN to use them remotely")
             if !address.isLoopback {
@@ -132,16 +141,21 @@ struct Logkvd: AsyncParsableCommand {
     /// Raises the soft descriptor limit to the hard one: every connection and
     /// segment takes a descriptor, and the default soft limit (1024) is far
     /// below what a busy server needs.
-    static func raiseFileDescriptorLimit(logger: Logger) {
+    /// - Returns: the soft limit now in force (0 if unknown).
+    @discardableResult
+    static func raiseFileDescriptorLimit(logger: Logger) -> Int {
         var limit = rlimit()
-        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return }
+        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 else { return 0 }
         if limit.rlim_cur < limit.rlim_max {
             let old = limit.rlim_cur
             limit.rlim_cur = limit.rlim_max
             if setrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 {
                 logger.debug("raised the open-file limit", metadata: ["from": "\(old)", "to": "\(limit.rlim_max)"])
+            } else {
+                limit.rlim_cur = old
             }
         }
+        return Int(min(limit.rlim_cur, rlim_t(Int.max / 2)))
     }
 
     func loadToken(env: [String: String]) throws -> String? {

@@ -149,6 +149,25 @@ import Testing
         #expect(server.terminate() == 0)
     }
 
+    /// A backup client that reads nothing cannot keep logkvd from exiting.
+    @Test func shutdownIsNotHeldByAStalledBackupStream() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        let server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "1"])
+        #expect(server.waitUntilReady())
+        let c = try HTTPTestClient(port: port)
+        let value = [UInt8](repeating: 0x61, count: 256 * 1024)
+        for i in 0..<48 { #expect(try c.request("PUT", "/v1/kv/k\(i)", body: value).status == 204) }
+        let stalled = try HTTPTestClient(port: port)
+        try stalled.sendRaw(HTTPTestClient.encode("GET", "/v1/admin/backup"))
+        usleep(500_000)
+        let started = Date()
+        #expect(server.terminate() == 0)
+        #expect(Date().timeIntervalSince(started) < 8, "shutdown took \(Date().timeIntervalSince(started)) s")
+        withExtendedLifetime(stalled) {}
+    }
+
     @Test func secondSignalEndsTheDrainAtOnce() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

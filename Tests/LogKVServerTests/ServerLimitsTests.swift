@@ -256,4 +256,37 @@ import Testing
             #expect(try s.client().request("POST", "/v1/admin/backup", json: #"{"dir":"/tmp/x"}"#).status == 405)
         }
     }
+
+    /// A body sent to a route that does not exist is never read, buffered or
+    /// counted against the body budget, with or without a token.
+    @Test func bodiesForUnknownRoutesAreRefusedUnread() async throws {
+        try await withServer(token: "t", configure: { $0.maxBodyBytesInFlight = 10_000 }) { s in
+            for (method, path, status) in [("PATCH", "/v1/kv/x", 405), ("POST", "/nope", 404)] {
+                let c = try s.client()
+                try c.sendRaw(Array("\(method) \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\nabc".utf8))
+                let r = try c.readResponse()
+                #expect(r.status == status)
+                #expect(r.json["success"] as? Bool == false)
+                #expect(r.headers["connection"] == "close")
+            }
+            let ok = try s.client().request("PUT", "/v1/kv/k", headers: ["Authorization": "Bearer t"], body: [UInt8](repeating: 1, count: 9000))
+            #expect(ok.status == 204)
+        }
+    }
+
+    @Test func aSecondBackupWhileOneStreamsIs429() async throws {
+        var options = LogKVOptions()
+        options.fsync = .never
+        try await withServer(options: options, configure: { $0.streamStallTimeout = .seconds(5) }) { s in
+            for i in 0..<64 { try s.store.put(Array("k\(i)".utf8), [UInt8](repeating: UInt8(i), count: 64 * 1024)) }
+            let slow = try s.client()
+            try slow.sendRaw(HTTPTestClient.encode("GET", "/v1/admin/backup"))
+            usleep(300_000)  // the first stream fills the socket buffers and waits
+            let second = try s.client().request("GET", "/v1/admin/backup")
+            #expect(second.status == 429)
+            #expect(second.headers["retry-after"] != nil)
+            // Other work goes on meanwhile.
+            #expect(try s.client().request("GET", "/v1/stats").status == 200)
+        }
+    }
 }

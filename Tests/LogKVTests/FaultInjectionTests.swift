@@ -282,4 +282,26 @@ import Testing
         #expect(throws: LogKVError.self) { try LogKV.restore(from: backup, to: target, options: options()) }
         #expect(!FileManager.default.fileExists(atPath: target), "a failed restore left files behind")
     }
+
+    /// A store of many segments keeps a bounded number of descriptors open
+    /// and still reads every key (closed ones reopen on demand).
+    @Test func openSegmentDescriptorsStayBounded() throws {
+        let dir = TempDir()
+        var opts = options()
+        opts.maxOpenSegments = 4
+        var store = try LogKV(path: dir.path, options: opts)
+        for i in 0..<400 { try store.put("k\(i)", String(repeating: "x", count: 100) + "\(i)") }
+        try store.close()
+        store = try LogKV(path: dir.path, options: opts)
+        defer { try? store.close() }
+        #expect(dir.segmentFiles().count > 20)
+        for round in 0..<2 {
+            for i in (0..<400).shuffled() {
+                #expect(try store.get("k\(i)")?.value == Array((String(repeating: "x", count: 100) + "\(i)").utf8), "round \(round) k\(i)")
+            }
+            #expect(store.segmentHandles.openCount <= 5)
+        }
+        try store.put("after", "reopen")  // the active segment is never closed under the writer
+        #expect(try store.get("after")?.value == Array("reopen".utf8))
+    }
 }
