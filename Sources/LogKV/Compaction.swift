@@ -267,13 +267,11 @@ extension LogKV {
         }
         committed = true
         state.withLock {
-            for m in moves { cache.remove(KeyBytes(m.key)) }
-            for d in drops { cache.remove(KeyBytes(d.key)) }
+            keyDir.rowsRewritten(moves.map(\.key) + drops.map(\.key))
             for id in chosen {
                 segments[id] = nil
                 retiredSegments.insert(id)
             }
-            flushEpoch &+= 1
         }
         if result.dropped > 0 { metrics.expiredCompaction.increment(by: result.dropped) }
         try failpoint("index-committed")

@@ -1,15 +1,10 @@
 import Foundation
 
-/// The background flusher: moves pending KeyDir changes into SQLite in large
-/// sorted transactions, each advancing the checkpoint.
-///
-/// It moves the durable part of `pending` (seq ≤ `durableSeq`) into
-/// `flushing` (so writers never wait on SQLite), commits it with the
-/// checkpoint at `durableEnd`, then drops it. Readers consult `pending`, then
-/// `flushing`, then SQLite, so a change is visible in exactly one of them at
-/// every moment: reads always see their own writes. Because only durable
-/// changes are indexed, the checkpoint and every row point at bytes a power
-/// loss cannot take.
+/// The background flusher: moves the in-memory KeyDir's durable changes into
+/// SQLite in large sorted transactions, each advancing the checkpoint (the
+/// ordering rules are `KeyDir`'s: it picks the batch and the checkpoint).
+/// Writers never wait on SQLite. Because only durable changes are indexed,
+/// the checkpoint and every row point at bytes a power loss cannot take.
 ///
 /// Failures: the batch goes back under anything newer and is retried with a
 /// backoff; after `flushFailuresBeforeRefusingWrites` in a row, writes are
@@ -31,37 +26,24 @@ extension LogKV {
         state.unlock()
     }
 
-    /// Moves the durable part of `pending` into `flushing`. Called with
-    /// `state` locked.
-    private func takeDurableBatch() {
-        if lastSeq <= durableSeq {
-            swap(&pending, &flushing)
-            return
-        }
-        for (key, change) in pending where change.seq <= durableSeq {
-            flushing[key] = change
-        }
-        for key in flushing.keys { pending[key] = nil }
-    }
-
     private func flusherLoop() {
         let interval = TimeInterval(options.flushIntervalMillis) / 1000
         let batchTarget = max(1, options.maxPendingEntries / 4)
         state.lock()
         while true {
             let giveUp = closing && flusherFailures >= options.flushFailuresBeforeRefusingWrites
-            if pending.isEmpty || giveUp {
+            if !keyDir.hasPending || giveUp {
                 if closing { break }
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
-            if !closing && pending.count < batchTarget && flusherFailures == 0 {
+            if !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 {
                 // Gather a bigger batch, unless someone is waiting (backpressure
                 // or flushIndex broadcasts) — then go at once.
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
             }
-            takeDurableBatch()
-            if flushing.isEmpty {
+            guard let batch = keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq,
+                                                      durableEnd: durableEnd, logEnd: logEnd) else {
                 // Nothing durable yet (`.interval` between fsyncs).
                 if closing { break }
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
@@ -69,24 +51,17 @@ extension LogKV {
             }
             flushesStarted += 1
             let flushNumber = flushesStarted
-            // Not past the first unindexed record of a key held back.
-            var checkpoint = durableEnd
-            for (key, since) in unindexedSince where flushing[key] == nil && since < checkpoint {
-                checkpoint = since
-            }
-            let logEndAtTake = logEnd
             let maxSeq = durableSeq
             let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
             sealedSizes.removeAll()
-            let batch = flushing
             state.unlock()
 
             let started = DispatchTime.now()
-            let sorted = batch.sortedForIndex()
+            let sorted = batch.changes.sortedForIndex()
             var failure: Error?
             do {
                 try indexWriterLock.withLock {
-                    try indexWriter.apply(sorted, checkpoint: checkpoint, maxSeq: maxSeq, segmentSizes: sizes)
+                    try indexWriter.apply(sorted, checkpoint: batch.checkpoint, maxSeq: maxSeq, segmentSizes: sizes)
                 }
             } catch {
                 failure = error
@@ -97,14 +72,7 @@ extension LogKV {
             if let failure {
                 flusherFailures += 1
                 logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(flusherFailures)"])
-                for (key, change) in flushing {
-                    if let newer = pending[key] {
-                        pendingBytes -= key.bytes.count + Self.pendingEntryOverhead
-                        if newer.seq > change.seq { continue }
-                    }
-                    pending[key] = change
-                }
-                flushing = [:]
+                keyDir.batchFailed()
                 sealedSizes.merge(sizes) { old, _ in old }
                 flusherError = (failure as? LogKVError) ?? .index(code: 0, message: "\(failure)")
                 state.broadcast()
@@ -116,25 +84,10 @@ extension LogKV {
             flusherFailures = 0
             flusherError = nil
             lastCompletedFlushStart = flushNumber
-            if !unindexedSince.isEmpty {
-                for key in flushing.keys {
-                    // A newer write that arrived during the flush starts at
-                    // or after the log end at the take.
-                    unindexedSince[key] = pending[key] == nil ? nil : logEndAtTake
-                }
-            }
-            for (key, change) in flushing {
-                pendingBytes -= key.bytes.count + Self.pendingEntryOverhead
-                switch change {
-                case let .put(location): cache.updateIfPresent(key, location)
-                case .delete, .expire: cache.remove(key)
-                }
-            }
-            flushing = [:]
-            flushEpoch &+= 1
+            keyDir.batchCommitted(batch)
             metrics.flushDuration.recordNanoseconds(Int64(nanos))
-            metrics.flushBatchSize.record(batch.count)
-            metrics.pendingEntries.record(pending.count)
+            metrics.flushBatchSize.record(batch.changes.count)
+            metrics.pendingEntries.record(keyDir.pending.count)
             state.broadcast()
         }
         flusherRunning = false

@@ -109,25 +109,11 @@ extension LogKV {
         return location.seq
     }
 
-    /// Makes a change visible to readers, unless a newer one already is.
-    /// `recordAt` is where the change's record starts: the first unindexed
-    /// record of a key bounds the checkpoint (see `unindexedSince`).
-    /// Called with `state` locked.
+    /// Makes a change visible to readers (see `KeyDir.publish`). Called with
+    /// `state` locked.
     func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
-        if let position, options.fsync == .interval, unindexedSince[key] == nil {
-            unindexedSince[key] = position
-        }
-        if let old = pending.updateValue(change, forKey: key) {
-            if old.seq > change.seq { pending[key] = old }
-        } else {
-            pendingBytes += key.bytes.count + Self.pendingEntryOverhead
-        }
-        cache.remove(key)
+        keyDir.publish(key, change, recordAt: position)
     }
-
-    /// Bookkeeping bytes per pending entry beyond its key (dictionary slot,
-    /// the change, the key's array header), for the backlog budget.
-    static let pendingEntryOverhead = 96
 
     /// Publishes the `unpublished` changes an fsync now covers. Called with
     /// `state` locked.
@@ -156,7 +142,7 @@ extension LogKV {
                 metrics.writeRefusals.increment()
                 throw LogKVError.readOnly(reason: "index cannot be written: \(flusherError)")
             }
-            let full = pending.count + flushing.count >= options.maxPendingEntries || pendingBytes >= options.maxPendingBytes
+            let full = keyDir.count >= options.maxPendingEntries || keyDir.backlogBytes >= options.maxPendingBytes
             guard full && flusherRunning else { return }
             state.broadcast()
             _ = state.wait(until: Date(timeIntervalSinceNow: 0.05))

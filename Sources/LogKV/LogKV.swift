@@ -68,19 +68,8 @@ public final class LogKV: @unchecked Sendable {
     /// power loss may take.
     var durableSeq: UInt64
     var durableEnd: LogPosition
-    /// Changes not yet handed to the flusher; newest per key.
-    var pending: [KeyBytes: KeyDirChange] = [:]
-    /// Under `.interval`: for each key with records not yet in SQLite, where
-    /// the oldest of them starts. `pending` keeps only a key's newest change,
-    /// and the flusher indexes only durable ones; when a newer, not yet
-    /// durable write replaced a durable one, the durable record is in no
-    /// index batch, so the checkpoint must stay before it (else a power loss
-    /// loses the new write and replay skips the old one).
-    var unindexedSince: [KeyBytes: LogPosition] = [:]
-    /// Approximate memory of `pending` and `flushing`, for backpressure.
-    var pendingBytes = 0
-    /// Changes the flusher is committing now; still visible to readers.
-    var flushing: [KeyBytes: KeyDirChange] = [:]
+    /// The in-memory KeyDir: unflushed changes and the row cache.
+    var keyDir: KeyDir
     /// Just past the last record whose change is in `pending` or earlier.
     var logEnd: LogPosition
     var lastSeq: UInt64
@@ -91,10 +80,6 @@ public final class LogKV: @unchecked Sendable {
     /// Ids of segments removed by compaction: a reader that finds its
     /// location there relocates the key instead of reporting corruption.
     var retiredSegments: Set<UInt64> = []
-    /// Bumped after every index commit; a reader caches a row read from
-    /// SQLite only if no commit happened meanwhile.
-    var flushEpoch: UInt64 = 0
-    var cache: KeyDirCache
     var closing = false
     /// Set when `close()` starts: a running compaction abandons its work.
     var closeRequested = false
@@ -176,7 +161,7 @@ public final class LogKV: @unchecked Sendable {
         self.durableEnd = logEnd
         self.appendedSeq = recovered.maxSeq
         self.appendedEnd = logEnd
-        self.cache = KeyDirCache(budgetBytes: options.cacheBudgetBytes)
+        self.keyDir = KeyDir(cacheBudgetBytes: options.cacheBudgetBytes, tracksUnindexed: options.fsync == .interval)
         startFlusher()
         startSyncer()
         startMaintenance()
@@ -298,14 +283,7 @@ public final class LogKV: @unchecked Sendable {
         let now = options.clock()
         // Unflushed changes in range override what SQLite says; each may hide
         // one SQLite row, so SQLite is asked for that many more.
-        var overlay: [[UInt8]: KeyDirChange] = [:]
-        state.withLock {
-            for source in [flushing, pending] {
-                for (key, change) in source where key.bytes.starts(with: prefix) && KeyBytes.compare(after, key.bytes) < 0 {
-                    overlay[key.bytes] = change
-                }
-            }
-        }
+        let overlay = state.withLock { keyDir.overlay(prefix: prefix, after: after) }
         var rows = try readers.withReader { try $0.scan(prefix: prefix, after: after, limit: limit + overlay.count, now: now) }
         rows.removeAll { overlay[$0.key] != nil }
         for (key, change) in overlay {
@@ -322,7 +300,7 @@ public final class LogKV: @unchecked Sendable {
     /// counts every acknowledged write at once, not only flushed ones.
     public func stats() throws -> LogKVStats {
         let (overlay, seq, segmentCount) = state.withLock { () -> ([KeyBytes: KeyDirChange], UInt64, Int) in
-            (flushing.merging(pending) { old, new in new.seq >= old.seq ? new : old }, lastSeq, segments.count)
+            (keyDir.allUnflushed, lastSeq, segments.count)
         }
         let now = options.clock()
         let (rows, keys, valueBytes) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64, Int64) in
@@ -357,7 +335,7 @@ public final class LogKV: @unchecked Sendable {
         // now (all durable after the sync above).
         let mark = flushesStarted
         state.broadcast()
-        while lastCompletedFlushStart <= mark && !(pending.isEmpty && flushing.isEmpty) {
+        while lastCompletedFlushStart <= mark && !keyDir.isEmpty {
             if let flusherError { throw flusherError }
             if !flusherRunning { throw LogKVError.closed }
             state.wait()
@@ -441,15 +419,14 @@ public final class LogKV: @unchecked Sendable {
         var closed = false
         state.withLock {
             closed = !flusherRunning && closing
-            epoch = flushEpoch
-            if let change = pending[key] ?? flushing[key] {
-                if case let .put(location) = change {
-                    answer = Observed(location: location, epoch: nil)
-                } else {
-                    answer = Observed(location: nil, epoch: nil)
-                }
-            } else if let location = cache.get(key) {
-                answer = Observed(location: location, epoch: epoch)
+            epoch = keyDir.epoch
+            switch keyDir.lookup(key) {
+            case let (.put(location), fromCache)?:
+                answer = Observed(location: location, epoch: fromCache ? epoch : nil)
+            case .some:
+                answer = Observed(location: nil, epoch: nil)
+            case nil:
+                break
             }
         }
         if closed { throw LogKVError.closed }
@@ -462,11 +439,7 @@ public final class LogKV: @unchecked Sendable {
         if let answer { return answer }
         let location = try readers.withReader { try $0.lookup(keyBytes) }
         if let location {
-            state.withLock {
-                if flushEpoch == epoch && pending[key] == nil && flushing[key] == nil {
-                    cache.insert(key, location)
-                }
-            }
+            state.withLock { keyDir.cacheRow(key, location, epochRead: epoch) }
         }
         return Observed(location: location, epoch: epoch)
     }
@@ -521,12 +494,10 @@ public final class LogKV: @unchecked Sendable {
                       counter: Counter? = nil) -> Bool {
         let key = KeyBytes(keyBytes)
         let counted: Bool = state.withLock {
-            if let current = pending[key] {
-                guard current == .put(location) else { return false }
-            } else if let inFlight = flushing[key] {
-                guard inFlight.seq == location.seq else { return false }
+            if let current = keyDir.unflushed(key) {
+                guard current.seq == location.seq, case .put = current else { return false }
             } else if let observedEpoch {
-                if observedEpoch != flushEpoch { return false }
+                if observedEpoch != keyDir.epoch { return false }
             } else {
                 // Seen in pending/flushing, now in neither: it was flushed,
                 // and a newer write may have been flushed after it.

@@ -56,7 +56,7 @@ extension LogKV {
     @discardableResult
     public func sweepExpired(limit: Int) throws -> Int {
         let (expired, epoch) = try readers.withReader { reader in
-            let epoch = state.withLock { flushEpoch }
+            let epoch = state.withLock { keyDir.epoch }
             return (try reader.expired(now: options.clock(), limit: limit), epoch)
         }
         var count = 0

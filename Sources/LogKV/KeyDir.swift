@@ -1,0 +1,173 @@
+/// The in-memory half of the KeyDir: changes acknowledged but not yet in
+/// SQLite (`pending`), the batch the flusher is committing (`flushing`), and
+/// a bounded cache of rows read from SQLite. The SQLite half is `IndexWriter`
+/// / `IndexReader`; `LogKV` moves changes from here to there (the flusher).
+///
+/// Ordering rules it owns:
+/// - Newest wins per key, by seq: a change never replaces a newer one.
+/// - Reads see their own writes: a change is in `pending` or `flushing` until
+///   the transaction holding it has committed, so at every moment it is in
+///   memory or in SQLite (`lookup` checks `pending`, then `flushing`; the
+///   caller then SQLite).
+/// - Only durable changes go to SQLite, and the checkpoint never passes a
+///   record the index has not taken: under `.interval` a newer unsynced
+///   write may replace a synced one in `pending`; the synced record is then
+///   in no batch, so `unindexedSince` keeps the checkpoint before it.
+/// - `epoch` changes with every commit that may change SQLite rows; a row
+///   read from SQLite is cached only if no commit happened meanwhile.
+///
+/// Thread-safety: none of its own; `LogKV` keeps it under its `state` lock.
+struct KeyDir {
+    /// Changes not yet handed to the flusher; newest per key.
+    private(set) var pending: [KeyBytes: KeyDirChange] = [:]
+    /// Changes the flusher is committing now; still visible to readers.
+    private(set) var flushing: [KeyBytes: KeyDirChange] = [:]
+    /// For each key with records not yet in SQLite, where the oldest starts
+    /// (tracked when `tracksUnindexed`: only `.interval` can hold a synced
+    /// record back behind an unsynced one).
+    private var unindexedSince: [KeyBytes: LogPosition] = [:]
+    private let tracksUnindexed: Bool
+    /// Approximate memory of `pending` and `flushing`, for backpressure.
+    private(set) var backlogBytes = 0
+    private(set) var cache: KeyDirCache
+    /// Bumped after every commit that may change SQLite rows.
+    private(set) var epoch: UInt64 = 0
+
+    /// Bookkeeping bytes per entry beyond its key (dictionary slot, the
+    /// change, the key's array header), for the backlog budget.
+    static let entryOverhead = 96
+
+    init(cacheBudgetBytes: Int, tracksUnindexed: Bool) {
+        cache = KeyDirCache(budgetBytes: cacheBudgetBytes)
+        self.tracksUnindexed = tracksUnindexed
+    }
+
+    // MARK: Writers and readers
+
+    /// Makes a change visible to readers, unless a newer one already is.
+    /// `recordAt` is where the change's record starts (nil for an expiry,
+    /// which writes no record).
+    mutating func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
+        if let position, tracksUnindexed, unindexedSince[key] == nil {
+            unindexedSince[key] = position
+        }
+        if let old = pending.updateValue(change, forKey: key) {
+            if old.seq > change.seq { pending[key] = old }
+        } else {
+            backlogBytes += key.bytes.count + Self.entryOverhead
+        }
+        cache.remove(key)
+    }
+
+    /// What memory says about `key`: its unflushed change, else a cached
+    /// row (with `fromCache`), else nil (only SQLite can tell).
+    mutating func lookup(_ key: KeyBytes) -> (change: KeyDirChange, fromCache: Bool)? {
+        if let change = pending[key] ?? flushing[key] { return (change, false) }
+        if let location = cache.get(key) { return (.put(location), true) }
+        return nil
+    }
+
+    /// The unflushed change of `key`, if any.
+    func unflushed(_ key: KeyBytes) -> KeyDirChange? { pending[key] ?? flushing[key] }
+
+    /// Caches a row read from SQLite at `epochRead`, unless a commit or a
+    /// newer change came since.
+    mutating func cacheRow(_ key: KeyBytes, _ location: RecordLocation, epochRead: UInt64) {
+        if epoch == epochRead && pending[key] == nil && flushing[key] == nil {
+            cache.insert(key, location)
+        }
+    }
+
+    /// Unflushed changes of keys that start with `prefix` and sort after
+    /// `after`: they override what SQLite says.
+    func overlay(prefix: [UInt8], after: [UInt8]) -> [[UInt8]: KeyDirChange] {
+        var out: [[UInt8]: KeyDirChange] = [:]
+        for source in [flushing, pending] {
+            for (key, change) in source where key.bytes.starts(with: prefix) && KeyBytes.compare(after, key.bytes) < 0 {
+                out[key.bytes] = change
+            }
+        }
+        return out
+    }
+
+    /// Every unflushed change, newest per key.
+    var allUnflushed: [KeyBytes: KeyDirChange] {
+        flushing.merging(pending) { old, new in new.seq >= old.seq ? new : old }
+    }
+
+    var count: Int { pending.count + flushing.count }
+    var hasPending: Bool { !pending.isEmpty }
+    var isEmpty: Bool { pending.isEmpty && flushing.isEmpty }
+
+    // MARK: The flusher
+
+    /// A batch to commit to SQLite, and the checkpoint to commit with it.
+    struct Batch {
+        var changes: [KeyBytes: KeyDirChange]
+        var checkpoint: LogPosition
+        /// The log end when the batch was taken: a change published later
+        /// starts at or after it.
+        var logEndAtTake: LogPosition
+    }
+
+    /// Moves the durable part of `pending` (seq ≤ `durableSeq`) into
+    /// `flushing`, and picks the checkpoint: `durableEnd`, but not past the
+    /// first unindexed record of a key held back. Nil when nothing is durable.
+    mutating func takeDurableBatch(durableSeq: UInt64, lastSeq: UInt64, durableEnd: LogPosition,
+                                   logEnd: LogPosition) -> Batch? {
+        if lastSeq <= durableSeq {
+            swap(&pending, &flushing)
+        } else {
+            for (key, change) in pending where change.seq <= durableSeq {
+                flushing[key] = change
+            }
+            for key in flushing.keys { pending[key] = nil }
+        }
+        guard !flushing.isEmpty else { return nil }
+        var checkpoint = durableEnd
+        for (key, since) in unindexedSince where flushing[key] == nil && since < checkpoint {
+            checkpoint = since
+        }
+        return Batch(changes: flushing, checkpoint: checkpoint, logEndAtTake: logEnd)
+    }
+
+    /// The batch is in SQLite: it leaves memory (rows go to the cache only
+    /// where already cached).
+    mutating func batchCommitted(_ batch: Batch) {
+        if !unindexedSince.isEmpty {
+            for key in flushing.keys {
+                unindexedSince[key] = pending[key] == nil ? nil : batch.logEndAtTake
+            }
+        }
+        for (key, change) in flushing {
+            backlogBytes -= key.bytes.count + Self.entryOverhead
+            switch change {
+            case let .put(location): cache.updateIfPresent(key, location)
+            case .delete, .expire: cache.remove(key)
+            }
+        }
+        flushing = [:]
+        epoch &+= 1
+    }
+
+    /// The batch failed: it goes back under anything newer, to be retried.
+    /// (`unindexedSince` is untouched, so the checkpoint stays covered.)
+    mutating func batchFailed() {
+        for (key, change) in flushing {
+            if let newer = pending[key] {
+                backlogBytes -= key.bytes.count + Self.entryOverhead
+                if newer.seq > change.seq { continue }
+            }
+            pending[key] = change
+        }
+        flushing = [:]
+    }
+
+    // MARK: Compaction
+
+    /// Rows moved or dropped by a committed compaction: forget cached rows.
+    mutating func rowsRewritten(_ keys: [[UInt8]]) {
+        for key in keys { cache.remove(KeyBytes(key)) }
+        epoch &+= 1
+    }
+}
