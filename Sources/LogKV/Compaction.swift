@@ -144,8 +144,13 @@ extension LogKV {
 
         var outputIDs: [UInt64] = []
         var scanned = 0
+        // Names this compaction; its index commit records it, so an open
+        // after a crash can tell "committed" from "not yet" whatever index
+        // state the power loss left (never from missing rows, which an
+        // older index state lacks too).
+        let compactionID = UInt64.random(in: 1...UInt64(Int64.max))
         func writeManifest() throws {
-            let text = "old " + chosen.map(String.init).joined(separator: " ") + "\nnew "
+            let text = "id \(compactionID)\nold " + chosen.map(String.init).joined(separator: " ") + "\nnew "
                 + outputIDs.map(String.init).joined(separator: " ") + "\n"
             try dir.writeDurably(Array(text.utf8), to: dir.compactionManifestPath)
         }
@@ -258,7 +263,7 @@ extension LogKV {
         let result: (moved: Int, dropped: Int)
         do {
             result = try indexWriterLock.withLock {
-                try indexWriter.commitCompaction(moves: moves, drops: drops,
+                try indexWriter.commitCompaction(id: compactionID, moves: moves, drops: drops,
                                                  newSegments: outputs.map { ($0.id, $0.size) }, oldSegments: chosen)
             }
         } catch {

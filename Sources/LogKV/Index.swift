@@ -268,7 +268,7 @@ final class IndexWriter: @unchecked Sendable {
     ///
     /// - Returns: how many rows moved and how many expired rows were removed.
     func commitCompaction(
-        moves: [CompactionMove], drops: [CompactionMove], newSegments: [(id: UInt64, size: Int64)],
+        id: UInt64, moves: [CompactionMove], drops: [CompactionMove], newSegments: [(id: UInt64, size: Int64)],
         oldSegments: [UInt64]
     ) throws -> (moved: Int, dropped: Int) {
         let move = try db.prepare("UPDATE keydir SET segment = ?1, offset = ?2 WHERE key = ?3 AND segment = ?4 AND offset = ?5")
@@ -316,6 +316,9 @@ final class IndexWriter: @unchecked Sendable {
                 insertSegment.bind(4, l.keys)
                 try insertSegment.run()
             }
+            let marker = try db.prepare("INSERT OR REPLACE INTO meta(name, value) VALUES ('compaction_committed', ?1)")
+            marker.bind(1, Int64(bitPattern: id))
+            try marker.run()
             if dropped > 0 {
                 addKeyCount.bind(1, Int64(-dropped))
                 try addKeyCount.run()

@@ -147,19 +147,16 @@ enum Recovery {
                 .split(separator: " ").dropFirst().compactMap { UInt64($0) } ?? []
         }
         let old = ids("old"), new = ids("new")
+        let compactionID = ids("id").first
         var committed = false
         if dir.exists(dir.indexPath), let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true) {
-            func count(_ list: [UInt64]) -> Int? {
-                list.isEmpty ? 0 : (try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(list.map(String.init).joined(separator: ",")))")).map { Int($0) }
-            }
-            // The commit adds the outputs' rows and removes the inputs' in one
-            // transaction: either says it happened (also when every record was
-            // dropped and there is no output).
-            if let known = count(new), known > 0 {
-                committed = true
-            } else if !old.isEmpty, let remaining = count(old), remaining == 0,
-                      (try? db.scalarInt("SELECT count(*) FROM segments")).map({ $0 > 0 }) == true {
-                committed = true
+            if let compactionID {
+                // The commit records the compaction's id in the same transaction.
+                let marker = (try? db.scalarInt("SELECT value FROM meta WHERE name = 'compaction_committed'")) ?? nil
+                committed = marker.map { UInt64(bitPattern: $0) } == compactionID
+            } else if !new.isEmpty,
+                      let known = try? db.scalarInt("SELECT count(*) FROM segments WHERE id IN (\(new.map(String.init).joined(separator: ",")))") {
+                committed = known > 0  // a manifest from before compactions had ids
             }
         }
         if !committed && old.contains(where: { !dir.exists(dir.segmentPath($0)) }) { committed = true }

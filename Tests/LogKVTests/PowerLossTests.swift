@@ -16,10 +16,14 @@ import Testing
 /// - a new write gets a seq above every durable acknowledged one (rule 5);
 /// - after a clean close, `check` finds nothing wrong.
 ///
-/// `LOGKV_POWERLOSS_SEEDS=N` runs N seeds per policy (a long exploration).
+/// `LOGKV_POWERLOSS_SEEDS=N` runs N seeds per policy (a long exploration);
+/// `LOGKV_POWERLOSS_SEED=N` replays one.
 @Suite struct PowerLossTests {
     static let keys = (0..<10).map { "k\($0)" }
     static let seedCount = Int(ProcessInfo.processInfo.environment["LOGKV_POWERLOSS_SEEDS"] ?? "") ?? 12
+    /// `LOGKV_POWERLOSS_SEED=N` replays one seed (with either policy).
+    static let seeds: [Int] = Int(ProcessInfo.processInfo.environment["LOGKV_POWERLOSS_SEED"] ?? "").map { [$0] }
+        ?? Array(0..<seedCount)
 
     /// What the workload did, for the checker.
     final class Model: @unchecked Sendable {
@@ -108,7 +112,7 @@ import Testing
         return options
     }
 
-    @Test(arguments: [FsyncPolicy.always, .interval], 0..<seedCount)
+    @Test(arguments: [FsyncPolicy.always, .interval], seeds)
     func everyPowerLossStateOpensWithEveryAcknowledgedWrite(policy: FsyncPolicy, seed: Int) throws {
         var rng = SplitMix(seed: UInt64(seed) &* 7919 &+ (policy == .always ? 1 : 2))
         let root = TempDir("powerloss")
