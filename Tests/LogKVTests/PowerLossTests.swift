@@ -170,6 +170,20 @@ import Testing
                 try store.close()
                 model.markSynced()
                 store = try LogKV(path: disk.root, options: options)
+            case 94:
+                // A backup taken now restores to exactly the acknowledged state.
+                let backup = TempDir("powerloss-backup")
+                try store.backup(to: backup.path + "/copy")
+                var restoreOptions = LogKVOptions.testing(clock: clock)
+                restoreOptions.logger.logLevel = .critical
+                _ = try LogKV.restore(from: backup.path + "/copy", to: backup.path + "/restored", options: restoreOptions)
+                let restored = try LogKV(path: backup.path + "/restored", options: restoreOptions)
+                let snapshot = model.snapshot()
+                for key in Self.keys {
+                    let expected = snapshot.history[key]?.last.flatMap { visible($0, now: clock.now) }
+                    #expect(try restored.get(Array(key.utf8))?.value == expected, "backup: \(key)")
+                }
+                try restored.close()
             default:
                 let got = try store.get(Array(key.utf8))
                 let expected = model.snapshot().history[key]?.last.flatMap { v -> [UInt8]? in
