@@ -100,8 +100,15 @@ extension LogKV {
             var opts = options
             opts.forceIndexRebuild = true
             let store = try LogKV(path: destination, options: opts)
+            let damaged = store.damagedSpansAtOpen
             let stats = try store.stats()
             try store.close()
+            // A backup is a copy of acknowledged data: damage in it is
+            // refused loudly, never restored as a smaller store.
+            guard damaged == 0 else {
+                throw LogKVError.corruption(segment: 0, offset: 0,
+                                            reason: "the backup holds \(damaged) damaged stretch(es) of records; nothing was restored (run `logkv check` on a copy to see where)")
+            }
             return stats
         } catch {
             // Leave nothing behind: only files this restore created are here.

@@ -29,6 +29,8 @@ extension LogKV {
     private func flusherLoop() {
         let interval = TimeInterval(options.flushIntervalMillis) / 1000
         let batchTarget = max(1, options.maxPendingEntries / 4)
+        // Under `.interval`, a backlog this big gets an early fsync (see below).
+        let syncTarget = max(1, options.maxPendingEntries / 16)
         state.lock()
         while true {
             let giveUp = closing && flusherFailures >= options.flushFailuresBeforeRefusingWrites
@@ -42,7 +44,22 @@ extension LogKV {
                 // or flushIndex broadcasts) — then go at once.
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
             }
-            guard let batch = keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq,
+            if lastSeq > durableSeq && keyDir.pending.count >= syncTarget && writeFailure == nil {
+                // Under `.interval` only durable changes may be indexed: a
+                // big backlog waiting for the periodic fsync would stall
+                // writers on backpressure. fsync now instead (group commit:
+                // one fsync covers the whole backlog).
+                state.unlock()
+                try? sync()
+                state.lock()
+            }
+            // Finding the durable part of the backlog scans it: only worth it
+            // when something became durable since the last look.
+            let nothingNewDurable = lastSeq > durableSeq && durableSeq == durableSeqAtLastTake && !durablePublished
+            durableSeqAtLastTake = durableSeq
+            durablePublished = false
+            guard !nothingNewDurable,
+                  let batch = keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq,
                                                       durableEnd: durableEnd, logEnd: logEnd) else {
                 // Nothing durable yet (`.interval` between fsyncs).
                 if closing { break }

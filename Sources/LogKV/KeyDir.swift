@@ -115,19 +115,24 @@ struct KeyDir {
     /// first unindexed record of a key held back. Nil when nothing is durable.
     mutating func takeDurableBatch(durableSeq: UInt64, lastSeq: UInt64, durableEnd: LogPosition,
                                    logEnd: LogPosition) -> Batch? {
+        var checkpoint = durableEnd
         if lastSeq <= durableSeq {
+            // Everything is durable: all of it goes, nothing is held back.
             swap(&pending, &flushing)
         } else {
-            for (key, change) in pending where change.seq <= durableSeq {
-                flushing[key] = change
+            // One pass: take the durable changes; the checkpoint stays before
+            // the first unindexed record of every key held back (every key
+            // in `unindexedSince` is in `pending` or `flushing`).
+            for (key, change) in pending {
+                if change.seq <= durableSeq {
+                    flushing[key] = change
+                } else if let since = unindexedSince[key], since < checkpoint {
+                    checkpoint = since
+                }
             }
             for key in flushing.keys { pending[key] = nil }
         }
         guard !flushing.isEmpty else { return nil }
-        var checkpoint = durableEnd
-        for (key, since) in unindexedSince where flushing[key] == nil && since < checkpoint {
-            checkpoint = since
-        }
         return Batch(changes: flushing, checkpoint: checkpoint, logEndAtTake: logEnd)
     }
 

@@ -113,6 +113,7 @@ extension LogKV {
     /// `state` locked.
     func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
         keyDir.publish(key, change, recordAt: position)
+        if change.seq <= durableSeq { durablePublished = true }
     }
 
     /// Publishes the `unpublished` changes an fsync now covers. Called with

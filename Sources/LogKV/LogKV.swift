@@ -20,6 +20,9 @@ import Metrics
 public final class LogKV: @unchecked Sendable {
     public let options: LogKVOptions
     public let path: String
+    /// Stretches of damaged records the open found (and kept the intact
+    /// records around); see `logkv_recovery_damaged_records_total`.
+    public private(set) var damagedSpansAtOpen = 0
     let dir: DataDirectory
     let metrics: EngineMetrics
     var logger: Logger { options.logger }
@@ -70,6 +73,11 @@ public final class LogKV: @unchecked Sendable {
     var durableEnd: LogPosition
     /// The in-memory KeyDir: unflushed changes and the row cache.
     var keyDir: KeyDir
+    /// `durableSeq` when the flusher last looked for durable changes, and
+    /// whether a durable change (an expiry) was published since: lets the
+    /// flusher skip scanning a backlog nothing in which became durable.
+    var durableSeqAtLastTake: UInt64 = 0
+    var durablePublished = false
     /// Just past the last record whose change is in `pending` or earlier.
     var logEnd: LogPosition
     var lastSeq: UInt64
@@ -123,6 +131,7 @@ public final class LogKV: @unchecked Sendable {
         metrics.recoveryReplayed.record(recovered.replayedRecords)
         metrics.recoveryTruncatedBytes.record(recovered.truncatedBytes)
         metrics.recoveryDamaged.increment(by: recovered.damagedSpans)
+        damagedSpansAtOpen = recovered.damagedSpans
         if recovered.rebuilt { metrics.indexRebuilds.increment() }
         logger.info("opened store", metadata: [
             "path": "\(path)", "segments": "\(recovered.segments.count)",

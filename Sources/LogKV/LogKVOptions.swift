@@ -14,8 +14,10 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 
 /// Settings of a store. Every field has a production default.
 public struct LogKVOptions: Sendable {
-    /// Largest accepted key, bytes.
-    public var maxKeySize: Int = 64 * 1024
+    /// Largest accepted key, bytes. 16 KiB: a key must fit, percent- or
+    /// base64-encoded, in a request line or cursor under HTTP servers'
+    /// header limits (NIO's is 80 KiB).
+    public var maxKeySize: Int = 16 * 1024
     /// Largest accepted value, bytes.
     public var maxValueSize: Int = 64 * 1024 * 1024
     /// The active segment is sealed and a new one started past this size.

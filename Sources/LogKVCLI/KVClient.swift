@@ -101,7 +101,11 @@ struct KVClient {
         let box = Box()
         let done = DispatchSemaphore(value: 0)
         URLSession.shared.downloadTask(with: request) { file, response, error in
-            defer { done.signal() }
+            defer {
+                // Never leave a copy of the store behind in a temp file.
+                if let file, FileManager.default.fileExists(atPath: file.path) { try? FileManager.default.removeItem(at: file) }
+                done.signal()
+            }
             if let error { box.result = .failure(Failure.server("cannot reach \(base): \(error.localizedDescription)")); return }
             guard let http = response as? HTTPURLResponse, let file else {
                 box.result = .failure(Failure.server("no response from \(base)"))
@@ -118,7 +122,14 @@ struct KVClient {
                 if let expected = http.value(forHTTPHeaderField: "Content-Length").flatMap(Int64.init), expected != size {
                     throw Failure.server("backup stream ended after \(size) of \(expected) bytes")
                 }
-                try FileManager.default.moveItem(atPath: file.path, toPath: destination)
+                guard http.value(forHTTPHeaderField: "Content-Length") != nil else {
+                    throw Failure.server("the server sent no Content-Length: cannot tell a complete backup from a cut one")
+                }
+                do {
+                    try FileManager.default.moveItem(atPath: file.path, toPath: destination)
+                } catch {
+                    throw Failure.server("cannot write \(destination): \(error.localizedDescription)")
+                }
                 box.result = .success(size)
             } catch {
                 box.result = .failure(error)

@@ -30,8 +30,30 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.routes = routes
     }
 
+    /// A request held while the connection is not writable: a client that
+    /// does not read its answers gets no more work done for it (NIO's
+    /// pipelining handler holds every later request meanwhile).
+    private var heldUntilWritable: NIOHTTPServerRequestFull?
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let held = heldUntilWritable {
+            heldUntilWritable = nil
+            handle(context: context, held)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        heldUntilWritable = nil
+        context.fireChannelInactive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let full = unwrapInboundIn(data)
+        if !context.channel.isWritable {
+            heldUntilWritable = full
+            return
+        }
         if depth >= Self.maxDepth {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             context.eventLoop.execute {

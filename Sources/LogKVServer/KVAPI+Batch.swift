@@ -28,7 +28,7 @@ extension KVAPI {
         let body = try WriteBody.decode(BatchBody.self, from: request)
         guard !body.ops.isEmpty else { throw APIError.badRequest("\"ops\" must not be empty") }
         guard body.ops.count <= configuration.maxBatchOperations else {
-            throw APIError(.payloadTooLarge, "at most \(configuration.maxBatchOperations) operations per batch")
+            throw APIError.badRequest("at most \(configuration.maxBatchOperations) operations per batch")
         }
         let now = clock()
         var ops: [BatchOp] = []

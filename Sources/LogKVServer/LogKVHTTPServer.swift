@@ -79,7 +79,9 @@ public final class LogKVHTTPServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Few reads per wake-up: bounds what one connection gets parsed and
+            // queued (by the pipelining handler) before backpressure applies.
+            .childChannelOption(.maxMessagesPerRead, value: 2)
             .childChannelOption(.writeBufferWaterMark,
                                 value: .init(low: config.writeBufferHighWater / 2, high: config.writeBufferHighWater))
             .childChannelInitializer { channel in

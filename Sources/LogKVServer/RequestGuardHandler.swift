@@ -197,6 +197,9 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // came with is never read (nor buffered, nor authenticated).
             return Self.hasBody(head) ? error : nil
         }
+        if !route.takesBody && Self.hasBody(head) {
+            return .badRequest("\(head.method.rawValue) \(route.template) takes no request body")
+        }
         if route.requiresAuth, let expected = expectedAuthorization, !Self.authorized(head.headers, token: expected) {
             return APIError(.unauthorized, "missing or invalid bearer token",
                             headers: [("WWW-Authenticate", "Bearer realm=\"logkv\"")])

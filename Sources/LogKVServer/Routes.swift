@@ -13,6 +13,9 @@ struct Route: Sendable {
     let keyPrefix: String?
     /// Admin routes answer only loopback clients while no token is set.
     var isAdmin: Bool { template.hasPrefix("/v1/admin/") }
+    /// Whether requests carry a body: only writes and batches do. Any other
+    /// request with a body is refused before the body is read.
+    var takesBody: Bool { (method == .PUT || method == .POST) && !isAdmin }
 
     init(method: HTTPMethod, template: String, requiresAuth: Bool,
          handler: @escaping @Sendable (KVAPI, Request) throws -> Reply) {
