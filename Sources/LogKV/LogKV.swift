@@ -312,22 +312,26 @@ public final class LogKV: @unchecked Sendable {
             (keyDir.allUnflushed, lastSeq, segments.count)
         }
         let now = options.clock()
-        let (rows, keys, valueBytes) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64, Int64) in
+        let (rows, keys, valueBytes, liveDelta) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64, Int64, Int64) in
             var keys = try reader.keyCount()
             var valueBytes = try reader.valueBytes()
+            var liveDelta: Int64 = 0
             for (key, change) in overlay {
                 if let indexed = try reader.lookup(key.bytes) {
                     keys -= 1
                     valueBytes -= IndexWriter.valueSize(recordLength: Int64(indexed.length), keyCount: key.bytes.count)
+                    liveDelta -= Int64(indexed.length)
                 }
                 if case let .put(location) = change, !location.isExpired(now: now) {
                     keys += 1
                     valueBytes += IndexWriter.valueSize(recordLength: Int64(location.length), keyCount: key.bytes.count)
+                    liveDelta += Int64(location.length)
                 }
             }
-            return (try reader.segments(), keys, valueBytes)
+            return (try reader.segments(), keys, valueBytes, liveDelta)
         }
-        let live = rows.reduce(Int64(0)) { $0 + $1.liveBytes }
+        // Unflushed writes count as live at once, as they do for `keys`.
+        let live = max(0, rows.reduce(Int64(0)) { $0 + $1.liveBytes } + liveDelta)
         let total = state.withLock { segments.values.reduce(Int64(0)) { $0 + $1.size } }
         return LogKVStats(keys: max(0, keys), valueBytes: max(0, valueBytes), liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
                           segments: segmentCount, pendingIndexEntries: overlay.count, lastSeq: seq)

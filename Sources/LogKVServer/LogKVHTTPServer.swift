@@ -25,6 +25,10 @@ public final class LogKVHTTPServer: Service, Sendable {
     let quiescing = NIOLockedValueBox<[ServerQuiescingHelper]>([])
     let connections: ConnectionCounter
     let bodyBudget: BodyBudget
+    /// A loop outside `group` for the shutdown's own promises: NIO's
+    /// quiescing helper completes them as the last connections close, which
+    /// may be while `group` shuts down.
+    let controlGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     public init(store: LogKV, configuration: ServerConfiguration, metricsFactory: (any MetricsFactory)? = nil,
                 logger: Logger = Logger(label: "logkvd")) {
@@ -123,7 +127,7 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// waiting at once); `shutdown()` then closes whatever is still open.
     private func drain(_ channels: [Channel]) async {
         let helpers = quiescing.withLockedValue { $0 }
-        let loop = group.next()
+        let loop = controlGroup.next()
         let drained = helpers.map { _ in loop.makePromise(of: Void.self) }
         let done = loop.makePromise(of: Void.self)
         let grace = configuration.shutdownGracePeriod
@@ -167,6 +171,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         quiescing.withLockedValue { $0.removeAll() }
         try await group.shutdownGracefully()
         try await blockingPool.shutdownGracefully()
+        try await controlGroup.shutdownGracefully()
     }
 }
 

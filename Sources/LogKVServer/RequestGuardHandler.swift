@@ -184,6 +184,10 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The reason to refuse a request on its head alone, or nil.
     private func check(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> APIError? {
+        if let coding = head.headers.first(name: "transfer-encoding"),
+           coding.lowercased().trimmingCharacters(in: .whitespaces) != "chunked" {
+            return APIError(.notImplemented, "Transfer-Encoding \"\(coding)\" is not supported (only chunked)")
+        }
         let hosts = head.headers["host"]
         if head.version.major == 1 && head.version.minor >= 1 && hosts.count != 1 {
             return .badRequest(hosts.isEmpty ? "missing Host header" : "more than one Host header")

@@ -43,6 +43,17 @@ import Testing
         }
     }
 
+    @Test func transferCodingsOtherThanChunkedAre501() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            try c.sendRaw(Array("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".utf8))
+            let r = try c.readResponse()
+            #expect(r.status == 501)
+            #expect(r.json["success"] as? Bool == false)
+            #expect(try s.client().request("GET", "/v1/kv/k").status == 404)
+        }
+    }
+
     @Test func headHealthIs200WithoutABody() async throws {
         try await withServer { s in
             let r = try s.client().request("HEAD", "/health")
