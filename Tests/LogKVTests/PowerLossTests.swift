@@ -122,7 +122,7 @@ import Testing
         let captures = NSLock()
         var taken: [Capture] = []
         var captureRNG = SplitMix(seed: UInt64(seed) &+ 99)
-        let maxCaptures = 420
+        let maxCaptures = 500
         disk.crashPoint = { op, path in
             captures.withLock {
                 guard taken.count < maxCaptures else { return }
@@ -200,7 +200,8 @@ import Testing
             checked += 1
         }
         #expect(checked >= 200, "only \(checked) crash points were taken")
-        PowerLossTally.shared.add(checked)
+        let total = PowerLossTally.shared.add(checked)
+        print("power-loss: \(policy) seed \(seed): \(checked) crash states checked (\(total) so far in this run)")
     }
 
     /// Under `.interval` the flusher indexes only durable changes. When a
@@ -288,7 +289,8 @@ final class PowerLossTally: @unchecked Sendable {
     static let shared = PowerLossTally()
     private let lock = NSLock()
     private(set) var total = 0
-    func add(_ n: Int) { lock.withLock { total += n } }
+    @discardableResult
+    func add(_ n: Int) -> Int { lock.withLock { total += n; return total } }
 }
 
 /// A small, seedable generator, so a failing seed replays exactly.
