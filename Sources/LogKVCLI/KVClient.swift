@@ -47,6 +47,11 @@ struct KVClient {
             throw Failure.usage("invalid address \"\(address)\" (expected http://host:port, host:port or :port)")
         }
         self.token = token
+        // swift-corelibs-foundation's URLSession answers NSURLErrorBadURL
+        // for every IPv6 literal ("http://[::1]:8080"): say so plainly.
+        if base.contains("://[") {
+            throw Failure.usage("IPv6 literal addresses (\(address)) are not supported by this build's HTTP client (FoundationNetworking rejects them); use a host name that resolves to the address")
+        }
     }
 
     func request(_ method: String, _ path: String, body: Data? = nil, contentType: String? = nil) throws -> Reply {
