@@ -54,6 +54,11 @@ extension LogKV {
             throw LogKVError.invalidArgument("backup destination \(destination) already holds segments")
         }
         try target.create()
+        // A marker left from an earlier backup must not vouch for this one.
+        if target.exists(target.backupCompleteMarkerPath) {
+            try target.remove(target.backupCompleteMarkerPath)
+            try target.syncDirectory(target.path)
+        }
         let (count, bytes) = try withBackupSnapshot { snapshot -> (Int, Int64) in
             var bytes: Int64 = 0
             for segment in snapshot {

@@ -126,6 +126,7 @@ extension LogKV {
     }
 
     private func compactSegments(_ chosen: [UInt64]) throws -> CompactionReport {
+        if let writeFailure { throw writeFailure }
         var report = CompactionReport()
         let chosenSet = Set(chosen)
         let (inputs, staying) = state.withLock {
@@ -188,10 +189,14 @@ extension LogKV {
                     let rowsInside = try readers.withReader {
                         try $0.countRows(segment: input.id, from: stop.offset, to: spanEnd)
                     }
-                    if rowsInside > 0 {
+                    // Dead bytes may still hide older values (a tombstone, an
+                    // expired record) in segments that stay: only when none
+                    // could is the damage safe to rewrite away.
+                    let mayHideOlder = minStayingSeq <= (input.header?.highWater ?? UInt64.max)
+                    if rowsInside > 0 || mayHideOlder {
                         // Never delete bytes the index points at (rule 7): the
                         // segment stays, out of compaction, for `logkv check`.
-                        logger.error("damaged bytes under live keys; the segment is kept out of compaction", metadata: [
+                        logger.error("damaged bytes that live keys or older values depend on; the segment is kept out of compaction", metadata: [
                             "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
                             "live_keys": "\(rowsInside)", "reason": "\(stop.reason)"])
                         state.withLock { _ = damagedSegments.insert(input.id) }
@@ -206,7 +211,7 @@ extension LogKV {
                     continue
                 }
                 scanned += 1
-                if scanned % 1024 == 0, state.withLock({ closeRequested }) {
+                if scanned % 1024 == 0 || entry.header.recordLength > 1 << 20, state.withLock({ closeRequested }) {
                     throw LogKVError.closed  // close() is waiting: abandon, the outputs go
                 }
                 let h = entry.header
@@ -312,8 +317,9 @@ extension LogKV {
             try dir.remove(dir.compactionManifestPath)
             try dir.syncDirectory(dir.path)
         } catch {
-            logger.error("could not remove the outputs of a failed compaction; the next open will", metadata: [
-                "error": "\(error)"])
+            // Outputs nobody names any more would never be compacted (rule 6):
+            // stop here; the next open removes them (the manifest says which).
+            _ = failWrites("could not remove the outputs of a failed compaction: \(error)")
         }
     }
 }

@@ -92,6 +92,7 @@ extension LogKV {
                 flusherFailures += 1
                 logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(flusherFailures)"])
                 keyDir.batchFailed()
+                durablePublished = true  // the batch is durable: retry without waiting for an fsync
                 sealedSizes.merge(sizes) { old, _ in old }
                 flusherError = (failure as? LogKVError) ?? .index(code: 0, message: "\(failure)")
                 state.broadcast()

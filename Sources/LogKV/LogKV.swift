@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Metrics
 
@@ -467,6 +470,10 @@ public final class LogKV: @unchecked Sendable {
         let bytes: [UInt8]
         do {
             bytes = try segment.read(at: location.offset, count: location.length)
+        } catch LogKVError.io(_, _, let err) where err == ENOENT && state.withLock({ retiredSegments.contains(location.segment) }) {
+            // Compaction removed the file after this reader found it (its
+            // descriptor had been closed by the cache): the key moved.
+            throw SegmentGone.gone
         } catch let error as LogKVError {
             metrics.readCorrupt.increment()
             throw error

@@ -35,18 +35,20 @@ extension LogKV {
         let dir = DataDirectory(path: path)
         // A shared lock on an existing LOCK: refused while logkvd holds it.
         let lockFD = Glibc.open(dir.lockPath, O_RDONLY | O_CLOEXEC)
-        if lockFD >= 0 {
-            defer { Glibc.close(lockFD) }
-            if flock(lockFD, LOCK_SH | LOCK_NB) != 0 {
-                throw LogKVError.locked(path: dir.lockPath, holder: "a running process")
-            }
+        defer { if lockFD >= 0 { Glibc.close(lockFD) } }  // held until the dump is done
+        if lockFD >= 0 && flock(lockFD, LOCK_SH | LOCK_NB) != 0 {
+            throw LogKVError.locked(path: dir.lockPath, holder: "a running process")
         }
+        // Any number of segments, a bounded number of descriptors.
+        let handles = SegmentHandleCache(limit: 64)
         struct Latest { var seq: UInt64; var segment: SegmentFile; var offset: Int64; var length: Int; var live: Bool }
         var latest: [KeyBytes: Latest] = [:]
         var damaged = 0
         for id in try dir.segmentIDs() {
             let file = try SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: false)
             guard (try? file.loadHeader()) != nil else { damaged += 1; continue }
+            file.markSealed()
+            file.attach(to: handles)
             var scanner = SegmentScanner(file: file)
             while true {
                 do {

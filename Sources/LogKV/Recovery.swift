@@ -53,6 +53,11 @@ enum Recovery {
         let logger = options.logger
         let fs = options.fileSystem
         let dir = DataDirectory(path: path, fs: fs)
+        // Never take over a directory with other things in it: opening
+        // creates and rewrites files (LOCK, index.sqlite).
+        if fs.exists(path) && !fs.exists(dir.segmentsPath), let entries = try? fs.list(path), !entries.isEmpty {
+            throw LogKVError.invalidArgument("\(path) is not empty and is not a logkv data directory (no segments/): refusing to create a store in it")
+        }
         try dir.create()
         let lock = try dir.lock(clock: options.clock)
         try settleCompaction(dir, logger: logger)

@@ -9,17 +9,19 @@ import Testing
 
     @discardableResult
     static func logkv(_ args: [String], stdin: Data? = nil, env: [String: String] = [:]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: builtProduct("logkv"))
-        process.arguments = args
         var environment = ProcessInfo.processInfo.environment
         for (k, v) in env { environment[k] = v }
-        process.environment = environment
         let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
+        let process = try runRetryingSpawnRaces {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: builtProduct("logkv"))
+            process.arguments = args
+            process.environment = environment
+            process.standardOutput = out
+            process.standardError = err
+            process.standardInput = input
+            return process
+        }
         if let stdin { input.fileHandleForWriting.write(stdin) }
         try input.fileHandleForWriting.close()
         let stdout = out.fileHandleForReading.readDataToEndOfFile()

@@ -5,7 +5,7 @@ import Testing
 /// Tests against a real `logkvd` process.
 @Suite(.serialized) struct LiveServerTests {
     final class Logkvd: @unchecked Sendable {
-        let process = Process()
+        let process: Process
         let port: Int
         let stderr = Pipe()
 
@@ -22,15 +22,19 @@ import Testing
                 // prlimit (util-linux) caps the size of any file the server writes.
                 command = ["/usr/bin/prlimit", "--fsize=\(fileSizeLimit)"] + command
             }
-            process.executableURL = URL(fileURLWithPath: command[0])
-            process.arguments = Array(command.dropFirst())
             var environment = ProcessInfo.processInfo.environment
             environment["LOGKV_ADDR"] = "127.0.0.1:\(port)"
             for (k, v) in env { environment[k] = v }
-            process.environment = environment
-            process.standardError = stderr
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
+            let stderr = self.stderr
+            process = try runRetryingSpawnRaces {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: command[0])
+                process.arguments = Array(command.dropFirst())
+                process.environment = environment
+                process.standardError = stderr
+                process.standardOutput = FileHandle.nullDevice
+                return process
+            }
         }
 
         /// Waits until /health answers; false if the process exited first.

@@ -49,3 +49,21 @@ public func builtProduct(_ name: String) -> String {
     return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
 }
+
+/// Starts `process`, retrying a few times when Foundation fails to spawn it
+/// with EBADF, which it does now and then when many tests start children at
+/// once (a descriptor race inside `Process.run`, not the child's fault).
+public func runRetryingSpawnRaces(_ makeProcess: () -> Process) throws -> Process {
+    var attempt = 0
+    while true {
+        let process = makeProcess()
+        do {
+            try process.run()
+            return process
+        } catch let error as NSError where attempt < 4
+                    && (error.userInfo[NSUnderlyingErrorKey] as? NSError)?.code == Int(EBADF) {
+            attempt += 1
+            usleep(50_000)
+        }
+    }
+}
