@@ -12,8 +12,9 @@ logkvd="${1:-.build/debug/logkvd}"
 command -v prometheus >/dev/null || { echo "prometheus is not installed (apt-get install prometheus)" >&2; exit 1; }
 
 work="$(mktemp -d)"
-kv_port=$((20000 + RANDOM % 10000))
-prom_port=$((kv_port + 1))
+source scripts/lib.sh
+kv_port=$(free_port)
+prom_port=$(free_port)
 cleanup() {
     [ -n "${kv_pid:-}" ] && kill "$kv_pid" 2>/dev/null || true
     [ -n "${prom_pid:-}" ] && kill "$prom_pid" 2>/dev/null || true
@@ -22,7 +23,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-source scripts/lib.sh
 chmod 755 "$work"
 start_logkvd "$logkvd" "$work/data" "127.0.0.1:$kv_port" --log-level warning
 kv_pid=$LOGKVD_PID

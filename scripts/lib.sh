@@ -29,3 +29,9 @@ start_logkvd() {
     echo "logkvd did not answer /health" >&2
     return 1
 }
+
+# free_port: a loopback port the kernel just handed out (bind to 0), so a
+# listener never collides with another service or a client's ephemeral port.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}

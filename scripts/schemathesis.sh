@@ -36,7 +36,7 @@ run() {  # run NAME SPEC ADDR [st args...]
         --max-examples "${ST_MAX_EXAMPLES:-40}" --workers 1 --no-color "$@")
 }
 
-port=$((30000 + RANDOM % 10000))
+port=$(free_port)
 start_logkvd "$logkvd" "$work/open" "127.0.0.1:$port" --log-level error
 run "auth off" "$PWD/docs/openapi.json" "127.0.0.1:$port"
 kill "$LOGKVD_PID"; wait "$LOGKVD_PID" || true
@@ -52,5 +52,6 @@ for item in doc["paths"].values():
             op["security"] = [s for s in op["security"] if s]
 json.dump(doc, open(sys.argv[2], "w"))
 PY
-LOGKV_TOKEN=st-secret-token start_logkvd "$logkvd" "$work/token" "127.0.0.1:$((port + 1))" --log-level error
-run "auth on" "$work/openapi-token.json" "127.0.0.1:$((port + 1))" -H "Authorization: Bearer st-secret-token"
+port=$(free_port)
+LOGKV_TOKEN=st-secret-token start_logkvd "$logkvd" "$work/token" "127.0.0.1:$port" --log-level error
+run "auth on" "$work/openapi-token.json" "127.0.0.1:$port" -H "Authorization: Bearer st-secret-token"

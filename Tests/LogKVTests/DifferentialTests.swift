@@ -7,17 +7,6 @@ import Testing
 @Suite struct DifferentialTests {
     struct ModelValue: Equatable { var value: [UInt8]; var expiresAt: Int64? }
 
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test(arguments: [1, 2, 3, 4])
     func randomOperationsMatchADictionaryModel(seed: UInt64) throws {
         let dir = TempDir("diff")
@@ -26,7 +15,7 @@ import Testing
         options.segmentSize = 8 * 1024
         options.cacheBudgetBytes = 2048
         options.maxPendingEntries = 64
-        var rng = SplitMix(state: seed)
+        var rng = SplitMix(seed: seed)
         var model: [[UInt8]: ModelValue] = [:]
         var store = try LogKV(path: dir.path, options: options)
         let keys: [[UInt8]] = (0..<60).map { i in i % 7 == 0 ? [0, UInt8(i), 0xFF] : bytes("k/\(i)") }
