@@ -91,18 +91,21 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let method = request.method
         let label = routeLabel
+        let cors = api.configuration.corsHeaders(origin: full.head.headers.first(name: "origin"))
         switch reply {
-        case let .now(response):
+        case var .now(response):
+            response.headers.add(contentsOf: cors)
             write(context: context, response, version: version, keepAlive: keepAlive)
             api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
                                             nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
         case let .later(future):
             future.assumeIsolated().whenComplete { result in
-                let response: Response
+                var response: Response
                 switch result {
                 case let .success(r): response = r
                 case let .failure(error): response = .error(APIError.from(error))
                 }
+                response.headers.add(contentsOf: cors)
                 self.write(context: context, response, version: version, keepAlive: keepAlive)
                 self.api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
                                                      nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
@@ -124,7 +127,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     channel.close(promise: nil)
                     return
                 }
-                let status = Self.runStream(stream, on: channel, version: version, keepAlive: keepAlive, stallTimeout: stall)
+                let status = Self.runStream(stream, on: channel, version: version, keepAlive: keepAlive, stallTimeout: stall,
+                                            extraHeaders: cors)
                 metrics.recordRequest(method: method, route: label, status: status,
                                       nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
             }
@@ -134,7 +138,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Produces a streamed response on the calling (blocking-pool) thread.
     /// Returns the status answered.
     private static func runStream(_ stream: ResponseStream, on channel: Channel, version: HTTPVersion,
-                                  keepAlive: Bool, stallTimeout: TimeAmount) -> HTTPResponseStatus {
+                                  keepAlive: Bool, stallTimeout: TimeAmount,
+                                  extraHeaders: [(String, String)]) -> HTTPResponseStatus {
         /// Writes one part and waits until it is on the socket, closing the
         /// connection if that takes longer than the stall timeout.
         func send(_ part: HTTPServerResponsePart) throws {
@@ -159,6 +164,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         do {
             try stream.produce({ response in
                 var headers = response.headers
+                headers.add(contentsOf: extraHeaders)
                 if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
                 status = response.status
                 started = true

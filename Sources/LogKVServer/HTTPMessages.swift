@@ -118,6 +118,12 @@ struct Response {
     static let noContent = Response(status: .noContent)
 
     static func error(_ error: APIError) -> Response {
+        if error.status == .noContent {
+            // A refusal-path answer that carries no body (a CORS preflight).
+            var response = Response(status: .noContent)
+            for (name, value) in error.headers { response.headers.add(name: name, value: value) }
+            return response
+        }
         var w = JSONWriter()
         w.beginObject()
         w.field("success", false)

@@ -66,7 +66,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         let config = configuration
         let connections = self.connections
         let guardSettings = RequestGuardHandler.Settings(
-            routes: routes, token: config.token, bodyLimit: bodyLimit, budget: bodyBudget,
+            routes: routes, token: config.token, corsOrigins: config.corsOrigins, bodyLimit: bodyLimit, budget: bodyBudget,
             idleTimeout: config.idleTimeout, requestTimeout: config.requestTimeout)
         let limit = bodyLimit
         let quiescing = ServerQuiescingHelper(group: group)

@@ -52,6 +52,7 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
     struct Settings: Sendable {
         var routes: [Route]
         var token: String?
+        var corsOrigins: [String] = []
         var bodyLimit: Int
         var budget: BodyBudget
         var idleTimeout: TimeAmount
@@ -192,6 +193,9 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if head.version.major == 1 && head.version.minor >= 1 && hosts.count != 1 {
             return .badRequest(hosts.isEmpty ? "missing Host header" : "more than one Host header")
         }
+        if head.method == .OPTIONS, !settings.corsOrigins.isEmpty, let preflight = corsPreflight(head) {
+            return preflight
+        }
         var request = Request(head: head, body: nil, eventLoop: context.eventLoop)
         let route: Route
         switch KVAPI.match(&request, in: settings.routes) {
@@ -222,6 +226,27 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         return nil
+    }
+
+    /// A CORS preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`): 204 with what the path allows for an
+    /// allowed origin, 403 for another. Answered before auth: browsers send
+    /// preflights without credentials.
+    private func corsPreflight(_ head: HTTPRequestHead) -> APIError? {
+        guard let origin = head.headers.first(name: "origin"),
+              head.headers.contains(name: "access-control-request-method") else { return nil }
+        guard settings.corsOrigins.contains(where: { $0 == "*" || $0 == origin }) else {
+            return APIError(.forbidden, "origin \(origin) is not allowed (see --cors-origins)")
+        }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let methods = settings.routes.filter { KVAPI.matchTemplate($0, path) != nil }.map(\.method.rawValue)
+        guard !methods.isEmpty else { return .notFound("no route for \(path)") }
+        return APIError(.noContent, "", headers: [
+            ("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
+            ("Access-Control-Allow-Methods", methods.joined(separator: ", ")),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match"),
+            ("Access-Control-Max-Age", "600"),
+        ])
     }
 
     static func busy(_ budget: BodyBudget) -> APIError {

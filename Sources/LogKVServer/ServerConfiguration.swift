@@ -50,6 +50,18 @@ public struct ServerConfiguration: Sendable {
     /// reading more requests from it until the client catches up.
     public var writeBufferHighWater = 256 * 1024
 
+    /// Browser origins allowed to call the API (CORS), e.g.
+    /// `https://dash.example.com`; `*` allows any. Empty (the default): CORS
+    /// is off, preflight `OPTIONS` requests get 405.
+    public var corsOrigins: [String] = []
+
+    /// The CORS headers for a response to a request from `origin`, or none.
+    func corsHeaders(origin: String?) -> [(String, String)] {
+        guard let origin, corsOrigins.contains(where: { $0 == "*" || $0 == origin }) else { return [] }
+        return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
+                ("Access-Control-Expose-Headers", "ETag, X-Logkv-TTL, Retry-After")]
+    }
+
     /// Without a token, admin routes (`/v1/admin/...`) answer loopback
     /// clients only (like Redis's protected mode).
     public var adminRestrictedToLoopback: Bool { token == nil }

@@ -49,6 +49,8 @@ struct Logkvd: AsyncParsableCommand {
     var requestTimeout = 30
     @Option(help: "Seconds in-flight requests get to finish after SIGTERM/SIGINT; a second signal stops at once.")
     var shutdownGrace = 10
+    @Option(help: "Browser origins allowed to call the API (CORS), comma-separated; * for any. Off by default. (env LOGKV_CORS_ORIGINS)")
+    var corsOrigins: String?
 
     func run() async throws {
         // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG,
@@ -79,6 +81,10 @@ struct Logkvd: AsyncParsableCommand {
         serverConfig.idleTimeout = .seconds(Int64(idleTimeout))
         serverConfig.requestTimeout = .seconds(Int64(requestTimeout))
         serverConfig.shutdownGracePeriod = .seconds(Int64(shutdownGrace))
+        if let origins = corsOrigins ?? env["LOGKV_CORS_ORIGINS"] {
+            serverConfig.corsOrigins = origins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+        }
         guard maxConnections > 0, maxBodyBytesInFlight > 0, idleTimeout > 0, requestTimeout > 0, shutdownGrace >= 0 else {
             throw ValidationError("connection, body, timeout and grace settings must be positive")
         }

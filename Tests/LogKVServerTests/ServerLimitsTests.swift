@@ -300,4 +300,30 @@ import Testing
             #expect(try s.client().request("GET", "/v1/stats").status == 200)
         }
     }
+
+    @Test func corsIsOffByDefaultAndAnswersAllowedOriginsWhenOn() async throws {
+        let preflight = ["Origin": "https://dash.example", "Access-Control-Request-Method": "PUT"]
+        try await withServer { s in
+            let c = try s.client()
+            #expect(try c.request("OPTIONS", "/v1/kv/k", headers: preflight).status == 405)
+            #expect(try c.request("GET", "/health", headers: ["Origin": "https://dash.example"]).headers["access-control-allow-origin"] == nil)
+        }
+        try await withServer(configure: { $0.corsOrigins = ["https://dash.example"] }) { s in
+            let c = try s.client()
+            let ok = try c.request("OPTIONS", "/v1/kv/k", headers: preflight)
+            #expect(ok.status == 204)
+            #expect(ok.headers["access-control-allow-origin"] == "https://dash.example")
+            #expect(ok.headers["access-control-allow-methods"]?.contains("PUT") == true)
+            #expect(ok.headers["access-control-allow-headers"]?.contains("If-Match") == true)
+            let other = try c.request("OPTIONS", "/v1/kv/k", headers: ["Origin": "https://evil.example", "Access-Control-Request-Method": "PUT"])
+            #expect(other.status == 403)
+            let put = try c.request("PUT", "/v1/kv/k", headers: ["Origin": "https://dash.example"], body: utf8("v"))
+            #expect(put.status == 204)
+            #expect(put.headers["access-control-allow-origin"] == "https://dash.example")
+            #expect(put.headers["access-control-expose-headers"]?.contains("ETag") == true)
+            let get = try c.request("GET", "/v1/kv/k", headers: ["Origin": "https://evil.example"])
+            #expect(get.status == 200)
+            #expect(get.headers["access-control-allow-origin"] == nil)
+        }
+    }
 }
