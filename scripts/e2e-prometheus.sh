@@ -63,7 +63,7 @@ python3 - "$prom_port" dashboards/logkv.json <<'PY'
 import json, sys, urllib.parse, urllib.request
 port, path = sys.argv[1], sys.argv[2]
 dashboard = json.load(open(path))
-substitutions = {"$__rate_interval": "1m", "$__interval": "15s", "$job": ".*"}
+substitutions = {"$__rate_interval": "1m", "$__interval": "15s", "$job": ".*", "$instance": ".*"}
 failures, checked = [], 0
 for panel in dashboard["panels"]:
     for target in panel.get("targets", []):
