@@ -91,7 +91,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let method = request.method
         let label = routeLabel
-        let cors = api.configuration.corsHeaders(origin: full.head.headers.first(name: "origin"))
+        var cors = api.configuration.corsHeaders(origin: full.head.headers.first(name: "origin"))
+        // A HEAD answer has no body to encode.
+        if method == .HEAD { cors.append((ResponseCompression.identityMarker, "1")) }
         switch reply {
         case var .now(response):
             response.headers.add(contentsOf: cors)

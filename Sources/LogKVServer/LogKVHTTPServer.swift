@@ -97,6 +97,10 @@ public final class LogKVHTTPServer: Service, Sendable {
                     try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
                     try sync.addHandler(ProtocolErrorHandler())
                     try sync.addHandler(RequestGuardHandler(settings: guardSettings))
+                    // After the guard: its refusals and `100 Continue` answers
+                    // do not pass the compressor, which pairs every response
+                    // with the request head it saw.
+                    try sync.addHandler(ResponseCompression.handler())
                     try sync.addHandler(NIOHTTPServerRequestAggregator(maxContentLength: limit))
                     try sync.addHandler(HTTPHandler(api: api, routes: routes))
                 }

@@ -326,4 +326,26 @@ import Testing
             #expect(get.headers["access-control-allow-origin"] == nil)
         }
     }
+
+    @Test func largeJSONIsGzippedWhenAcceptedAndRawValuesNever() async throws {
+        try await withServer { s in
+            for i in 0..<100 { try s.store.put(Array("some-longer-key-name-\(i)".utf8), Array("v".utf8)) }
+            try s.store.put(Array("big".utf8), [UInt8](repeating: 0x61, count: 4000))
+            let c = try s.client()
+            let gz = try c.request("GET", "/v1/keys", headers: ["Accept-Encoding": "gzip"])
+            #expect(gz.status == 200)
+            #expect(gz.headers["content-encoding"] == "gzip")
+            #expect(gz.body.starts(with: [0x1F, 0x8B]))  // gzip magic
+            let plain = try c.request("GET", "/v1/keys")
+            #expect(plain.headers["content-encoding"] == nil)
+            #expect(gz.body.count < plain.body.count / 3)
+            let raw = try c.request("GET", "/v1/kv/big?raw", headers: ["Accept-Encoding": "gzip"])
+            #expect(raw.headers["content-encoding"] == nil && raw.body.count == 4000)
+            let head = try c.request("HEAD", "/v1/kv/big", headers: ["Accept-Encoding": "gzip"])
+            #expect(head.status == 200 && head.headers["content-encoding"] == nil)
+            let small = try c.request("GET", "/v1/stats", headers: ["Accept-Encoding": "gzip"])
+            #expect(small.headers["content-encoding"] == nil)  // under the threshold
+            #expect(try c.request("GET", "/health").text == "ok")  // the connection is still in step
+        }
+    }
 }
