@@ -168,15 +168,7 @@ extension LogKV {
             guard !complete else { throw LogKVError.invalidArgument("backup archive holds segments after its completion marker") }
             let path = target.segmentPath(segmentID)
             if fs.exists(path) { throw LogKVError.invalidArgument("backup archive holds segment \(segmentID) twice") }
-            let out = try fs.open(path + ".tmp", .createOrTruncate)
-            var written: Int64 = 0
-            while written < entry.size {
-                let chunk = try read(Int(min(Int64(4 << 20), entry.size - written)))
-                try chunk.withUnsafeBytes { try out.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: written) }
-                written += Int64(chunk.count)
-            }
-            try out.sync()
-            try fs.rename(path + ".tmp", to: path)
+            _ = try writeDurably(length: entry.size, to: path, fs: fs) { _, count in try read(count) }
             _ = try read(Int(BackupArchive.padded(entry.size) - entry.size))
             restored += 1
         }
@@ -190,11 +182,19 @@ extension LogKV {
     /// fsyncs it, and renames it into place (the caller syncs the directory).
     /// Returns the bytes copied.
     static func copyDurably(_ file: SegmentFile, length: Int64, to destination: String, fs: any FileSystem) throws -> Int64 {
+        try writeDurably(length: length, to: destination, fs: fs) { offset, count in try file.read(at: offset, count: count) }
+    }
+
+    /// Writes `length` bytes that `read(offset, count)` supplies, in 4 MiB
+    /// chunks, under a temporary name; fsyncs; renames into place (the caller
+    /// syncs the directory). Returns the bytes written.
+    static func writeDurably(length: Int64, to destination: String, fs: any FileSystem,
+                             read: (_ offset: Int64, _ count: Int) throws -> [UInt8]) throws -> Int64 {
         let temp = destination + ".tmp"
         let out = try fs.open(temp, .createOrTruncate)
         var offset: Int64 = 0
         while offset < length {
-            let chunk = try file.read(at: offset, count: Int(min(Int64(4 << 20), length - offset)))
+            let chunk = try read(offset, Int(min(Int64(4 << 20), length - offset)))
             try chunk.withUnsafeBytes { try out.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: offset) }
             offset += Int64(chunk.count)
         }

@@ -484,11 +484,7 @@ public final class LogKV: @unchecked Sendable {
     /// Verifies a record read from `location` and returns its value; never
     /// returns bytes that fail the checksum or belong to another key.
     func decodeRecord(_ bytes: [UInt8], key: [UInt8], at location: RecordLocation) throws -> StoredValue {
-        let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
-        let keyEnd = RecordFormat.recordHeaderSize + Int(header.keyLength)
-        let intact = header.recordLength == bytes.count
-            && bytes.withUnsafeBytes { RecordCodec.crcMatches($0, expected: header.crc) }
-        guard intact else {
+        guard let (header, keyEnd) = Self.verifiedRecord(bytes) else {
             metrics.readCorrupt.increment()
             logger.error("checksum mismatch on read", metadata: [
                 "segment": "\(location.segment)", "offset": "\(location.offset)"])
@@ -499,8 +495,21 @@ public final class LogKV: @unchecked Sendable {
             throw LogKVError.corruption(segment: location.segment, offset: location.offset,
                                         reason: "index points at a different record")
         }
-        return StoredValue(value: Array(bytes[keyEnd...]), seq: header.seq, writtenAt: header.writtenAt,
-                           expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
+        return Self.storedValue(bytes, header: header, keyEnd: keyEnd)
+    }
+
+    /// The header of a whole record and where its key ends, or nil if the
+    /// bytes are not exactly one record with a matching checksum.
+    static func verifiedRecord(_ bytes: [UInt8]) -> (header: RecordHeader, keyEnd: Int)? {
+        let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
+        guard header.recordLength == bytes.count,
+              bytes.withUnsafeBytes({ RecordCodec.crcMatches($0, expected: header.crc) }) else { return nil }
+        return (header, RecordFormat.recordHeaderSize + Int(header.keyLength))
+    }
+
+    static func storedValue(_ bytes: [UInt8], header: RecordHeader, keyEnd: Int) -> StoredValue {
+        StoredValue(value: Array(bytes[keyEnd...]), seq: header.seq, writtenAt: header.writtenAt,
+                    expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
     }
 
     /// Removes an expired key from the KeyDir, unless a newer write won.

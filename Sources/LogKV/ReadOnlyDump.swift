@@ -67,11 +67,11 @@ extension LogKV {
         var keys = 0
         for (key, record) in latest.sorted(by: { $0.key < $1.key }) where record.live {
             let bytes = try record.segment.read(at: record.offset, count: record.length)
-            let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
-            let keyEnd = RecordFormat.recordHeaderSize + Int(header.keyLength)
-            let value = StoredValue(value: Array(bytes[keyEnd...]), seq: header.seq, writtenAt: header.writtenAt,
-                                    expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
-            try body(key.bytes, value)
+            guard let (header, keyEnd) = LogKV.verifiedRecord(bytes) else {
+                damaged += 1  // changed since the scan: never dump garbage
+                continue
+            }
+            try body(key.bytes, LogKV.storedValue(bytes, header: header, keyEnd: keyEnd))
             keys += 1
         }
         return (keys, damaged)

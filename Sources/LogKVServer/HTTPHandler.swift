@@ -91,12 +91,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let method = request.method
         let label = routeLabel
-        var cors = api.configuration.corsHeaders(origin: full.head.headers.first(name: "origin"))
-        // A HEAD answer has no body to encode.
-        if method == .HEAD { cors.append((ResponseCompression.identityMarker, "1")) }
+        // Headers every answer to this request gets: CORS, and for HEAD
+        // (no body to encode) the compressor's leave-alone marker.
+        var extraHeaders = api.configuration.corsHeaders(origin: full.head.headers.first(name: "origin"))
+        if method == .HEAD { extraHeaders.append((ResponseCompression.identityMarker, "1")) }
         switch reply {
         case var .now(response):
-            response.headers.add(contentsOf: cors)
+            response.headers.add(contentsOf: extraHeaders)
             write(context: context, response, version: version, keepAlive: keepAlive)
             api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
                                             nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
@@ -107,7 +108,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case let .success(r): response = r
                 case let .failure(error): response = .error(APIError.from(error))
                 }
-                response.headers.add(contentsOf: cors)
+                response.headers.add(contentsOf: extraHeaders)
                 self.write(context: context, response, version: version, keepAlive: keepAlive)
                 self.api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
                                                      nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
@@ -130,7 +131,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     return
                 }
                 let status = Self.runStream(stream, on: channel, version: version, keepAlive: keepAlive, stallTimeout: stall,
-                                            extraHeaders: cors)
+                                            extraHeaders: extraHeaders)
                 metrics.recordRequest(method: method, route: label, status: status,
                                       nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
             }
