@@ -38,16 +38,16 @@ extension LogKV {
         compactionLock.lock()
         defer { compactionLock.unlock() }
         let started = DispatchTime.now()
-        let sealedBefore: UInt64 = try writerLock.withLock {
+        let sealed: Set<UInt64> = try writerLock.withLock {
             if writerClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }
             if everything && !active.isEmpty { try rotate() }
-            return active.id
+            return sealedLogSegments()
         }
-        // Every change in a log segment before `sealedBefore` was appended
-        // before this flush, so none is still pending once it returns.
+        // Every change in a log segment sealed now was appended before this
+        // flush, so none is still pending once it returns.
         try flushIndex()
-        let candidates = try compactionCandidates(sealedBefore: sealedBefore)
+        let candidates = try compactionCandidates(sealedLogSegments: sealed)
         let chosen = candidates.filter { candidate in
             let dead = candidate.dead
             if everything { return dead > 0 }
@@ -97,14 +97,21 @@ extension LogKV {
     /// A segment compaction may take, with its garbage.
     struct CompactionCandidate { var id: UInt64; var size: Int64; var dead: Int64 }
 
-    /// Segments wholly in the index — compaction outputs, and log segments
-    /// sealed before `sealedBefore` once a flush covered them — with their
+    /// The log segments sealed now: every one but the active. A recorded
+    /// fact, not an id comparison (rule 4). Called under the writer lock.
+    func sealedLogSegments() -> Set<UInt64> {
+        let activeID = active.id
+        return state.withLock { Set(segments.values.filter { $0.kind == .log && $0.id != activeID }.map(\.id)) }
+    }
+
+    /// Segments wholly in the index — compaction outputs, and the log
+    /// segments in `sealedLogSegments` once a flush covered them — with their
     /// dead bytes (the segment header is not garbage).
-    func compactionCandidates(sealedBefore: UInt64) throws -> [CompactionCandidate] {
+    func compactionCandidates(sealedLogSegments sealed: Set<UInt64>) throws -> [CompactionCandidate] {
         let (files, damaged) = state.withLock { (segments, damagedSegments) }
         return try readers.withReader { try $0.segments() }.compactMap { row in
             guard let file = files[row.id], !damaged.contains(row.id) else { return nil }
-            let covered = file.kind == .compacted || row.id < sealedBefore
+            let covered = file.kind == .compacted || sealed.contains(row.id)
             guard covered else { return nil }
             let dead = max(0, file.size - file.dataStart - row.liveBytes)
             return CompactionCandidate(id: row.id, size: file.size, dead: dead)
@@ -113,8 +120,8 @@ extension LogKV {
 
     /// Whether a background compaction should run now (Bitcask-style triggers).
     func compactionTriggered() throws -> Bool {
-        let activeID = writerLock.withLock { active.id }
-        return try compactionCandidates(sealedBefore: activeID).contains { candidate in
+        let sealed = writerLock.withLock { sealedLogSegments() }
+        return try compactionCandidates(sealedLogSegments: sealed).contains { candidate in
             guard candidate.size > 0 else { return false }
             return Double(candidate.dead) / Double(candidate.size) >= options.compactionTriggerRatio
                 || candidate.dead >= options.compactionTriggerDeadBytes
