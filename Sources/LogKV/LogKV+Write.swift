@@ -15,8 +15,12 @@ import Foundation
 ///
 /// Lock order: writerLock → state, writerLock → syncState, syncState → state.
 extension LogKV {
+    /// Appends one record. With `.waitHere` it returns the seq once the write
+    /// is acknowledged; with `.notify` it returns nil once appended and the
+    /// callback acknowledges (see `GroupCommit.swift`).
+    @discardableResult
     func append(key: [UInt8], value: [UInt8], expiresAt: Int64, tombstone: Bool,
-                condition: WriteCondition) throws -> UInt64 {
+                condition: WriteCondition, acknowledge: Acknowledgement) throws -> UInt64? {
         let now = options.clock()
         // The value's checksum is the costly part of encoding: compute it
         // before taking the writer lock, so concurrent writers overlap it.
@@ -88,10 +92,18 @@ extension LogKV {
             }
             metrics.writtenBytes.increment(by: recordLength)
         }
-        if options.fsync == .always {
-            try waitForSync(upTo: acknowledgedAt)
+        switch acknowledge {
+        case .waitHere:
+            if options.fsync == .always { try waitForSync(upTo: acknowledgedAt) }
+            return seq
+        case let .notify(done):
+            if options.fsync == .always {
+                awaitDurable(upTo: acknowledgedAt) { result in done(result.map { seq }) }
+            } else {
+                done(.success(seq))
+            }
+            return nil
         }
-        return seq
     }
 
     /// The seq of the key's live version, or nil. Called under the writer
@@ -233,7 +245,7 @@ extension LogKV {
 
     /// Runs one fsync of the active segment. Called with `syncState` locked;
     /// unlocks it around the fsync itself.
-    private func runSync() throws {
+    func runSync() throws {
         syncInProgress = true
         let goal = appendedBytes
         let goalSeq = appendedSeq

@@ -119,6 +119,11 @@ public final class LogKV: @unchecked Sendable {
     var syncFile: SegmentFile
     var syncerRunning = false
     var syncerExited = false
+    /// Writers acknowledged by callback once an fsync covers them (`.always`,
+    /// see `GroupCommit.swift`), and the committer thread that runs it.
+    var durableWaiters: [DurableWaiter] = []
+    var committerRunning = false
+    var committerExited = false
 
     /// Opens (creating if needed) the store in `path`, recovering from a crash
     /// if the last run did not close cleanly.
@@ -176,6 +181,7 @@ public final class LogKV: @unchecked Sendable {
         self.keyDir = KeyDir(cacheBudgetBytes: options.cacheBudgetBytes, tracksUnindexed: options.fsync == .interval)
         startFlusher()
         startSyncer()
+        startCommitter()
         startMaintenance()
     }
 
@@ -203,7 +209,8 @@ public final class LogKV: @unchecked Sendable {
         if let expiresAt, expiresAt <= 0 {
             throw LogKVError.invalidArgument("expiresAt must be a positive unix time in ms")
         }
-        let seq = try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition)
+        let seq = try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition,
+                             acknowledge: .waitHere)!
         metrics.writesPut.increment()
         return seq
     }
@@ -216,12 +223,53 @@ public final class LogKV: @unchecked Sendable {
     public func delete(_ key: [UInt8], condition: WriteCondition = .none) throws -> Bool {
         try validate(key: key)
         do {
-            _ = try append(key: key, value: [], expiresAt: 0, tombstone: true, condition: condition)
+            _ = try append(key: key, value: [], expiresAt: 0, tombstone: true, condition: condition, acknowledge: .waitHere)
         } catch LogKVError.preconditionFailed(nil) where condition == .none {
             return false
         }
         metrics.writesDelete.increment()
         return true
+    }
+
+    /// `put` for callers that must not block a thread on the fsync (event
+    /// loops): returns once the record is appended; `whenDurable` is called
+    /// once, with the new version, when the write is acknowledged under the
+    /// fsync policy — under `.always` from the committer thread after an
+    /// fsync that covers it (one fsync for every writer waiting), otherwise
+    /// before this returns. Errors before the append are thrown; a failed
+    /// fsync reaches `whenDurable`.
+    public func put(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil, condition: WriteCondition = .none,
+                    whenDurable: @escaping @Sendable (Result<UInt64, Error>) -> Void) throws {
+        try validate(key: key)
+        guard value.count <= options.maxValueSize else {
+            throw LogKVError.valueTooLarge(size: value.count, limit: options.maxValueSize)
+        }
+        if let expiresAt, expiresAt <= 0 {
+            throw LogKVError.invalidArgument("expiresAt must be a positive unix time in ms")
+        }
+        let counter = metrics.writesPut
+        try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition,
+                   acknowledge: .notify({ result in
+                       if case .success = result { counter.increment() }
+                       whenDurable(result)
+                   }))
+    }
+
+    /// `delete` acknowledged like the callback form of `put`: `whenDurable`
+    /// gets false at once (nothing written) if the key did not exist.
+    public func delete(_ key: [UInt8], condition: WriteCondition = .none,
+                       whenDurable: @escaping @Sendable (Result<Bool, Error>) -> Void) throws {
+        try validate(key: key)
+        let counter = metrics.writesDelete
+        do {
+            try append(key: key, value: [], expiresAt: 0, tombstone: true, condition: condition,
+                       acknowledge: .notify({ result in
+                           if case .success = result { counter.increment() }
+                           whenDurable(result.map { _ in true })
+                       }))
+        } catch LogKVError.preconditionFailed(nil) where condition == .none {
+            whenDurable(.success(false))
+        }
     }
 
     /// Reads the latest value of `key`, or nil if it is missing or expired.
@@ -378,6 +426,7 @@ public final class LogKV: @unchecked Sendable {
         compactionLock.withLock {}  // a running compaction abandons its work and returns
         do { try sync() } catch { firstError = firstError ?? error }
         stopSyncer()
+        stopCommitter()
         stopFlusher()
         // Rule 8: the checkpoint covers the whole log, durably.
         // After a failed fsync nothing past the last good one may be

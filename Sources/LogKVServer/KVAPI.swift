@@ -37,13 +37,6 @@ public final class KVAPI: Sendable {
         })
     }
 
-    /// Runs engine work inline when the store promises it will not wait on
-    /// the disk for long (appends without fsync), else off the loop.
-    func writeReply(_ request: Request, _ body: @escaping @Sendable () throws -> Response) throws -> Reply {
-        if fsyncAlways { return offload(request, body) }
-        return .now(try body())
-    }
-
     // MARK: Routes
 
     /// Largest value answered as JSON on the event loop itself.
@@ -152,9 +145,10 @@ public final class KVAPI: Sendable {
     /// the new ETag.
     private func store(_ request: Request, key: [UInt8], value: [UInt8], expiresAt: Int64?) throws -> Reply {
         let condition = try ETag.condition(request.headers)
-        return try writeReply(request) { [store] in
-            let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
-            return Response(status: .noContent, headers: ["etag": "\"\(seq)\""])
+        return try acknowledged(request) { [store] whenDurable in
+            try store.put(key, value, expiresAt: expiresAt, condition: condition) { result in
+                whenDurable(result.map { Response(status: .noContent, headers: ["etag": "\"\($0)\""]) })
+            }
         }
     }
 
@@ -162,10 +156,46 @@ public final class KVAPI: Sendable {
         let key = request.key
         let condition = try ETag.condition(request.headers)
         if condition == .ifAbsent { throw APIError(.badRequest, "If-None-Match is not meaningful on DELETE") }
-        return try writeReply(request) { [store] in
-            guard try store.delete(key, condition: condition) else { throw APIError.notFound("key not found") }
-            return .noContent
+        return try acknowledged(request) { [store] whenDurable in
+            try store.delete(key, condition: condition) { result in
+                whenDurable(result.flatMap { existed in
+                    existed ? .success(.noContent) : .failure(APIError.notFound("key not found"))
+                })
+            }
         }
+    }
+
+    /// Runs a write on the event loop and answers when the engine
+    /// acknowledges it: at once unless the fsync policy is `always`, else
+    /// when the committer's fsync covers it (group commit across every
+    /// connection; no thread waits). The append itself never waits on an
+    /// fsync except at a segment rotation.
+    private func acknowledged(
+        _ request: Request,
+        _ write: (@escaping @Sendable (Result<Response, Error>) -> Void) throws -> Void
+    ) throws -> Reply {
+        // Without `always` the engine acknowledges before `write` returns:
+        // answer at once, with no promise.
+        let promise = fsyncAlways ? request.eventLoop.makePromise(of: Response.self) : nil
+        let settled = NIOLockedValueBox<Result<Response, Error>?>(nil)
+        do {
+            try write { result in
+                guard let promise else { return settled.withLockedValue { $0 = result } }
+                switch result {
+                case let .success(response): promise.succeed(response)
+                case let .failure(error): promise.succeed(.error(APIError.from(error)))
+                }
+            }
+        } catch {
+            // Refused before the append: the callback never runs.
+            promise?.succeed(.error(APIError.from(error)))
+            throw error
+        }
+        if let promise { return .later(promise.futureResult) }
+        guard let result = settled.withLockedValue({ $0 }) else {
+            throw APIError(.internalServerError, "write was not acknowledged")
+        }
+        return .now(try result.get())
     }
 
     /// `GET /v1/keys`. Binary-safe: `prefix`/`after` are the exact bytes

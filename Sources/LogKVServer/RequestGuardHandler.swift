@@ -69,7 +69,14 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var inRequest = false
     private var bodyBytes = 0
     private var reserved = 0
-    private var timer: Scheduled<Void>?
+    /// The connection's one clock: what happens once `deadline.at` passes
+    /// (nil: no clock runs, e.g. while the engine works on a request). A
+    /// per-connection ticker checks it, so a request only writes a time
+    /// instead of scheduling and cancelling timers; a timeout is acted on
+    /// at most a quarter of the shorter timeout late.
+    private enum Expiry { case idle, body(HTTPVersion) }
+    private var deadline: (at: NIODeadline, then: Expiry)?
+    private var tick: Scheduled<Void>?
 
     init(settings: Settings) {
         self.settings = settings
@@ -88,34 +95,58 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        stopClock()
         releaseBudget()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        stopClock()
         releaseBudget()
     }
 
+    private func stopClock() {
+        tick?.cancel()
+        tick = nil
+        deadline = nil
+    }
+
     private func armIdleTimer(_ context: ChannelHandlerContext) {
-        timer?.cancel()
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: settings.idleTimeout) {
-            // Idle between requests, or a head that never completed.
-            loopBound.value.close(promise: nil)
-        }
+        // Idle between requests, or a head that never completed.
+        deadline = (.now() + settings.idleTimeout, .idle)
+        startTicker(context)
     }
 
     private func armRequestTimer(_ context: ChannelHandlerContext, version: HTTPVersion) {
-        timer?.cancel()
+        deadline = (.now() + settings.requestTimeout, .body(version))
+        startTicker(context)
+    }
+
+    /// Schedules the next check unless one is pending; each check schedules
+    /// the next while the connection lives (not a `RepeatedTask`, which
+    /// reschedules itself even on a loop that is shutting down).
+    private func startTicker(_ context: ChannelHandlerContext) {
+        guard tick == nil, context.channel.isActive else { return }
+        let shorter = min(settings.idleTimeout, settings.requestTimeout).nanoseconds
+        let period = TimeAmount.nanoseconds(max(10_000_000, shorter / 4))
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let seconds = settings.requestTimeout.nanoseconds / 1_000_000_000
-        timer = context.eventLoop.scheduleTask(in: settings.requestTimeout) {
+        tick = context.eventLoop.scheduleTask(in: period) {
             let (handler, context) = loopBound.value
-            handler.refuse(context, APIError(.requestTimeout, "request body not received within \(seconds) s"),
-                           version: version)
+            handler.tick = nil
+            handler.checkDeadline(context)
+            if handler.deadline != nil { handler.startTicker(context) }
+        }
+    }
+
+    private func checkDeadline(_ context: ChannelHandlerContext) {
+        guard let deadline, NIODeadline.now() >= deadline.at else { return }
+        self.deadline = nil
+        switch deadline.then {
+        case .idle:
+            context.close(promise: nil)
+        case let .body(version):
+            let seconds = settings.requestTimeout.nanoseconds / 1_000_000_000
+            refuse(context, APIError(.requestTimeout, "request body not received within \(seconds) s"), version: version)
         }
     }
 
@@ -177,8 +208,7 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard !refusing else { return }
             // The whole request is in; the response may take as long as the
             // engine needs (an fsync), so no clock runs until it is written.
-            timer?.cancel()
-            timer = nil
+            deadline = nil
             context.fireChannelRead(data)
         }
     }
@@ -258,8 +288,7 @@ final class RequestGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// is discarded unread.
     private func refuse(_ context: ChannelHandlerContext, _ error: APIError, version: HTTPVersion, keepAlive: Bool = false) {
         refusing = true
-        timer?.cancel()
-        timer = nil
+        deadline = nil
         releaseBudget()
         HTTPHandler.write(context: context, .error(error), version: version, keepAlive: keepAlive)
         if keepAlive {

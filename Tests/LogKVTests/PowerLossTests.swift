@@ -146,7 +146,20 @@ import Testing
                 let ttl: Int64 = Int.random(in: 0..<8, using: &rng) == 0 ? Int64.random(in: 1...40, using: &rng) : 0
                 let expiresAt = ttl == 0 ? 0 : clock.now + ttl
                 let op = model.begin(key, value, expiresAt: expiresAt)
-                let seq = try store.put(Array(key.utf8), value, expiresAt: ttl == 0 ? nil : expiresAt)
+                let seq: UInt64
+                if policy == .always && Bool.random(using: &rng) {
+                    // The server's form: acknowledged by the committer's fsync.
+                    let answered = DispatchSemaphore(value: 0)
+                    let result = LockedBox<Result<UInt64, Error>?>(nil)
+                    try store.put(Array(key.utf8), value, expiresAt: ttl == 0 ? nil : expiresAt) {
+                        result.set($0)
+                        answered.signal()
+                    }
+                    answered.wait()
+                    seq = try result.get()!.get()
+                } else {
+                    seq = try store.put(Array(key.utf8), value, expiresAt: ttl == 0 ? nil : expiresAt)
+                }
                 model.ack(key, op: op, seq: seq)
             case 50..<65:
                 let op = model.begin(key, nil, expiresAt: 0)
@@ -291,4 +304,13 @@ final class PowerLossTally: @unchecked Sendable {
     private(set) var total = 0
     @discardableResult
     func add(_ n: Int) -> Int { lock.withLock { total += n; return total } }
+}
+
+/// A value handed from a callback thread to the test.
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func set(_ new: T) { lock.withLock { value = new } }
+    func get() -> T { lock.withLock { value } }
 }
