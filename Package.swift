@@ -32,10 +32,12 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         .systemLibrary(name: "CLinux"),
+        .target(name: "CSQLiteNoWait", dependencies: ["CSQLite"]),
         .target(
             name: "LogKV",
             dependencies: [
                 "CSQLite",
+                "CSQLiteNoWait",
                 "CZlib",
                 "CLinux",
                 .product(name: "Logging", package: "swift-log"),

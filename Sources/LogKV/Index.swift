@@ -1,4 +1,5 @@
 import Foundation
+import CSQLiteNoWait
 
 /// The SQLite mirror of the KeyDir.
 ///
@@ -540,6 +541,26 @@ final class IndexReaderPool: @unchecked Sendable {
 
     func drain() {
         lock.withLock { idle.removeAll() }
+    }
+
+    /// Whether SQLite's reads could be made never-waiting in this process
+    /// (see `CSQLiteNoWait.h`); installed before the first connection opens.
+    static let canLookUpWithoutWaiting: Bool = logkv_sqlite_install_nowait_reads() > 0
+
+    /// `lookup` for event loops: `.some(answer)` when every page it needed
+    /// was in memory; nil when it would have waited on the disk, no idle
+    /// connection was at hand (opening one is file I/O), or the lookup failed
+    /// (the blocking path then reports the real error).
+    func lookupWithoutWaiting(_ key: [UInt8]) -> RecordLocation?? {
+        guard Self.canLookUpWithoutWaiting, let reader = lock.withLock({ idle.popLast() }) else { return nil }
+        defer { lock.withLock { idle.append(reader) } }
+        logkv_sqlite_nowait_begin()
+        defer { logkv_sqlite_nowait_end() }
+        do {
+            return .some(try reader.lookup(key))
+        } catch {
+            return nil
+        }
     }
 }
 

@@ -132,6 +132,7 @@ public final class LogKV: @unchecked Sendable {
     ///   `.corruption` for damage recovery must not paper over; `.io`, `.index`.
     public convenience init(path: String, options: LogKVOptions = LogKVOptions()) throws {
         let started = DispatchTime.now()
+        _ = IndexReaderPool.canLookUpWithoutWaiting  // before the first connection opens
         let recovered = try Recovery.open(path: path, options: options)
         try self.init(recovered: recovered, options: options)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
@@ -317,7 +318,7 @@ public final class LogKV: @unchecked Sendable {
     /// - Throws: as `get`.
     public func getWithoutWaiting(_ key: [UInt8]) throws -> ImmediateRead {
         try validate(key: key)
-        guard let observed = try locateInMemory(KeyBytes(key)).answer else { return .wouldBlock }
+        guard let observed = try locateWithoutWaiting(key) else { return .wouldBlock }
         guard let location = observed.location else {
             metrics.readMiss.increment()
             return .done(nil)
@@ -496,6 +497,19 @@ public final class LogKV: @unchecked Sendable {
         }
         if closed { throw LogKVError.closed }
         return (answer, epoch)
+    }
+
+    /// `locateObserving` without waiting on the disk: memory first, then
+    /// SQLite if the pages it needs are in the page cache; nil otherwise.
+    func locateWithoutWaiting(_ keyBytes: [UInt8]) throws -> Observed? {
+        let key = KeyBytes(keyBytes)
+        let (answer, epoch) = try locateInMemory(key)
+        if let answer { return answer }
+        guard let found = readers.lookupWithoutWaiting(keyBytes) else { return nil }
+        if let found {
+            state.withLock { keyDir.cacheRow(key, found, epochRead: epoch) }
+        }
+        return Observed(location: found, epoch: epoch)
     }
 
     func locateObserving(_ keyBytes: [UInt8]) throws -> Observed {
