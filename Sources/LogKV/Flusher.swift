@@ -103,6 +103,7 @@ extension LogKV {
             }
             flusherFailures = 0
             flusherError = nil
+            recoveredBacklog = 0  // the first batch took all of pending
             lastCompletedFlushStart = flushNumber
             keyDir.batchCommitted(batch)
             metrics.flushDuration.recordNanoseconds(Int64(nanos))

@@ -155,7 +155,8 @@ extension LogKV {
                 metrics.writeRefusals.increment()
                 throw LogKVError.readOnly(reason: "index cannot be written: \(flusherError)")
             }
-            let full = keyDir.count >= options.maxPendingEntries || keyDir.backlogBytes >= options.maxPendingBytes
+            let full = keyDir.count - recoveredBacklog >= options.maxPendingEntries
+                || keyDir.backlogBytes >= options.maxPendingBytes * (recoveredBacklog > 0 ? 2 : 1)
             guard full && flusherRunning else { return }
             state.broadcast()
             _ = state.wait(until: Date(timeIntervalSinceNow: 0.05))

@@ -86,6 +86,10 @@ public final class LogKV: @unchecked Sendable {
     var lastSeq: UInt64
     /// Final sizes of segments sealed since the last flush.
     var sealedSizes: [UInt64: Int64] = [:]
+    /// Entries of the log tail recovered into `pending` at open, until the
+    /// flush that takes them commits: writers are not held back for them
+    /// (the backlog may reach twice its budget once, after a crash).
+    var recoveredBacklog = 0
     /// Every segment file, readable by id.
     var segments: [UInt64: SegmentFile]
     /// Ids of segments removed by compaction: a reader that finds its
@@ -180,6 +184,16 @@ public final class LogKV: @unchecked Sendable {
         self.appendedSeq = recovered.maxSeq
         self.appendedEnd = logEnd
         self.keyDir = KeyDir(cacheBudgetBytes: options.cacheBudgetBytes, tracksUnindexed: options.fsync == .interval)
+        // The replayed tail is durable (recovery synced it): readers see it
+        // at once, the flusher indexes it and then moves the checkpoint.
+        // Each is published as if its record started where the tail starts,
+        // so that if a newer unsynced write replaces one in `pending`, the
+        // checkpoint stays before the tail until that key is indexed.
+        for (key, change) in recovered.unindexedTail {
+            keyDir.publish(key, change, recordAt: recovered.unindexedTailStart)
+        }
+        self.recoveredBacklog = recovered.unindexedTail.count
+        self.sealedSizes = recovered.unindexedSizes
         startFlusher()
         startSyncer()
         startCommitter()

@@ -41,6 +41,15 @@ enum Recovery {
         /// Stretches of unreadable bytes with intact records after them.
         var damagedSpans: Int
         var rebuilt: Bool
+        /// The replayed tail not yet in the index (newest per key, all
+        /// durable), for the KeyDir's pending map; the index checkpoint still
+        /// sits before it, so a crash before the flusher takes it replays it
+        /// again. With the segment sizes the flusher records with it.
+        var unindexedTail: [KeyBytes: KeyDirChange] = [:]
+        var unindexedSizes: [UInt64: Int64] = [:]
+        /// Where the tail starts (the checkpoint): no later checkpoint may
+        /// pass it while a tail change is not in the index.
+        var unindexedTailStart: LogPosition?
     }
 
     /// Records applied per index transaction while replaying.
@@ -130,6 +139,11 @@ enum Recovery {
             // seq: the checkpoint may sit before records already indexed
             // (see `LogKV.unindexedSince`), and the index keeps the newest
             // version of each key (older records never overwrite a row).
+            // The tail goes to memory, not SQLite: the store answers as soon
+            // as it is read, whatever the key count, and the flusher indexes
+            // it in the background (up to a backlog's worth; beyond that,
+            // replay commits as it goes).
+            replay.tailInMemoryLimit = options.maxPendingEntries
             try replay.run(&segments, from: start!.position, aboveSeq: 0)
         }
         try replay.index.setClosedCleanly(false)
@@ -137,7 +151,9 @@ enum Recovery {
         let active = segments.last { $0.kind == .log }!
         return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, active: active, index: replay.index,
                       maxSeq: maxSeq, replayedRecords: replay.records, truncatedBytes: replay.truncatedBytes,
-                      damagedSpans: replay.damagedSpans, rebuilt: rebuildReason != nil)
+                      damagedSpans: replay.damagedSpans, rebuilt: rebuildReason != nil,
+                      unindexedTail: replay.unindexedTail, unindexedSizes: replay.unindexedSizes,
+                      unindexedTailStart: rebuildReason == nil ? start?.position : nil)
     }
 
     /// Finishes or undoes a compaction a crash interrupted. Its durable index
@@ -236,6 +252,12 @@ private struct Replay {
     var maxSeq: UInt64 = 0
     /// Added to `maxSeq` in the final, durable commit (see `seqGapAfterCrash`).
     var seqLease: UInt64 = 0
+    /// When set, the last changes (at most this many keys) stay in memory
+    /// (`unindexedTail`) instead of going to SQLite, and the checkpoint is
+    /// left where it was.
+    var tailInMemoryLimit: Int?
+    private(set) var unindexedTail: [KeyBytes: KeyDirChange] = [:]
+    private(set) var unindexedSizes: [UInt64: Int64] = [:]
     var records = 0
     var truncatedBytes = 0
     var damagedSpans = 0
@@ -270,9 +292,24 @@ private struct Replay {
         }
         segments.sort { $0.id < $1.id }
         let active = segments.last { $0.kind == .log }!
+        maxSeq += seqLease
+        if tailInMemoryLimit != nil {
+            // The tail is served from memory from now on: it must be on the
+            // disk (a process crash leaves it in the page cache only). The
+            // seq high-water mark is durable before anything new is written;
+            // the checkpoint stays before the tail until the flusher indexes it.
+            if records > 0 { try active.sync() }
+            unindexedTail = batch
+            unindexedSizes = sizes
+            unindexedSizes[active.id] = active.size
+            batch.removeAll()
+            sizes.removeAll()
+            try commit(upTo: nil, durable: true)
+            if records > 0 { logger.info("replayed log tail into memory", metadata: ["records": "\(records)", "keys": "\(unindexedTail.count)"]) }
+            return
+        }
         // Durable: the checkpoint covers the whole log and carries the seq
         // high-water mark before anything new is written.
-        maxSeq += seqLease
         try commit(upTo: LogPosition(segment: active.id, offset: active.size), durable: true)
         if outOfOrder { try index.finishOutOfOrderReplay() }
         if records > 0 { logger.info("replayed log into index", metadata: ["records": "\(records)"]) }
@@ -293,9 +330,10 @@ private struct Replay {
                     continue
                 }
                 apply(entry, segment: segment.id, aboveSeq: aboveSeq)
-                if batch.count >= Recovery.replayBatch {
+                if batch.count >= (tailInMemoryLimit ?? Recovery.replayBatch) {
                     sizes[segment.id] = scanner.validEnd
-                    let position = outOfOrder || firstBad != nil ? nil : LogPosition(segment: segment.id, offset: scanner.validEnd)
+                    let position = outOfOrder || firstBad != nil || tailInMemoryLimit != nil
+                        ? nil : LogPosition(segment: segment.id, offset: scanner.validEnd)
                     try commit(upTo: position)
                 }
             } catch let stop as SegmentScanner.Stop {

@@ -169,6 +169,45 @@ import Testing
         #expect(try reopened.stats().keys == 80)
     }
 
+    @Test func logTailIsServedFromMemoryAtOnceAndReplayedAgainIfTheStoreStopsBeforeIndexingIt() throws {
+        let dir = TempDir()
+        try populate(dir, count: 50)
+        let savedIndex = try Data(contentsOf: URL(fileURLWithPath: dir.indexPath))
+        let writer = try LogKV(path: dir.path, options: .testing())
+        for i in 50..<80 { try writer.put("k\(i)", "v\(i)") }
+        try writer.put("k0", "changed")
+        #expect(try writer.delete("k1"))
+        try writer.close()
+        try savedIndex.write(to: URL(fileURLWithPath: dir.indexPath))
+
+        var slowFlusher = LogKVOptions.testing()
+        slowFlusher.flushIntervalMillis = 600_000  // the tail stays unindexed
+        let store = try LogKV(path: dir.path, options: slowFlusher)
+        #expect(store.state.withLock { store.keyDir.count } == 32)
+        #expect(try store.get("k0")?.value == bytes("changed"))
+        #expect(try store.get("k1") == nil)
+        for i in 2..<80 { #expect(try store.get("k\(i)")?.value == bytes("v\(i)")) }
+        #expect(try store.stats().keys == 79)
+        // Stop before the flusher indexed the tail (a copy of the files, as
+        // a crash leaves them): the checkpoint did not move past it.
+        let copy = TempDir()
+        try FileManager.default.removeItem(atPath: copy.path)
+        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
+        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+        try store.close()
+        let again = try Recovery.open(path: copy.path, options: .testing())
+        #expect(again.replayedRecords == 32)
+        _ = consume again
+        let reopened = try LogKV(path: copy.path, options: .testing())
+        #expect(try reopened.get("k0")?.value == bytes("changed"))
+        #expect(try reopened.get("k1") == nil)
+        for i in 2..<80 { #expect(try reopened.get("k\(i)")?.value == bytes("v\(i)")) }
+        try reopened.close()
+        // The store that ran to its close indexed the tail: nothing to replay.
+        let clean = try Recovery.open(path: dir.path, options: .testing())
+        #expect(clean.replayedRecords == 0)
+    }
+
     @Test func garbageIndexFileIsRebuilt() throws {
         let dir = TempDir()
         try populate(dir, count: 20)
