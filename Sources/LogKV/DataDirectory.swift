@@ -11,8 +11,10 @@ import Darwin
 ///     <dir>/segments/NNNNNNNNNNNN.seg
 ///     <dir>/index.sqlite          (+ -wal, -shm)
 ///     <dir>/COMPACTION            only while a compaction swaps segments
+///     <dir>/index.sqlite.rebuild  only during a full index rebuild (scratch)
 ///
-/// All file operations go through `fs` (see `FileSystem`).
+/// All file operations go through `fs` (see `FileSystem`), except the
+/// rebuild scratch, which SQLite writes (see `IndexBulkLoad`).
 struct DataDirectory: Sendable {
     let path: String
     let fs: any FileSystem

@@ -237,6 +237,18 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` in one index transaction (not durable on its own).
+    func inTransaction(_ body: () throws -> Void) throws {
+        try begin(durable: false)
+        do {
+            try body()
+            try commit(durable: false)
+        } catch {
+            rollback(durable: false)
+            throw error
+        }
+    }
+
     private func begin(durable: Bool) throws {
         try fs.indexWillCommit(path: db.path)
         if durable { try db.exec("PRAGMA synchronous=FULL") }

@@ -132,8 +132,13 @@ enum Recovery {
             logger.warning("rebuilding index from segments", metadata: [
                 "reason": "\(rebuildReason)", "segments": "\(segments.count)"])
             replay.index = try freshIndex(dir, storeID: storeID)
-            replay.outOfOrder = true
-            try replay.run(&segments, from: nil, aboveSeq: 0)
+            replay.bulk = try IndexBulkLoad(index: replay.index, scratchPath: dir.indexPath + ".rebuild")
+            do {
+                try replay.run(&segments, from: nil, aboveSeq: 0)
+            } catch {
+                replay.bulk?.abandon()
+                throw error
+            }
         } else {
             // Every record from the checkpoint on is applied, whatever its
             // seq: the checkpoint may sit before records already indexed
@@ -247,8 +252,9 @@ private struct Replay {
     var index: IndexWriter
     let logger: Logger
     let progress: (@Sendable (Int, Int, Int) -> Void)?
-    /// Rebuild: every segment, any order; tombstones are remembered.
-    var outOfOrder = false
+    /// Rebuild: every segment, any order, into a bulk load of an empty index.
+    var bulk: IndexBulkLoad?
+    var outOfOrder: Bool { bulk != nil }
     var maxSeq: UInt64 = 0
     /// Added to `maxSeq` in the final, durable commit (see `seqGapAfterCrash`).
     var seqLease: UInt64 = 0
@@ -308,10 +314,11 @@ private struct Replay {
             if records > 0 { logger.info("replayed log tail into memory", metadata: ["records": "\(records)", "keys": "\(unindexedTail.count)"]) }
             return
         }
+        try bulk?.finish()
         // Durable: the checkpoint covers the whole log and carries the seq
         // high-water mark before anything new is written.
         try commit(upTo: LogPosition(segment: active.id, offset: active.size), durable: true)
-        if outOfOrder { try index.finishOutOfOrderReplay() }
+
         if records > 0 { logger.info("replayed log into index", metadata: ["records": "\(records)"]) }
     }
 
@@ -329,7 +336,7 @@ private struct Replay {
                     salvaged.append(entry)
                     continue
                 }
-                apply(entry, segment: segment.id, aboveSeq: aboveSeq)
+                try apply(entry, segment: segment.id, aboveSeq: aboveSeq)
                 if batch.count >= (tailInMemoryLimit ?? Recovery.replayBatch) {
                     sizes[segment.id] = scanner.validEnd
                     let position = outOfOrder || firstBad != nil || tailInMemoryLimit != nil
@@ -377,8 +384,8 @@ private struct Replay {
         for entry in entries {
             let offset = next.size
             try next.append(try segment.read(at: entry.offset, count: entry.header.recordLength))
-            apply(SegmentScanner.Entry(offset: offset, header: entry.header, key: entry.key, value: []),
-                  segment: id, aboveSeq: aboveSeq)
+            try apply(SegmentScanner.Entry(offset: offset, header: entry.header, key: entry.key, value: []),
+                      segment: id, aboveSeq: aboveSeq)
         }
         try next.sync()
         try dir.syncDirectory(dir.segmentsPath)
@@ -390,11 +397,16 @@ private struct Replay {
         return next
     }
 
-    private mutating func apply(_ entry: SegmentScanner.Entry, segment: UInt64, aboveSeq: UInt64) {
+    private mutating func apply(_ entry: SegmentScanner.Entry, segment: UInt64, aboveSeq: UInt64) throws {
         let h = entry.header
         maxSeq = max(maxSeq, h.seq)
         guard h.seq > aboveSeq else { return }
-        batch.keepNewest(entry.key, KeyDirChange(h, segment: segment, offset: entry.offset))
+        let change = KeyDirChange(h, segment: segment, offset: entry.offset)
+        if let bulk {
+            try bulk.add(entry.key, change)
+        } else {
+            batch.keepNewest(entry.key, change)
+        }
         records += 1
     }
 

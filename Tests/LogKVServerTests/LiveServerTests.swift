@@ -8,6 +8,11 @@ import Testing
         let process: Process
         let port: Int
         let stderr = Pipe()
+        /// The server's stderr, read as it comes: a pipe nobody reads fills
+        /// up and blocks the server's logging (and whatever waits on it).
+        private let stderrDrained = DispatchSemaphore(value: 0)
+        private let stderrLock = NSLock()
+        private var stderrBytes = Data()
 
         init(dataDir: String, port: Int, env: [String: String] = [:], args: [String] = [], fileSizeLimit: Int? = nil) throws {
             self.port = port
@@ -35,6 +40,15 @@ import Testing
                 process.standardOutput = FileHandle.nullDevice
                 return process
             }
+            let reader = stderr.fileHandleForReading
+            Thread.detachNewThread { [self] in
+                while true {
+                    let chunk = reader.availableData
+                    if chunk.isEmpty { break }
+                    stderrLock.withLock { stderrBytes.append(chunk) }
+                }
+                stderrDrained.signal()
+            }
         }
 
         /// Waits until /health answers; false if the process exited first.
@@ -59,8 +73,11 @@ import Testing
             return line.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first.flatMap { UInt32($0) }
         }
 
+        /// Everything the server wrote to stderr; waits for it to exit.
         func stderrText() -> String {
-            String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            stderrDrained.wait()
+            stderrDrained.signal()
+            return stderrLock.withLock { String(decoding: stderrBytes, as: UTF8.self) }
         }
     }
 
