@@ -45,5 +45,14 @@ int logkv_sqlite_install_nowait_reads(void) {
     return replaced;
 }
 
+static int busy(void *unused, int count) {
+    (void)unused;
+    if (nowait || count >= 1000) return 0;
+    usleep(count < 10 ? 1000 : 10000);
+    return 1;
+}
+
+void logkv_sqlite_set_busy_handler(sqlite3 *db) { sqlite3_busy_handler(db, busy, 0); }
+
 void logkv_sqlite_nowait_begin(void) { nowait = 1; }
 void logkv_sqlite_nowait_end(void) { nowait = 0; }

@@ -6,8 +6,9 @@ import Foundation
 /// Steps, each crash-safe:
 /// 1. Seal the active segment (on demand) and flush the index. Only segments
 ///    the durable checkpoint wholly covers are candidates: compaction outputs,
-///    and log segments before the checkpoint's (so no input holds a change
-///    still pending in memory).
+///    and sealed log segments that started (by seq) before the checkpoint's
+///    (so no input holds a change still pending in memory, and a replay from
+///    the checkpoint finds every record after it).
 /// 2. Write `COMPACTION` (old ids; new ids as they are created), durably.
 /// 3. Copy each record whose index row points at exactly it, with its
 ///    original seq, into new segments (kind "compacted", never replayed).
@@ -47,6 +48,9 @@ extension LogKV {
         // Every change in a log segment sealed now was appended before this
         // flush, so none is still pending once it returns.
         try flushIndex()
+        // With nothing left to index (no write since the seal), no flush
+        // moves the checkpoint out of the segment just sealed: move it.
+        try advanceIdleCheckpoint()
         let candidates = try compactionCandidates(sealedLogSegments: sealed)
         let chosen = candidates.filter { candidate in
             let dead = candidate.dead
@@ -105,13 +109,29 @@ extension LogKV {
     }
 
     /// Segments wholly in the index — compaction outputs, and the log
-    /// segments in `sealedLogSegments` once a flush covered them — with their
-    /// dead bytes (the segment header is not garbage).
+    /// segments in `sealedLogSegments` that the index checkpoint has passed
+    /// — with their dead bytes (the segment header is not garbage).
+    ///
+    /// "Passed" is decided by seq (rule 4): a log segment is wholly before
+    /// the checkpoint's segment when it started at a lower seq (`minSeq`,
+    /// recorded in each header). A flush may index a sealed segment's
+    /// records while the checkpoint is held back before it (a key whose
+    /// synced record waits behind an unsynced rewrite); compacting that
+    /// segment would take records a replay from the checkpoint needs to
+    /// find (older versions of keys it holds could then win).
     func compactionCandidates(sealedLogSegments sealed: Set<UInt64>) throws -> [CompactionCandidate] {
-        let (files, damaged) = state.withLock { (segments, damagedSegments) }
+        let (files, damaged, checkpoint) = state.withLock { (segments, damagedSegments, indexedUpTo) }
+        let checkpointMinSeq = files[checkpoint.segment]?.header?.minSeq
         return try readers.withReader { try $0.segments() }.compactMap { row in
             guard let file = files[row.id], !damaged.contains(row.id) else { return nil }
-            let covered = file.kind == .compacted || sealed.contains(row.id)
+            let covered: Bool
+            if file.kind == .compacted {
+                covered = true
+            } else if sealed.contains(row.id), let checkpointMinSeq, let minSeq = file.header?.minSeq {
+                covered = minSeq < checkpointMinSeq
+            } else {
+                covered = false
+            }
             guard covered else { return nil }
             let dead = max(0, file.size - file.dataStart - row.liveBytes)
             return CompactionCandidate(id: row.id, size: file.size, dead: dead)

@@ -8,6 +8,12 @@ struct EngineMetrics: Sendable {
     let readMiss: Counter
     let readExpired: Counter
     let readCorrupt: Counter
+    /// How reads found their key's location: the in-memory KeyDir (pending
+    /// or cache), SQLite on the caller's thread with every page in memory,
+    /// or SQLite from a thread that may wait on the disk.
+    let lookupMemory: Counter
+    let lookupIndexNoWait: Counter
+    let lookupIndexBlocking: Counter
     let writesPut: Counter
     let writesDelete: Counter
     let expiredRead: Counter
@@ -43,6 +49,12 @@ struct EngineMetrics: Sendable {
         readMiss = reads("miss")
         readExpired = reads("expired")
         readCorrupt = reads("corrupt")
+        func lookups(_ path: String) -> Counter {
+            Counter(label: "logkv_keydir_lookups_total", dimensions: [("path", path)], factory: f)
+        }
+        lookupMemory = lookups("memory")
+        lookupIndexNoWait = lookups("index_nowait")
+        lookupIndexBlocking = lookups("index_blocking")
         writesPut = Counter(label: "logkv_writes_total", dimensions: [("op", "put")], factory: f)
         writesDelete = Counter(label: "logkv_writes_total", dimensions: [("op", "delete")], factory: f)
         expiredRead = expired("read")

@@ -104,6 +104,7 @@ extension LogKV {
             flusherFailures = 0
             flusherError = nil
             recoveredBacklog = 0  // the first batch took all of pending
+            indexedUpTo = batch.checkpoint
             lastCompletedFlushStart = flushNumber
             keyDir.batchCommitted(batch)
             metrics.flushDuration.recordNanoseconds(Int64(nanos))
@@ -115,5 +116,29 @@ extension LogKV {
         flusherExited = true
         state.broadcast()
         state.unlock()
+    }
+
+    /// Moves the index checkpoint to the durable end of the log when nothing
+    /// waits to be indexed: a flush moves it only with a batch, so after a
+    /// rotation with no write since, it would stay in the sealed segment
+    /// (which compaction may then not take). With `pending` and `flushing`
+    /// empty no key holds it back (see `KeyDir`).
+    func advanceIdleCheckpoint() throws {
+        try indexWriterLock.withLock {
+            let target: (end: LogPosition, seq: UInt64, sizes: [UInt64: Int64])? = state.withLock {
+                guard keyDir.isEmpty, lastSeq <= durableSeq, indexedUpTo != durableEnd else { return nil }
+                let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
+                sealedSizes.removeAll()
+                return (durableEnd, durableSeq, sizes)
+            }
+            guard let target else { return }
+            do {
+                try indexWriter.apply([], checkpoint: target.end, maxSeq: target.seq, segmentSizes: target.sizes)
+            } catch {
+                state.withLock { sealedSizes.merge(target.sizes) { newer, _ in newer } }
+                throw error
+            }
+            state.withLock { indexedUpTo = target.end }
+        }
     }
 }

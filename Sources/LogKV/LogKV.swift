@@ -90,6 +90,10 @@ public final class LogKV: @unchecked Sendable {
     /// flush that takes them commits: writers are not held back for them
     /// (the backlog may reach twice its budget once, after a crash).
     var recoveredBacklog = 0
+    /// The index's durable checkpoint: every record before it is in SQLite.
+    /// Compaction takes only log segments wholly before it (replay after a
+    /// crash starts there and must find every record it needs).
+    var indexedUpTo: LogPosition
     /// Every segment file, readable by id.
     var segments: [UInt64: SegmentFile]
     /// Ids of segments removed by compaction: a reader that finds its
@@ -136,7 +140,6 @@ public final class LogKV: @unchecked Sendable {
     ///   `.corruption` for damage recovery must not paper over; `.io`, `.index`.
     public convenience init(path: String, options: LogKVOptions = LogKVOptions()) throws {
         let started = DispatchTime.now()
-        _ = IndexReaderPool.canLookUpWithoutWaiting  // before the first connection opens
         let recovered = try Recovery.open(path: path, options: options)
         try self.init(recovered: recovered, options: options)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
@@ -193,6 +196,7 @@ public final class LogKV: @unchecked Sendable {
             keyDir.publish(key, change, recordAt: recovered.unindexedTailStart)
         }
         self.recoveredBacklog = recovered.unindexedTail.count
+        self.indexedUpTo = recovered.unindexedTailStart ?? LogPosition(segment: recovered.active.id, offset: recovered.active.size)
         self.sealedSizes = recovered.unindexedSizes
         startFlusher()
         startSyncer()
@@ -518,8 +522,12 @@ public final class LogKV: @unchecked Sendable {
     func locateWithoutWaiting(_ keyBytes: [UInt8]) throws -> Observed? {
         let key = KeyBytes(keyBytes)
         let (answer, epoch) = try locateInMemory(key)
-        if let answer { return answer }
+        if let answer {
+            metrics.lookupMemory.increment()
+            return answer
+        }
         guard let found = readers.lookupWithoutWaiting(keyBytes) else { return nil }
+        metrics.lookupIndexNoWait.increment()
         if let found {
             state.withLock { keyDir.cacheRow(key, found, epochRead: epoch) }
         }
@@ -529,7 +537,11 @@ public final class LogKV: @unchecked Sendable {
     func locateObserving(_ keyBytes: [UInt8]) throws -> Observed {
         let key = KeyBytes(keyBytes)
         let (answer, epoch) = try locateInMemory(key)
-        if let answer { return answer }
+        if let answer {
+            metrics.lookupMemory.increment()
+            return answer
+        }
+        metrics.lookupIndexBlocking.increment()
         let location = try readers.withReader { try $0.lookup(keyBytes) }
         if let location {
             state.withLock { keyDir.cacheRow(key, location, epochRead: epoch) }

@@ -146,9 +146,9 @@ enum Recovery {
             // version of each key (older records never overwrite a row).
             // The tail goes to memory, not SQLite: the store answers as soon
             // as it is read, whatever the key count, and the flusher indexes
-            // it in the background (up to a backlog's worth; beyond that,
+            // it in the background (up to two backlogs; beyond that,
             // replay commits as it goes).
-            replay.tailInMemoryLimit = options.maxPendingEntries
+            replay.tailInMemoryLimit = 2 * options.maxPendingEntries
             try replay.run(&segments, from: start!.position, aboveSeq: 0)
         }
         try replay.index.setClosedCleanly(false)
@@ -262,6 +262,8 @@ private struct Replay {
     /// (`unindexedTail`) instead of going to SQLite, and the checkpoint is
     /// left where it was.
     var tailInMemoryLimit: Int?
+    /// The checkpoint replay started from (nil for a rebuild).
+    private var startCheckpoint: LogPosition?
     private(set) var unindexedTail: [KeyBytes: KeyDirChange] = [:]
     private(set) var unindexedSizes: [UInt64: Int64] = [:]
     var records = 0
@@ -281,6 +283,11 @@ private struct Replay {
     /// segments from `from` on), applying records with seq above `aboveSeq`.
     mutating func run(_ segments: inout [SegmentFile], from: LogPosition?, aboveSeq: UInt64) throws {
         let activeID = segments.last { $0.kind == .log }!.id
+        // A process crash leaves the active segment's tail in the page cache
+        // only: make it durable before any index row or served read points
+        // at it (sealed segments were synced when sealed).
+        try segments.first { $0.id == activeID }?.sync()
+        startCheckpoint = from
         let todo = segments.filter { segment in
             guard let from else { return true }
             return segment.kind == .log && segment.id >= from.segment
@@ -300,21 +307,24 @@ private struct Replay {
         let active = segments.last { $0.kind == .log }!
         maxSeq += seqLease
         if tailInMemoryLimit != nil {
-            // The tail is served from memory from now on: it must be on the
-            // disk (a process crash leaves it in the page cache only). The
-            // seq high-water mark is durable before anything new is written;
-            // the checkpoint stays before the tail until the flusher indexes it.
-            if records > 0 { try active.sync() }
+            // The tail is served from memory from now on (synced above). The
+            // seq high-water mark is durable before anything new is written
+            // (written with the unchanged checkpoint, which stays before the
+            // tail until the flusher indexes it).
             unindexedTail = batch
             unindexedSizes = sizes
             unindexedSizes[active.id] = active.size
             batch.removeAll()
             sizes.removeAll()
-            try commit(upTo: nil, durable: true)
+            try commit(upTo: startCheckpoint, durable: true)
             if records > 0 { logger.info("replayed log tail into memory", metadata: ["records": "\(records)", "keys": "\(unindexedTail.count)"]) }
             return
         }
-        try bulk?.finish()
+        if let bulk {
+            let phases = try bulk.finish()
+            logger.info("rebuilt keydir from the scanned records", metadata: [
+                "keys_and_order_seconds": "\(phases.build)", "accounting_seconds": "\(phases.accounting)"])
+        }
         // Durable: the checkpoint covers the whole log and carries the seq
         // high-water mark before anything new is written.
         try commit(upTo: LogPosition(segment: active.id, offset: active.size), durable: true)
@@ -339,8 +349,10 @@ private struct Replay {
                 try apply(entry, segment: segment.id, aboveSeq: aboveSeq)
                 if batch.count >= (tailInMemoryLimit ?? Recovery.replayBatch) {
                     sizes[segment.id] = scanner.validEnd
-                    let position = outOfOrder || firstBad != nil || tailInMemoryLimit != nil
-                        ? nil : LogPosition(segment: segment.id, offset: scanner.validEnd)
+                    // Keeping the tail in memory, the checkpoint stays where
+                    // it was (rewritten, it carries `maxSeq` so far).
+                    let position = tailInMemoryLimit != nil ? startCheckpoint
+                        : outOfOrder || firstBad != nil ? nil : LogPosition(segment: segment.id, offset: scanner.validEnd)
                     try commit(upTo: position)
                 }
             } catch let stop as SegmentScanner.Stop {

@@ -1,4 +1,5 @@
 import CSQLite
+import CSQLiteNoWait
 
 /// A thin wrapper over one sqlite3 connection.
 ///
@@ -9,6 +10,7 @@ final class SQLiteConnection: @unchecked Sendable {
     let path: String
 
     init(path: String, readOnly: Bool = false) throws {
+        _ = IndexReaderPool.canLookUpWithoutWaiting  // before the first connection opens
         var db: OpaquePointer?
         let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
             | SQLITE_OPEN_NOMUTEX
@@ -20,7 +22,7 @@ final class SQLiteConnection: @unchecked Sendable {
         }
         self.handle = db
         self.path = path
-        sqlite3_busy_timeout(db, 10_000)
+        logkv_sqlite_set_busy_handler(db)
     }
 
     deinit { sqlite3_close_v2(handle) }

@@ -16,6 +16,7 @@ public enum MetricsCatalog {
         "logkv_store_read_only_total": "Times the store started refusing writes (failed fsync, create or directory sync; index write failures).",
         // Engine activity
         "logkv_reads_total": "Key reads by result: hit, miss, expired, corrupt (checksum or index mismatch).",
+        "logkv_keydir_lookups_total": "Where KeyDir lookups (reads, conditional writes and deletes) found a key's location: memory (KeyDir pending or cache), index_nowait (SQLite on the event loop, every page cached), index_blocking (SQLite on the blocking pool).",
         "logkv_writes_total": "Acknowledged writes by operation: put, delete.",
         "logkv_expirations_total": "Keys expired, by reason: read (lazy), sweep (background), compaction.",
         "logkv_log_written_bytes_total": "Bytes appended to segment files.",

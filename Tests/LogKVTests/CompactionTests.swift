@@ -17,6 +17,33 @@ import Testing
         dir.segmentFiles().reduce(0) { $0 + dir.size($1) }
     }
 
+    @Test func logSegmentsPastAHeldBackCheckpointAreNeverCompacted() throws {
+        // A replay after a crash starts at the index checkpoint and must find
+        // every record after it: a flush may have indexed a sealed segment's
+        // records while the checkpoint was held back before it (a key whose
+        // synced record waited behind an unsynced rewrite), and compacting
+        // that segment would leave replay with older versions only.
+        let dir = TempDir("compact-held")
+        let store = try LogKV(path: dir.path, options: Self.options())
+        defer { try? store.close() }
+        for round in 0..<4 {
+            for i in 0..<300 { try store.put("k\(i)", "r\(round)-" + String(repeating: "x", count: 100)) }
+        }
+        try store.flushIndex()
+        let logSegments = store.state.withLock { store.segments.values.filter { $0.kind == .log }.map(\.id).sorted() }
+        #expect(logSegments.count >= 4)
+        let sealed = store.writerLock.withLock { store.sealedLogSegments() }
+        let everything = try store.compactionCandidates(sealedLogSegments: sealed).map(\.id)
+        #expect(Set(everything) == sealed)
+        // Hold the checkpoint back in the second log segment.
+        let held = logSegments[1]
+        let saved = store.state.withLock { store.indexedUpTo }
+        store.state.withLock { store.indexedUpTo = LogPosition(segment: held, offset: 100) }
+        let candidates = try store.compactionCandidates(sealedLogSegments: sealed).map(\.id)
+        #expect(candidates == [logSegments[0]])
+        store.state.withLock { store.indexedUpTo = saved }
+    }
+
     @Test func compactionShrinksToNearLiveSizeAndKeepsLatestValues() throws {
         let dir = TempDir("compact")
         let options = Self.options()

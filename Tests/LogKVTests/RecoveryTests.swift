@@ -208,6 +208,42 @@ import Testing
         #expect(clean.replayedRecords == 0)
     }
 
+    @Test func seqsHandedOutAfterACrashAreNeverHandedOutAgainAfterASecondCrash() throws {
+        // Rule 5 across two crashes: the seq lease taken at the first
+        // reopen is durable before that store hands out a seq.
+        func crashCopy(of dir: TempDir) throws -> TempDir {
+            let copy = TempDir()
+            try FileManager.default.removeItem(atPath: copy.path)
+            try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
+            try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+            return copy
+        }
+        let dir = TempDir()
+        let first = try LogKV(path: dir.path, options: .testing())
+        for i in 0..<50 { try first.put("k\(i)", "v\(i)") }
+        try first.sync()
+        let afterFirstCrash = try crashCopy(of: dir)
+        try first.close()
+
+        var slowFlusher = LogKVOptions.testing()
+        slowFlusher.flushIntervalMillis = 600_000
+        let second = try LogKV(path: afterFirstCrash.path, options: slowFlusher)
+        let segment = afterFirstCrash.segmentFiles().last!
+        let sizeBefore = afterFirstCrash.size(segment)
+        let handedOut = try second.put(bytes("new"), bytes("lost"))
+        let afterSecondCrash = try crashCopy(of: afterFirstCrash)
+        try second.close()
+        // The second crash loses that write (it was never synced).
+        truncate(afterSecondCrash.segmentFiles().last!, off_t(sizeBefore))
+
+        let third = try LogKV(path: afterSecondCrash.path, options: .testing())
+        defer { try? third.close() }
+        #expect(try third.get("new") == nil)
+        let next = try third.put(bytes("probe"), bytes("x"))
+        #expect(next > handedOut, "seq \(next) issued again after \(handedOut)")
+        for i in 0..<50 { #expect(try third.get("k\(i)")?.value == bytes("v\(i)")) }
+    }
+
     @Test func garbageIndexFileIsRebuilt() throws {
         let dir = TempDir()
         try populate(dir, count: 20)

@@ -17,6 +17,11 @@
 /// be attempted without waiting.
 int logkv_sqlite_install_nowait_reads(void);
 
+/// Installs on `db` a busy handler that waits up to about 10 s for a lock
+/// (like `sqlite3_busy_timeout`), except on a never-waiting thread, where
+/// it gives up at once.
+void logkv_sqlite_set_busy_handler(struct sqlite3 *db);
+
 /// Marks the calling thread's SQLite reads as never-waiting until `end`.
 void logkv_sqlite_nowait_begin(void);
 void logkv_sqlite_nowait_end(void);
