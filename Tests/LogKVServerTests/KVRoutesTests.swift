@@ -130,6 +130,13 @@ import Testing
         }
     }
 
+    @Test func expiryTimesAreRFC3339InUTCWithMilliseconds() {
+        // As Go's encoding/json writes time.Time, which logkv-store's clients parse.
+        #expect(rfc3339(millis: 0) == "1970-01-01T00:00:00.000Z")
+        #expect(rfc3339(millis: 1_795_869_296_007) == "2026-11-28T12:34:56.007Z")
+        #expect(rfc3339(millis: 951_782_400_999) == "2000-02-29T00:00:00.999Z")
+    }
+
     @Test func ttlOnEveryWritePathWithRemainingTTLOnRead() async throws {
         try await withServer { s in
             let c = try s.client()
