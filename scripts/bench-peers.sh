@@ -183,7 +183,7 @@ rows = [
     ("PUT, fsync per write", "logkv-put-always", "webdis-put-always", "Redis appendfsync always", 1.2),
 ]
 print(f"{int(keys):,} keys, 100-byte values, wrk -t2 -c{conns} -d{duration}s, medians of {rounds} interleaved rounds; "
-      f"logkvd --cache-bytes {int(cache) >> 20} MiB; KeyDir lookups by path: {hits.strip().rstrip(",")}")
+      f"logkvd --cache-bytes {int(cache) >> 20} MiB; KeyDir lookups by path: {hits.strip().rstrip(',')}")
 print()
 print("| workload | logkvd req/s | p99 ms | peer | peer req/s | p99 ms | ratio | target | wrong answers |")
 print("|---|---|---|---|---|---|---|---|---|")
