@@ -27,6 +27,11 @@ struct KeyDir {
     /// record back behind an unsynced one).
     private var unindexedSince: [KeyBytes: LogPosition] = [:]
     private let tracksUnindexed: Bool
+    /// Where the log tail recovered at open starts, while a key held back
+    /// (see `takeDurableBatch`) may hide a recovered record no batch took:
+    /// the checkpoint then stays at or before it. Cleared by the first
+    /// commit of a batch that held nothing back.
+    private var tailFloor: LogPosition?
     /// Approximate memory of `pending` and `flushing`, for backpressure.
     private(set) var backlogBytes = 0
     private(set) var cache: KeyDirCache
@@ -57,6 +62,16 @@ struct KeyDir {
             backlogBytes += key.bytes.count + Self.entryOverhead
         }
         cache.remove(key)
+    }
+
+    /// Takes the log tail recovery read (every change durable, newest per
+    /// key) as `pending`, at open, before any write: one move instead of a
+    /// publish per key.
+    mutating func adoptRecoveredTail(_ tail: [KeyBytes: KeyDirChange], startingAt tailStart: LogPosition?) {
+        precondition(pending.isEmpty && flushing.isEmpty, "the recovered tail is adopted before any write")
+        pending = tail
+        backlogBytes = tail.keys.reduce(0) { $0 + $1.bytes.count + Self.entryOverhead }
+        tailFloor = tail.isEmpty ? nil : tailStart
     }
 
     /// What memory says about `key`: its unflushed change, else a cached
@@ -105,6 +120,8 @@ struct KeyDir {
     struct Batch {
         var changes: [KeyBytes: KeyDirChange]
         var checkpoint: LogPosition
+        /// Whether a key's undurable change held the checkpoint back.
+        var heldBack = false
         /// The log end when the batch was taken: a change published later
         /// starts at or after it.
         var logEndAtTake: LogPosition
@@ -116,6 +133,7 @@ struct KeyDir {
     mutating func takeDurableBatch(durableSeq: UInt64, lastSeq: UInt64, durableEnd: LogPosition,
                                    logEnd: LogPosition) -> Batch? {
         var checkpoint = durableEnd
+        var heldBack = false
         if lastSeq <= durableSeq {
             // Everything is durable: all of it goes, nothing is held back.
             swap(&pending, &flushing)
@@ -126,19 +144,26 @@ struct KeyDir {
             for (key, change) in pending {
                 if change.seq <= durableSeq {
                     flushing[key] = change
-                } else if let since = unindexedSince[key], since < checkpoint {
+                    continue
+                }
+                heldBack = true
+                if let since = unindexedSince[key], since < checkpoint {
                     checkpoint = since
+                }
+                if let tailFloor, tailFloor < checkpoint {
+                    checkpoint = tailFloor
                 }
             }
             for key in flushing.keys { pending[key] = nil }
         }
         guard !flushing.isEmpty else { return nil }
-        return Batch(changes: flushing, checkpoint: checkpoint, logEndAtTake: logEnd)
+        return Batch(changes: flushing, checkpoint: checkpoint, heldBack: heldBack, logEndAtTake: logEnd)
     }
 
     /// The batch is in SQLite: it leaves memory (rows go to the cache only
     /// where already cached).
     mutating func batchCommitted(_ batch: Batch) {
+        if !batch.heldBack { tailFloor = nil }
         if !unindexedSince.isEmpty {
             for key in flushing.keys {
                 unindexedSince[key] = pending[key] == nil ? nil : batch.logEndAtTake

@@ -189,12 +189,7 @@ public final class LogKV: @unchecked Sendable {
         self.keyDir = KeyDir(cacheBudgetBytes: options.cacheBudgetBytes, tracksUnindexed: options.fsync == .interval)
         // The replayed tail is durable (recovery synced it): readers see it
         // at once, the flusher indexes it and then moves the checkpoint.
-        // Each is published as if its record started where the tail starts,
-        // so that if a newer unsynced write replaces one in `pending`, the
-        // checkpoint stays before the tail until that key is indexed.
-        for (key, change) in recovered.unindexedTail {
-            keyDir.publish(key, change, recordAt: recovered.unindexedTailStart)
-        }
+        keyDir.adoptRecoveredTail(recovered.unindexedTail, startingAt: recovered.unindexedTailStart)
         self.recoveredBacklog = recovered.unindexedTail.count
         self.indexedUpTo = recovered.unindexedTailStart ?? LogPosition(segment: recovered.active.id, offset: recovered.active.size)
         self.sealedSizes = recovered.unindexedSizes
