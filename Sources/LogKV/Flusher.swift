@@ -11,6 +11,10 @@ import Foundation
 /// refused until a flush succeeds. Closing stops retrying after that many
 /// failures: the log holds every record, and the next open replays them.
 extension LogKV {
+    /// How long the checkpoint may stay held back (flush after flush) before
+    /// the flusher makes writers wait for one fsync so it can catch up.
+    static let pinnedCheckpointCatchUpNanos: UInt64 = 2_000_000_000
+
     func startFlusher() {
         state.withLock { flusherRunning = true }
         let thread = Thread { [weak self] in self?.flusherLoop() }
@@ -33,6 +37,8 @@ extension LogKV {
         // below): small, frequent fsyncs measured faster than large ones here
         // (the writer's appends stall less behind them).
         let syncTarget = max(1, options.maxPendingEntries / 64)
+        // Since when every flush's checkpoint was held back (see below).
+        var pinnedSince: UInt64?
         state.lock()
         while true {
             let giveUp = closing && flusherFailures >= options.flushFailuresBeforeRefusingWrites
@@ -55,19 +61,36 @@ extension LogKV {
                 try? sync()
                 state.lock()
             }
+            // A key rewritten faster than each fsync is never durable when a
+            // batch is taken, so its older synced record keeps the checkpoint
+            // where it was: replay after a crash grows, and compaction may not
+            // take the segments after it. Now and then, stop writers for one
+            // fsync so that everything is durable and the checkpoint catches up.
+            var holdingWriters = false
+            if let since = pinnedSince, writeFailure == nil, !closing,
+               DispatchTime.now().uptimeNanoseconds - since >= Self.pinnedCheckpointCatchUpNanos {
+                pinnedSince = nil
+                state.unlock()
+                writerLock.lock()
+                holdingWriters = true
+                try? sync()
+                state.lock()
+            }
             // Finding the durable part of the backlog scans it: only worth it
             // when something became durable since the last look.
             let nothingNewDurable = lastSeq > durableSeq && durableSeq == durableSeqAtLastTake && !durablePublished
             durableSeqAtLastTake = durableSeq
             durablePublished = false
-            guard !nothingNewDurable,
-                  let batch = keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq,
-                                                      durableEnd: durableEnd, logEnd: logEnd) else {
+            let taken = nothingNewDurable ? nil
+                : keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq, durableEnd: durableEnd, logEnd: logEnd)
+            if holdingWriters { writerLock.unlock() }
+            guard let batch = taken else {
                 // Nothing durable yet (`.interval` between fsyncs).
                 if closing { break }
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
+            let endAtTake = durableEnd
             flushesStarted += 1
             let flushNumber = flushesStarted
             let maxSeq = durableSeq
@@ -105,6 +128,11 @@ extension LogKV {
             flusherError = nil
             recoveredBacklog = 0  // the first batch took all of pending
             indexedUpTo = batch.checkpoint
+            if batch.checkpoint < endAtTake {
+                pinnedSince = pinnedSince ?? DispatchTime.now().uptimeNanoseconds
+            } else {
+                pinnedSince = nil
+            }
             lastCompletedFlushStart = flushNumber
             keyDir.batchCommitted(batch)
             metrics.flushDuration.recordNanoseconds(Int64(nanos))

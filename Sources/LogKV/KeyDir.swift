@@ -27,11 +27,12 @@ struct KeyDir {
     /// record back behind an unsynced one).
     private var unindexedSince: [KeyBytes: LogPosition] = [:]
     private let tracksUnindexed: Bool
-    /// Where the log tail recovered at open starts, while a key held back
-    /// (see `takeDurableBatch`) may hide a recovered record no batch took:
-    /// the checkpoint then stays at or before it. Cleared by the first
-    /// commit of a batch that held nothing back.
+    /// Where the log tail recovered at open starts, and its newest seq: a
+    /// recovered change replaced in memory by a newer one before any batch
+    /// took it is a record no batch will take, so that key's
+    /// `unindexedSince` goes back to the tail's start.
     private var tailFloor: LogPosition?
+    private var tailMaxSeq: UInt64 = 0
     /// Approximate memory of `pending` and `flushing`, for backpressure.
     private(set) var backlogBytes = 0
     private(set) var cache: KeyDirCache
@@ -57,7 +58,11 @@ struct KeyDir {
             unindexedSince[key] = position
         }
         if let old = pending.updateValue(change, forKey: key) {
-            if old.seq > change.seq { pending[key] = old }
+            if old.seq > change.seq {
+                pending[key] = old
+            } else {
+                recoveredChangeHidden(key, old)
+            }
         } else {
             backlogBytes += key.bytes.count + Self.entryOverhead
         }
@@ -72,6 +77,15 @@ struct KeyDir {
         pending = tail
         backlogBytes = tail.keys.reduce(0) { $0 + $1.bytes.count + Self.entryOverhead }
         tailFloor = tail.isEmpty ? nil : tailStart
+        tailMaxSeq = tail.values.reduce(0) { max($0, $1.seq) }
+    }
+
+    /// A recovered change (`old`) is being hidden by a newer one before the
+    /// index took it: its record, from the tail, is now in no batch.
+    private mutating func recoveredChangeHidden(_ key: KeyBytes, _ old: KeyDirChange) {
+        guard tracksUnindexed, let tailFloor, old.seq <= tailMaxSeq else { return }
+        if let since = unindexedSince[key], since <= tailFloor { return }
+        unindexedSince[key] = tailFloor
     }
 
     /// What memory says about `key`: its unflushed change, else a cached
@@ -120,8 +134,6 @@ struct KeyDir {
     struct Batch {
         var changes: [KeyBytes: KeyDirChange]
         var checkpoint: LogPosition
-        /// Whether a key's undurable change held the checkpoint back.
-        var heldBack = false
         /// The log end when the batch was taken: a change published later
         /// starts at or after it.
         var logEndAtTake: LogPosition
@@ -133,7 +145,6 @@ struct KeyDir {
     mutating func takeDurableBatch(durableSeq: UInt64, lastSeq: UInt64, durableEnd: LogPosition,
                                    logEnd: LogPosition) -> Batch? {
         var checkpoint = durableEnd
-        var heldBack = false
         if lastSeq <= durableSeq {
             // Everything is durable: all of it goes, nothing is held back.
             swap(&pending, &flushing)
@@ -146,24 +157,19 @@ struct KeyDir {
                     flushing[key] = change
                     continue
                 }
-                heldBack = true
                 if let since = unindexedSince[key], since < checkpoint {
                     checkpoint = since
-                }
-                if let tailFloor, tailFloor < checkpoint {
-                    checkpoint = tailFloor
                 }
             }
             for key in flushing.keys { pending[key] = nil }
         }
         guard !flushing.isEmpty else { return nil }
-        return Batch(changes: flushing, checkpoint: checkpoint, heldBack: heldBack, logEndAtTake: logEnd)
+        return Batch(changes: flushing, checkpoint: checkpoint, logEndAtTake: logEnd)
     }
 
     /// The batch is in SQLite: it leaves memory (rows go to the cache only
     /// where already cached).
     mutating func batchCommitted(_ batch: Batch) {
-        if !batch.heldBack { tailFloor = nil }
         if !unindexedSince.isEmpty {
             for key in flushing.keys {
                 unindexedSince[key] = pending[key] == nil ? nil : batch.logEndAtTake
@@ -186,7 +192,10 @@ struct KeyDir {
         for (key, change) in flushing {
             if let newer = pending[key] {
                 backlogBytes -= key.bytes.count + Self.entryOverhead
-                if newer.seq > change.seq { continue }
+                if newer.seq > change.seq {
+                    recoveredChangeHidden(key, change)
+                    continue
+                }
             }
             pending[key] = change
         }

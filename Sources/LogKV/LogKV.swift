@@ -269,23 +269,6 @@ public final class LogKV: @unchecked Sendable {
                    }))
     }
 
-    /// `delete` acknowledged like the callback form of `put`: `whenDurable`
-    /// gets false at once (nothing written) if the key did not exist.
-    public func delete(_ key: [UInt8], condition: WriteCondition = .none,
-                       whenDurable: @escaping @Sendable (Result<Bool, Error>) -> Void) throws {
-        try validate(key: key)
-        let counter = metrics.writesDelete
-        do {
-            try append(key: key, value: [], expiresAt: 0, tombstone: true, condition: condition,
-                       acknowledge: .notify({ result in
-                           if case .success = result { counter.increment() }
-                           whenDurable(result.map { _ in true })
-                       }))
-        } catch LogKVError.preconditionFailed(nil) where condition == .none {
-            whenDurable(.success(false))
-        }
-    }
-
     /// Reads the latest value of `key`, or nil if it is missing or expired.
     ///
     /// - Throws: `.corruption` if the record fails its checksum (never returns

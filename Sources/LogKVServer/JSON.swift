@@ -103,7 +103,8 @@ func rfc3339(millis: Int64) -> String {
             divisor /= 10
         }
     }
-    digits(Int(parts.tm_year) + 1900, 4); out.append(UInt8(ascii: "-"))
+    let year = Int(parts.tm_year) + 1900
+    digits(year, max(4, String(year).count)); out.append(UInt8(ascii: "-"))
     digits(Int(parts.tm_mon) + 1, 2); out.append(UInt8(ascii: "-"))
     digits(Int(parts.tm_mday), 2); out.append(UInt8(ascii: "T"))
     digits(Int(parts.tm_hour), 2); out.append(UInt8(ascii: ":"))

@@ -145,7 +145,7 @@ public final class KVAPI: Sendable {
     /// the new ETag.
     private func store(_ request: Request, key: [UInt8], value: [UInt8], expiresAt: Int64?) throws -> Reply {
         let condition = try ETag.condition(request.headers)
-        if fsyncAlways && condition != .none {
+        if condition != .none {
             // A condition is checked against the index under the writer
             // lock, which may read the disk: not on the event loop.
             return offload(request) { [store] in
@@ -164,20 +164,11 @@ public final class KVAPI: Sendable {
         let key = request.key
         let condition = try ETag.condition(request.headers)
         if condition == .ifAbsent { throw APIError(.badRequest, "If-None-Match is not meaningful on DELETE") }
-        if fsyncAlways {
-            // A delete looks its key up under the writer lock (to answer 404):
-            // under `always`, not on the event loop.
-            return offload(request) { [store] in
-                guard try store.delete(key, condition: condition) else { throw APIError.notFound("key not found") }
-                return .noContent
-            }
-        }
-        return try acknowledged(request) { [store] whenDurable in
-            try store.delete(key, condition: condition) { result in
-                whenDurable(result.flatMap { existed in
-                    existed ? .success(.noContent) : .failure(APIError.notFound("key not found"))
-                })
-            }
+        // A delete looks its key up under the writer lock (to answer 404),
+        // which may read the disk: not on the event loop.
+        return offload(request) { [store] in
+            guard try store.delete(key, condition: condition) else { throw APIError.notFound("key not found") }
+            return .noContent
         }
     }
 

@@ -135,6 +135,7 @@ import Testing
         #expect(rfc3339(millis: 0) == "1970-01-01T00:00:00.000Z")
         #expect(rfc3339(millis: 1_795_869_296_007) == "2026-11-28T12:34:56.007Z")
         #expect(rfc3339(millis: 951_782_400_999) == "2000-02-29T00:00:00.999Z")
+        #expect(rfc3339(millis: 253_402_300_800_000) == "10000-01-01T00:00:00.000Z")
     }
 
     @Test func ttlOnEveryWritePathWithRemainingTTLOnRead() async throws {

@@ -44,6 +44,43 @@ import Testing
         store.state.withLock { store.indexedUpTo = saved }
     }
 
+    @Test func aKeyRewrittenFasterThanTheDiskSyncsDoesNotPinTheCheckpointForever() throws {
+        // Under fsync=interval such a key is never durable when a batch is
+        // taken, so its older synced record holds the checkpoint back; the
+        // flusher must catch up now and then, or replay grows and compaction
+        // may not take the segments after it.
+        let dir = TempDir("pinned")
+        var options = Self.options()
+        options.fsync = .interval
+        options.fsyncIntervalMillis = 100
+        options.segmentSize = 1 << 30  // no rotation (which syncs everything)
+        let store = try LogKV(path: dir.path, options: options)
+        defer { try? store.close() }
+        try store.put("hot", "0")
+        try store.sync()
+        final class Stop: @unchecked Sendable { let lock = NSLock(); var stop = false }
+        let stop = Stop()
+        let writer = Thread {
+            var i = 0
+            while !stop.lock.withLock({ stop.stop }) {
+                i += 1
+                try? store.put("hot", "\(i)")
+                if i % 50 == 0 { try? store.put("other-\(i)", String(repeating: "x", count: 200)) }
+            }
+        }
+        writer.start()
+        defer { stop.lock.withLock { stop.stop = true } }
+        let pinnedAt = store.state.withLock { store.indexedUpTo }
+        var caughtUp = false
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline {
+            usleep(100_000)
+            let now = store.state.withLock { store.indexedUpTo }
+            if now.offset > pinnedAt.offset + 1 << 20 { caughtUp = true; break }
+        }
+        #expect(caughtUp, "the index checkpoint stayed at \(pinnedAt) while the log grew")
+    }
+
     @Test func compactionShrinksToNearLiveSizeAndKeepsLatestValues() throws {
         let dir = TempDir("compact")
         let options = Self.options()

@@ -38,4 +38,37 @@ import Testing
         #expect(third?.changes.keys.sorted() == [other])
         #expect(third?.checkpoint == LogPosition(segment: 1, offset: 1_160))
     }
+
+    @Test func keysWrittenAfterARestartDoNotPinTheCheckpointToTheRecoveredTail() {
+        // Only a recovered change hidden before the index took it holds the
+        // checkpoint at the tail's start; any other unsynced write holds it
+        // at its own record only (steady traffic after a crash must not
+        // freeze the checkpoint, or compaction and replay would grow).
+        var keyDir = KeyDir(cacheBudgetBytes: 0, tracksUnindexed: true)
+        let tailStart = LogPosition(segment: 1, offset: 1_000)
+        let a = KeyBytes(Array("a".utf8)), b = KeyBytes(Array("b".utf8))
+        keyDir.adoptRecoveredTail([a: put(5, at: 1_000)], startingAt: tailStart)
+        keyDir.publish(b, put(10, at: 1_040), recordAt: LogPosition(segment: 1, offset: 1_040))
+        let batch = keyDir.takeDurableBatch(durableSeq: 5, lastSeq: 10, durableEnd: LogPosition(segment: 1, offset: 1_040),
+                                            logEnd: LogPosition(segment: 1, offset: 1_080))
+        #expect(batch?.changes.keys.sorted() == [a])
+        #expect(batch?.checkpoint == LogPosition(segment: 1, offset: 1_040))
+    }
+
+    @Test func aRecoveredChangeHiddenWhileItsBatchFailedHoldsTheCheckpointAtTheTailStart() {
+        var keyDir = KeyDir(cacheBudgetBytes: 0, tracksUnindexed: true)
+        let tailStart = LogPosition(segment: 1, offset: 1_000)
+        let k = KeyBytes(Array("k".utf8)), o = KeyBytes(Array("o".utf8))
+        keyDir.adoptRecoveredTail([o: put(4, at: 1_000), k: put(5, at: 1_040)], startingAt: tailStart)
+        let end = LogPosition(segment: 1, offset: 1_080)
+        let failing = keyDir.takeDurableBatch(durableSeq: 5, lastSeq: 5, durableEnd: end, logEnd: end)
+        #expect(failing?.changes.keys.sorted() == [k, o])
+        // While that batch is being committed, an unsynced write hides k's
+        // recovered change; then the commit fails.
+        keyDir.publish(k, put(10, at: 1_080), recordAt: end)
+        keyDir.batchFailed()
+        let retry = keyDir.takeDurableBatch(durableSeq: 5, lastSeq: 10, durableEnd: end, logEnd: LogPosition(segment: 1, offset: 1_120))
+        #expect(retry?.changes.keys.sorted() == [o])
+        #expect(retry?.checkpoint == tailStart, "k's recovered record is in no batch: a replay must still find it")
+    }
 }
