@@ -83,14 +83,16 @@ import Testing
         #expect(restored.status == 0, "\(restored.stderr)")
         #expect(try Self.logkv(["dump", "--data-dir", dir + "-online-restored"]).text.contains(#""key":"f""#))
         // The archive is a plain tar of segment files.
-        let tar = Process()
-        tar.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        tar.arguments = ["tar", "tf", dir + "-online"]
         let listing = Pipe()
-        tar.standardOutput = listing
-        try tar.run()
-        tar.waitUntilExit()
+        let tar = try runRetryingSpawnRaces {
+            let tar = Process()
+            tar.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            tar.arguments = ["tar", "tf", dir + "-online"]
+            tar.standardOutput = listing
+            return tar
+        }
         let names = String(decoding: listing.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        _ = waitForExit(tar)
         #expect(names.last == "BACKUP_COMPLETE", "\(names)")
         #expect(names.count > 1 && names.dropLast().allSatisfy { $0.hasPrefix("segments/") && $0.hasSuffix(".seg") }, "\(names)")
         let again = try Self.logkv(["backup", "--online", dir + "-online"], env: env)

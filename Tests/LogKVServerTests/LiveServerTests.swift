@@ -104,7 +104,7 @@ import Testing
             let chown = Process()
             chown.executableURL = URL(fileURLWithPath: "/bin/chown")
             chown.arguments = ["-R", "\(uid):\(uid)", dataDir]
-            try chown.run()
+            try spawnSerialized(chown)
             _ = waitForExit(chown)
         }
     }

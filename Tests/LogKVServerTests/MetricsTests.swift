@@ -73,7 +73,7 @@ import Testing
             let output = Pipe()
             process.standardOutput = output
             process.standardError = output
-            try process.run()
+            try spawnSerialized(process)
             let exit = waitForExit(process)
             let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             #expect(exit == .exited(0), "promtool: \(report)")

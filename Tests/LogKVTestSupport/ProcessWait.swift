@@ -50,15 +50,28 @@ public func builtProduct(_ name: String) -> String {
         .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)").path
 }
 
+private let spawnLock = NSLock()
+
+/// `process.run()`, serialized with every other spawn in the test process
+/// (see `runRetryingSpawnRaces`).
+public func spawnSerialized(_ process: Process) throws {
+    try spawnLock.withLock { try process.run() }
+}
+
 /// Starts `process`, retrying a few times when Foundation fails to spawn it
 /// with EBADF, which it does now and then when many tests start children at
 /// once (a descriptor race inside `Process.run`, not the child's fault).
+///
+/// Spawns are serialized across the whole test process: Foundation's
+/// `Process.run` juggles descriptors (pipes it dups, then closes in the
+/// parent), and two spawns overlapping from parallel tests have closed each
+/// other's pipe ends.
 public func runRetryingSpawnRaces(_ makeProcess: () -> Process) throws -> Process {
     var attempt = 0
     while true {
         let process = makeProcess()
         do {
-            try process.run()
+            try spawnLock.withLock { try process.run() }
             return process
         } catch let error as NSError where attempt < 4
                     && (error.userInfo[NSUnderlyingErrorKey] as? NSError)?.code == Int(EBADF) {

@@ -64,8 +64,8 @@ import Testing
             var i = 0
             while !stop.lock.withLock({ stop.stop }) {
                 i += 1
-                try? store.put("hot", "\(i)")
-                if i % 50 == 0 { try? store.put("other-\(i)", String(repeating: "x", count: 200)) }
+                _ = try? store.put("hot", "\(i)")
+                if i % 50 == 0 { _ = try? store.put("other-\(i)", String(repeating: "x", count: 200)) }
             }
         }
         writer.start()
@@ -251,7 +251,7 @@ import Testing
         let process = Process()
         process.executableURL = URL(fileURLWithPath: builtProduct("LogKVCrashWriter"))
         process.arguments = [dir.path + "/data", "7", "compact-crash", step]
-        try process.run()
+        try spawnSerialized(process)
         #expect(waitForExit(process) == .signaled(SIGKILL), "writer should have been killed at \(step)")
         let expectedText = try String(contentsOfFile: dir.path + "/data.expected", encoding: .utf8)
         var expected: [String: String] = [:]

@@ -34,7 +34,7 @@ import Testing
         process.arguments = [dir, String(seed)]
         let out = Pipe()
         process.standardOutput = out
-        try process.run()
+        try spawnSerialized(process)
         var buffer = Data()
         // Wait for "ready" before starting the clock.
         while !buffer.contains(UInt8(ascii: "\n")) {

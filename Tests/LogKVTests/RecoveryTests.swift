@@ -16,6 +16,16 @@ import Testing
         }
     }
 
+    /// A copy of `dir`'s files taken while its store is open: what a crash
+    /// (not a power loss) leaves behind.
+    func crashCopy(of dir: TempDir) throws -> TempDir {
+        let copy = TempDir()
+        try FileManager.default.removeItem(atPath: copy.path)
+        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
+        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+        return copy
+    }
+
     @Test func reopenAfterCleanCloseReplaysNothing() throws {
         let dir = TempDir()
         try populate(dir)
@@ -45,12 +55,8 @@ import Testing
         let store = try LogKV(path: dir.path, options: .testing())
         for i in 0..<100 { try store.put("k\(i)", "v\(i)") }
         try store.sync()
-        // Simulate a crash: copy the directory's files while the store is open.
-        let copy = TempDir()
-        try FileManager.default.removeItem(atPath: copy.path)
-        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
+        let copy = try crashCopy(of: dir)
         try store.close()
-        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
         let segment = copy.segmentFiles().last!
         let garbage: [UInt8] = [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE]
         let handle = try #require(FileHandle(forWritingAtPath: segment))
@@ -190,10 +196,7 @@ import Testing
         #expect(try store.stats().keys == 79)
         // Stop before the flusher indexed the tail (a copy of the files, as
         // a crash leaves them): the checkpoint did not move past it.
-        let copy = TempDir()
-        try FileManager.default.removeItem(atPath: copy.path)
-        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
-        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+        let copy = try crashCopy(of: dir)
         try store.close()
         let again = try Recovery.open(path: copy.path, options: .testing())
         #expect(again.replayedRecords == 32)
@@ -211,13 +214,6 @@ import Testing
     @Test func seqsHandedOutAfterACrashAreNeverHandedOutAgainAfterASecondCrash() throws {
         // Rule 5 across two crashes: the seq lease taken at the first
         // reopen is durable before that store hands out a seq.
-        func crashCopy(of dir: TempDir) throws -> TempDir {
-            let copy = TempDir()
-            try FileManager.default.removeItem(atPath: copy.path)
-            try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
-            try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
-            return copy
-        }
         let dir = TempDir()
         let first = try LogKV(path: dir.path, options: .testing())
         for i in 0..<50 { try first.put("k\(i)", "v\(i)") }
