@@ -48,9 +48,6 @@ extension LogKV {
         // Every change in a log segment sealed now was appended before this
         // flush, so none is still pending once it returns.
         try flushIndex()
-        // With nothing left to index (no write since the seal), no flush
-        // moves the checkpoint out of the segment just sealed: move it.
-        try advanceIdleCheckpoint()
         let candidates = try compactionCandidates(sealedLogSegments: sealed)
         let chosen = candidates.filter { candidate in
             let dead = candidate.dead

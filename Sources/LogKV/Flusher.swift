@@ -147,10 +147,10 @@ extension LogKV {
     }
 
     /// Moves the index checkpoint to the durable end of the log when nothing
-    /// waits to be indexed: a flush moves it only with a batch, so after a
-    /// rotation with no write since, it would stay in the sealed segment
-    /// (which compaction may then not take). With `pending` and `flushing`
-    /// empty no key holds it back (see `KeyDir`).
+    /// waits to be indexed (`flushIndex`): a flush moves it only with a
+    /// batch, so after a rotation with no write since, it would stay in the
+    /// sealed segment (which compaction may then not take). With `pending`
+    /// and `flushing` empty no key holds it back (see `KeyDir`).
     func advanceIdleCheckpoint() throws {
         try indexWriterLock.withLock {
             let target: (end: LogPosition, seq: UInt64, sizes: [UInt64: Int64])? = state.withLock {

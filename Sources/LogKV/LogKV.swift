@@ -216,13 +216,7 @@ public final class LogKV: @unchecked Sendable {
     @discardableResult
     public func put(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil,
                     condition: WriteCondition = .none) throws -> UInt64 {
-        try validate(key: key)
-        guard value.count <= options.maxValueSize else {
-            throw LogKVError.valueTooLarge(size: value.count, limit: options.maxValueSize)
-        }
-        if let expiresAt, expiresAt <= 0 {
-            throw LogKVError.invalidArgument("expiresAt must be a positive unix time in ms")
-        }
+        try validatePut(key: key, value: value, expiresAt: expiresAt)
         let seq = try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition,
                              acknowledge: .waitHere)!
         metrics.writesPut.increment()
@@ -254,13 +248,7 @@ public final class LogKV: @unchecked Sendable {
     /// fsync reaches `whenDurable`.
     public func put(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil, condition: WriteCondition = .none,
                     whenDurable: @escaping @Sendable (Result<UInt64, Error>) -> Void) throws {
-        try validate(key: key)
-        guard value.count <= options.maxValueSize else {
-            throw LogKVError.valueTooLarge(size: value.count, limit: options.maxValueSize)
-        }
-        if let expiresAt, expiresAt <= 0 {
-            throw LogKVError.invalidArgument("expiresAt must be a positive unix time in ms")
-        }
+        try validatePut(key: key, value: value, expiresAt: expiresAt)
         let counter = metrics.writesPut
         try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition,
                    acknowledge: .notify({ result in
@@ -390,17 +378,20 @@ public final class LogKV: @unchecked Sendable {
     /// Later writes do not hold it up.
     public func flushIndex() throws {
         try sync()
-        state.lock()
-        defer { state.unlock() }
-        // A flush that starts after this point takes every change present
-        // now (all durable after the sync above).
-        let mark = flushesStarted
-        state.broadcast()
-        while lastCompletedFlushStart <= mark && !keyDir.isEmpty {
-            if let flusherError { throw flusherError }
-            if !flusherRunning { throw LogKVError.closed }
-            state.wait()
+        try state.withLock {
+            // A flush that starts after this point takes every change present
+            // now (all durable after the sync above).
+            let mark = flushesStarted
+            state.broadcast()
+            while lastCompletedFlushStart <= mark && !keyDir.isEmpty {
+                if let flusherError { throw flusherError }
+                if !flusherRunning { throw LogKVError.closed }
+                state.wait()
+            }
         }
+        // With nothing left to index (say, no write since a rotation), no
+        // flush moves the checkpoint to the log end: move it here.
+        try advanceIdleCheckpoint()
     }
 
     /// Makes every acknowledged write durable now, whatever the fsync policy.
@@ -446,6 +437,17 @@ public final class LogKV: @unchecked Sendable {
     }
 
     // MARK: Internals shared by the read and write paths
+
+    /// What both forms of `put` check before appending.
+    func validatePut(key: [UInt8], value: [UInt8], expiresAt: Int64?) throws {
+        try validate(key: key)
+        guard value.count <= options.maxValueSize else {
+            throw LogKVError.valueTooLarge(size: value.count, limit: options.maxValueSize)
+        }
+        if let expiresAt, expiresAt <= 0 {
+            throw LogKVError.invalidArgument("expiresAt must be a positive unix time in ms")
+        }
+    }
 
     func validate(key: [UInt8]) throws {
         if key.isEmpty { throw LogKVError.invalidKey("key is empty") }

@@ -145,19 +145,31 @@ public final class KVAPI: Sendable {
     /// the new ETag.
     private func store(_ request: Request, key: [UInt8], value: [UInt8], expiresAt: Int64?) throws -> Reply {
         let condition = try ETag.condition(request.headers)
+        let answer: @Sendable (UInt64) -> Response = { Response(status: .noContent, headers: ["etag": "\"\($0)\""]) }
         if condition != .none {
             // A condition is checked against the index under the writer
             // lock, which may read the disk: not on the event loop.
             return offload(request) { [store] in
-                let seq = try store.put(key, value, expiresAt: expiresAt, condition: condition)
-                return Response(status: .noContent, headers: ["etag": "\"\(seq)\""])
+                answer(try store.put(key, value, expiresAt: expiresAt, condition: condition))
             }
         }
-        return try acknowledged(request) { [store] whenDurable in
-            try store.put(key, value, expiresAt: expiresAt, condition: condition) { result in
-                whenDurable(result.map { Response(status: .noContent, headers: ["etag": "\"\($0)\""]) })
+        // Without `always` the append is the acknowledgement: answer at once.
+        guard fsyncAlways else { return .now(answer(try store.put(key, value, expiresAt: expiresAt))) }
+        // Under `always`, answer when the committer's fsync covers the write
+        // (group commit across every connection; no thread waits).
+        let promise = request.eventLoop.makePromise(of: Response.self)
+        do {
+            try store.put(key, value, expiresAt: expiresAt) { result in
+                switch result {
+                case let .success(seq): promise.succeed(answer(seq))
+                case let .failure(error): promise.succeed(.error(APIError.from(error)))
+                }
             }
+        } catch {
+            promise.succeed(.error(APIError.from(error)))  // refused before the append
+            throw error
         }
+        return .later(promise.futureResult)
     }
 
     func delete(_ request: Request) throws -> Reply {
@@ -170,39 +182,6 @@ public final class KVAPI: Sendable {
             guard try store.delete(key, condition: condition) else { throw APIError.notFound("key not found") }
             return .noContent
         }
-    }
-
-    /// Runs a write on the event loop and answers when the engine
-    /// acknowledges it: at once unless the fsync policy is `always`, else
-    /// when the committer's fsync covers it (group commit across every
-    /// connection; no thread waits). The append itself never waits on an
-    /// fsync except at a segment rotation.
-    private func acknowledged(
-        _ request: Request,
-        _ write: (@escaping @Sendable (Result<Response, Error>) -> Void) throws -> Void
-    ) throws -> Reply {
-        // Without `always` the engine acknowledges before `write` returns:
-        // answer at once, with no promise.
-        let promise = fsyncAlways ? request.eventLoop.makePromise(of: Response.self) : nil
-        let settled = NIOLockedValueBox<Result<Response, Error>?>(nil)
-        do {
-            try write { result in
-                guard let promise else { return settled.withLockedValue { $0 = result } }
-                switch result {
-                case let .success(response): promise.succeed(response)
-                case let .failure(error): promise.succeed(.error(APIError.from(error)))
-                }
-            }
-        } catch {
-            // Refused before the append: the callback never runs.
-            promise?.succeed(.error(APIError.from(error)))
-            throw error
-        }
-        if let promise { return .later(promise.futureResult) }
-        guard let result = settled.withLockedValue({ $0 }) else {
-            throw APIError(.internalServerError, "write was not acknowledged")
-        }
-        return .now(try result.get())
     }
 
     /// `GET /v1/keys`. Binary-safe: `prefix`/`after` are the exact bytes
