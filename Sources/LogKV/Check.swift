@@ -30,8 +30,12 @@ extension LogKV {
         let scratchPath = NSTemporaryDirectory() + "logkv-check-\(UUID().uuidString).sqlite"
         defer { for f in [scratchPath, scratchPath + "-wal", scratchPath + "-shm"] { try? dir.remove(f) } }
         let scratch = try IndexWriter(path: scratchPath)
+        // The same bulk rebuild an open uses: each key's newest record wins,
+        // whatever order the segments come in.
+        let bulk = try IndexBulkLoad(index: scratch, scratchPath: scratchPath + ".rebuild")
+        var bulkFinished = false
+        defer { if !bulkFinished { bulk.abandon() } }
         let ids = try dir.segmentIDs()
-        var maxSeq: UInt64 = 0
         var end = LogPosition(segment: 0, offset: 0)
         if dir.exists(dir.compactionManifestPath) {
             report.problems.append("an interrupted compaction is pending (COMPACTION); the next open settles it")
@@ -49,15 +53,18 @@ extension LogKV {
         let activeID = files.last { $0.kind == .log }?.id
         for (n, file) in files.enumerated() {
             let id = file.id
-            var batch: [KeyBytes: KeyDirChange] = [:]
             var scanner = SegmentScanner(file: file)
             while true {
                 do {
                     guard let entry = try scanner.next() else { break }
                     let h = entry.header
                     report.records += 1
-                    maxSeq = max(maxSeq, h.seq)
-                    batch.keepNewest(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
+                    if h.isTTLRefresh {
+                        try bulk.addTTLRefresh(entry.key, seq: h.seq, renewing: RecordCodec.renewedSeq(entry.value)!,
+                                               expiresAt: h.expiresAt)
+                    } else {
+                        try bulk.add(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
+                    }
                 } catch let stop as SegmentScanner.Stop {
                     if let resumed = try scanner.skipDamage() {
                         report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: the intact records are kept; `logkv compact` rewrites the segment without the damaged bytes unless a live key points into them)")
@@ -72,10 +79,10 @@ extension LogKV {
                 }
             }
             if id == activeID { end = LogPosition(segment: id, offset: scanner.validEnd) }
-            try scratch.apply(batch.sortedForIndex(), checkpoint: nil, maxSeq: maxSeq, segmentSizes: [id: scanner.validEnd], outOfOrder: true)
             progress?(n + 1, files.count)
         }
-        try scratch.finishOutOfOrderReplay()
+        _ = try bulk.finish()
+        bulkFinished = true
         try compareIndexes(dir: dir, scratch: scratch, logEnd: end, report: &report)
         return report
     }
@@ -97,8 +104,11 @@ extension LogKV {
         if let cp = try? IndexWriter.checkpoint(of: real)?.position, cp != logEnd {
             report.problems.append("index checkpoint (segment \(cp.segment), offset \(cp.offset)) is not at the end of the log (segment \(logEnd.segment), offset \(logEnd.offset)); the next open replays the difference")
         }
-        let sql = "SELECT key, segment, offset, length, seq, expires_at FROM keydir ORDER BY key"
-        let a = try scratch.db.prepare(sql), b = try real.prepare(sql)
+        let sql = "SELECT key, segment, offset, length, seq, expires_at, ttl_seq FROM keydir ORDER BY key"
+        // An index not yet migrated by this build has no TTL refreshes.
+        let realHasRefreshes = (try real.scalarInt("PRAGMA user_version") ?? 0) >= 2
+        let a = try scratch.db.prepare(sql)
+        let b = try real.prepare(realHasRefreshes ? sql : sql.replacingFirst("ttl_seq", with: "0"))
         // Expired keys may or may not have been swept from the live index:
         // neither side's expired rows count.
         let now = LogKVOptions.systemMillis()
@@ -112,7 +122,7 @@ extension LogKV {
         var rowA = try next(a), rowB = try next(b)
         var mismatches = 0
         func describe(_ s: SQLiteStatement) -> String {
-            "segment \(s.int64(1)) offset \(s.int64(2)) seq \(s.int64(4))"
+            "segment \(s.int64(1)) offset \(s.int64(2)) seq \(s.int64(4))" + (s.int64(6) != 0 ? " ttl refreshed by seq \(s.int64(6))" : "")
         }
         while rowA || rowB {
             let keyA = rowA ? a.blob(0) : nil, keyB = rowB ? b.blob(0) : nil
@@ -127,7 +137,7 @@ extension LogKV {
                 if mismatches <= 20 { report.problems.append("key \"\(keyText(keyB!))\" is in the index (\(describe(b))) but not in the segments") }
                 rowB = try next(b)
             } else {
-                if (1...5).contains(where: { a.int64(Int32($0)) != b.int64(Int32($0)) }) {
+                if (1...6).contains(where: { a.int64(Int32($0)) != b.int64(Int32($0)) }) {
                     mismatches += 1
                     if mismatches <= 20 { report.problems.append("key \"\(keyText(keyA!))\": index says \(describe(b)), segments say \(describe(a))") }
                 }

@@ -13,9 +13,12 @@ import Foundation
 /// 3. Copy each record whose index row points at exactly it, with its
 ///    original seq, into new segments (kind "compacted", never replayed).
 ///    A record that hides older values — a tombstone, an expired value, a
-///    value whose row expiry removed — is kept while any segment that stays
-///    may hold an older record (its `min_seq` is not above the record's seq):
-///    decided by seq, never by segment id (rule 4).
+///    value whose row expiry removed, a TTL refresh no longer in force — is
+///    kept while any segment that stays may hold an older record (its
+///    `min_seq` is not above the record's seq): decided by seq, never by
+///    segment id (rule 4). A TTL refresh is live while its seq is the row's
+///    `ttl_seq`, and the row's expiry (not the value record's own) decides
+///    whether the value is expired.
 /// 4. fsync the new segments and the directory.
 /// 5. One durable index transaction (synchronous=FULL) moves rows
 ///    conditionally (a racing write wins) and swaps the segments' rows.
@@ -242,17 +245,29 @@ extension LogKV {
                 report.bytesRead += Int64(h.recordLength)
                 limiter.spend(h.recordLength)
                 let row = try readers.withReader { try $0.lookup(entry.key) }
-                let isRowOwner = row?.segment == input.id && row?.offset == entry.offset
-                let expired = !h.isTombstone && h.expiresAt != 0 && h.expiresAt <= now
                 let mayHideOlder = minStayingSeq <= h.seq
+                if h.isTTLRefresh {
+                    // Live while it set the row's expiry: kept (copied) then.
+                    // Otherwise, like a tombstone, it may hide older values.
+                    let setsRowExpiry = row != nil && row!.ttlSeq == h.seq
+                    let keep = setsRowExpiry ? !row!.isExpired(now: now) || mayHideOlder
+                        : (row == nil || row!.latestSeq < h.seq) && mayHideOlder
+                    guard keep else { continue }
+                }
+                let isRowOwner = !h.isTTLRefresh && row?.segment == input.id && row?.offset == entry.offset
+                // The row's expiry is the key's: a TTL refresh may have moved it.
+                let expired = isRowOwner ? row!.isExpired(now: now)
+                    : !h.isTombstone && h.expiresAt != 0 && h.expiresAt <= now
                 var keep: Bool
-                if isRowOwner {
+                if h.isTTLRefresh {
+                    keep = true
+                } else if isRowOwner {
                     keep = !expired || mayHideOlder
                     if !keep {
                         drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
                                                     new: RecordLocation(segment: 0, offset: 0, length: h.recordLength, seq: h.seq, expiresAt: h.expiresAt)))
                     }
-                } else if let row, row.seq >= h.seq {
+                } else if let row, row.latestSeq >= h.seq {
                     keep = false  // a newer record (or this one's copy) is indexed and hides it
                 } else {
                     // No row: the key was deleted or expired. This record may be
@@ -265,7 +280,7 @@ extension LogKV {
                     output = try newOutput()
                 }
                 let record = RecordCodec.encode(seq: h.seq, writtenAt: h.writtenAt, expiresAt: h.expiresAt,
-                                                tombstone: h.isTombstone, key: entry.key, value: entry.value)
+                                                flags: h.flags, key: entry.key, value: entry.value)
                 let offset = output!.size
                 try output!.append(record)
                 report.bytesWritten += Int64(record.count)

@@ -16,6 +16,8 @@ struct EngineMetrics: Sendable {
     let lookupIndexBlocking: Counter
     let writesPut: Counter
     let writesDelete: Counter
+    /// TTL refreshes (lease renewals), counted with the writes.
+    let ttlRefreshes: Counter
     let expiredRead: Counter
     let expiredSweep: Counter
     let expiredCompaction: Counter
@@ -57,6 +59,7 @@ struct EngineMetrics: Sendable {
         lookupIndexBlocking = lookups("index_blocking")
         writesPut = Counter(label: "logkv_writes_total", dimensions: [("op", "put")], factory: f)
         writesDelete = Counter(label: "logkv_writes_total", dimensions: [("op", "delete")], factory: f)
+        ttlRefreshes = Counter(label: "logkv_writes_total", dimensions: [("op", "ttl_refresh")], factory: f)
         expiredRead = expired("read")
         expiredSweep = expired("sweep")
         expiredCompaction = expired("compaction")

@@ -27,9 +27,6 @@ final class IndexWriter: @unchecked Sendable {
     private let writeCheckpoint: SQLiteStatement
     private let addKeyCount: SQLiteStatement
     private let addValueBytes: SQLiteStatement
-    private var tombstonesTableReady = false
-    private var selectTombstone: SQLiteStatement?
-    private var upsertTombstone: SQLiteStatement?
 
     /// Opens (creating if needed) the index and applies pending migrations.
     init(path: String, fs: any FileSystem = PosixFileSystem()) throws {
@@ -40,11 +37,11 @@ final class IndexWriter: @unchecked Sendable {
         // Reads the header: fails here on a file that is not a database.
         try db.exec("PRAGMA schema_version")
         try Self.migrate(db)
-        selectRow = try db.prepare("SELECT segment, length, seq FROM keydir WHERE key = ?1")
+        selectRow = try db.prepare("SELECT segment, length, max(seq, ttl_seq) FROM keydir WHERE key = ?1")
         upsertRow = try db.prepare("""
-            INSERT INTO keydir(key, segment, offset, length, seq, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            INSERT INTO keydir(key, segment, offset, length, seq, expires_at, ttl_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
             ON CONFLICT(key) DO UPDATE SET segment = excluded.segment, offset = excluded.offset,
-              length = excluded.length, seq = excluded.seq, expires_at = excluded.expires_at
+              length = excluded.length, seq = excluded.seq, expires_at = excluded.expires_at, ttl_seq = excluded.ttl_seq
             """)
         deleteRow = try db.prepare("DELETE FROM keydir WHERE key = ?1")
         addSegmentLive = try db.prepare("""
@@ -152,12 +149,12 @@ final class IndexWriter: @unchecked Sendable {
     ///   - changes: newest change per key, sorted by key for B-tree locality.
     ///   - checkpoint: the log position every change up to which is included.
     ///   - segmentSizes: current sizes of segments touched since the last batch.
-    ///   - outOfOrder: true when replaying segments whose records may come in
-    ///     any seq order (rebuild): deletes are then remembered so an older
-    ///     put met later cannot resurrect its key.
+    ///
+    /// A row changes only for a change newer (by seq, TTL refreshes
+    /// included) than the key's newest record it reflects.
     func apply(
         _ changes: [([UInt8], KeyDirChange)], checkpoint: LogPosition?, maxSeq: UInt64,
-        segmentSizes: [UInt64: Int64], outOfOrder: Bool = false, durable: Bool = false
+        segmentSizes: [UInt64: Int64], durable: Bool = false
     ) throws {
         try begin(durable: durable)
         do {
@@ -172,14 +169,14 @@ final class IndexWriter: @unchecked Sendable {
                 let old = try currentRow(key)
                 switch change {
                 case let .put(loc):
-                    if let old, old.seq >= loc.seq { continue }
-                    if outOfOrder, let tomb = try tombstoneSeq(key), tomb > loc.seq { continue }
+                    if let old, old.seq >= loc.latestSeq { continue }
                     upsertRow.bind(1, key)
                     upsertRow.bind(2, Int64(loc.segment))
                     upsertRow.bind(3, loc.offset)
                     upsertRow.bind(4, Int64(loc.length))
                     upsertRow.bind(5, Int64(bitPattern: loc.seq))
                     upsertRow.bind(6, loc.expiresAt)
+                    upsertRow.bind(7, Int64(bitPattern: loc.ttlSeq))
                     try upsertRow.run()
                     account(loc.segment, Int64(loc.length), 1)
                     valueDelta += Self.valueSize(recordLength: Int64(loc.length), keyCount: key.count)
@@ -190,7 +187,6 @@ final class IndexWriter: @unchecked Sendable {
                         keyDelta += 1
                     }
                 case let .delete(seq):
-                    if outOfOrder { try rememberTombstone(key, seq) }
                     guard let old, old.seq < seq else { continue }
                     try removeRow(key)
                     account(old.segment, -old.length, -1)
@@ -346,15 +342,6 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
-    /// Drops what a rebuild needed and nobody else does.
-    func finishOutOfOrderReplay() throws {
-        guard tombstonesTableReady else { return }
-        selectTombstone = nil
-        upsertTombstone = nil
-        try db.exec("DROP TABLE temp.rebuild_tombstones")
-        tombstonesTableReady = false
-    }
-
     /// Moves the WAL into the database file and syncs it.
     func walCheckpoint() {
         if (try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")) != nil {
@@ -362,6 +349,21 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
+    /// The key's row as a location, through the writer connection (replay
+    /// resolves TTL refresh records against it).
+    func location(of key: [UInt8]) throws -> RecordLocation? {
+        let stmt = try lookupLocation ?? db.prepare("SELECT segment, offset, length, seq, expires_at, ttl_seq FROM keydir WHERE key = ?1")
+        lookupLocation = stmt
+        stmt.bind(1, key)
+        defer { stmt.reset() }
+        guard try stmt.step() else { return nil }
+        return RecordLocation(segment: UInt64(stmt.int64(0)), offset: stmt.int64(1), length: Int(stmt.int64(2)),
+                              seq: UInt64(bitPattern: stmt.int64(3)), expiresAt: stmt.int64(4),
+                              ttlSeq: UInt64(bitPattern: stmt.int64(5)))
+    }
+    private var lookupLocation: SQLiteStatement?
+
+    /// The key's row; `seq` is its newest record's (value or TTL refresh).
     private func currentRow(_ key: [UInt8]) throws -> (segment: UInt64, length: Int64, seq: UInt64)? {
         selectRow.bind(1, key)
         defer { selectRow.reset() }
@@ -374,32 +376,6 @@ final class IndexWriter: @unchecked Sendable {
         try deleteRow.run()
     }
 
-    private func prepareTombstones() throws {
-        guard !tombstonesTableReady else { return }
-        try db.exec("CREATE TEMP TABLE IF NOT EXISTS rebuild_tombstones(key BLOB PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID")
-        selectTombstone = try db.prepare("SELECT seq FROM temp.rebuild_tombstones WHERE key = ?1")
-        upsertTombstone = try db.prepare("""
-            INSERT INTO temp.rebuild_tombstones(key, seq) VALUES (?1, ?2)
-            ON CONFLICT(key) DO UPDATE SET seq = max(seq, excluded.seq)
-            """)
-        tombstonesTableReady = true
-    }
-
-    private func tombstoneSeq(_ key: [UInt8]) throws -> UInt64? {
-        try prepareTombstones()
-        let stmt = selectTombstone!
-        stmt.bind(1, key)
-        defer { stmt.reset() }
-        return try stmt.step() ? UInt64(bitPattern: stmt.int64(0)) : nil
-    }
-
-    private func rememberTombstone(_ key: [UInt8], _ seq: UInt64) throws {
-        try prepareTombstones()
-        let stmt = upsertTombstone!
-        stmt.bind(1, key)
-        stmt.bind(2, Int64(bitPattern: seq))
-        try stmt.run()
-    }
 }
 
 /// A read-only connection with its prepared statements.
@@ -414,7 +390,7 @@ final class IndexReader: @unchecked Sendable {
 
     init(path: String) throws {
         db = try SQLiteConnection(path: path, readOnly: true)
-        lookupRow = try db.prepare("SELECT segment, offset, length, seq, expires_at FROM keydir WHERE key = ?1")
+        lookupRow = try db.prepare("SELECT segment, offset, length, seq, expires_at, ttl_seq FROM keydir WHERE key = ?1")
         let scan = """
             SELECT key, seq, expires_at, length FROM keydir
             WHERE key > ?1 AND key >= ?2 %@ AND (expires_at = 0 OR expires_at > ?4)
@@ -433,7 +409,8 @@ final class IndexReader: @unchecked Sendable {
         guard try lookupRow.step() else { return nil }
         return RecordLocation(
             segment: UInt64(lookupRow.int64(0)), offset: lookupRow.int64(1), length: Int(lookupRow.int64(2)),
-            seq: UInt64(bitPattern: lookupRow.int64(3)), expiresAt: lookupRow.int64(4))
+            seq: UInt64(bitPattern: lookupRow.int64(3)), expiresAt: lookupRow.int64(4),
+            ttlSeq: UInt64(bitPattern: lookupRow.int64(5)))
     }
 
     /// Keys in key order with `prefix`, strictly after `after`, unexpired at `now`.
@@ -479,7 +456,7 @@ final class IndexReader: @unchecked Sendable {
         while try stmt.step() {
             out.append((stmt.blob(0), RecordLocation(
                 segment: UInt64(stmt.int64(1)), offset: stmt.int64(2), length: Int(stmt.int64(3)),
-                seq: UInt64(bitPattern: stmt.int64(4)), expiresAt: stmt.int64(5))))
+                seq: UInt64(bitPattern: stmt.int64(4)), expiresAt: stmt.int64(5), ttlSeq: UInt64(bitPattern: stmt.int64(6)))))
         }
         return out
     }
@@ -488,7 +465,7 @@ final class IndexReader: @unchecked Sendable {
     private func cachedExpiredStatement() throws -> SQLiteStatement {
         if let expiredStmt { return expiredStmt }
         let stmt = try db.prepare("""
-            SELECT key, segment, offset, length, seq, expires_at FROM keydir
+            SELECT key, segment, offset, length, seq, expires_at, ttl_seq FROM keydir
             WHERE expires_at > 0 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2
             """)
         expiredStmt = stmt

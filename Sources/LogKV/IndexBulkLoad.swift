@@ -18,6 +18,11 @@ import Foundation
 /// crash during a rebuild leaves an index with no checkpoint, which the next
 /// open rebuilds again (starting a new scratch file).
 ///
+/// TTL refresh records go to a second scratch table; once `keydir` holds
+/// each key's newest value, a key whose newest record of all is a refresh
+/// takes that refresh's expiry if it renews the very value in the row, and
+/// is dropped otherwise (the refresh hides older values; see `RecordFormat`).
+///
 /// Ordering rules kept: `keydir` is filled and accounted in one transaction;
 /// the checkpoint is written after it by the caller (`Replay`), durably.
 ///
@@ -26,6 +31,7 @@ final class IndexBulkLoad {
     private let index: IndexWriter
     private let scratchPath: String
     private let insertRecord: SQLiteStatement
+    private let insertRefresh: SQLiteStatement
     private var rowsInTransaction = 0
     private static let rowsPerTransaction = 200_000
 
@@ -41,7 +47,12 @@ final class IndexBulkLoad {
             CREATE TABLE rebuild.records(key BLOB NOT NULL, seq INTEGER NOT NULL, segment INTEGER NOT NULL,
               offset INTEGER NOT NULL, length INTEGER NOT NULL, expires_at INTEGER NOT NULL, tombstone INTEGER NOT NULL)
             """)
+        try index.db.exec("""
+            CREATE TABLE rebuild.refreshes(key BLOB NOT NULL, seq INTEGER NOT NULL, renews INTEGER NOT NULL,
+              expires_at INTEGER NOT NULL)
+            """)
         insertRecord = try index.db.prepare("INSERT INTO rebuild.records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+        insertRefresh = try index.db.prepare("INSERT INTO rebuild.refreshes VALUES (?1, ?2, ?3, ?4)")
         try index.db.exec("BEGIN")
     }
 
@@ -61,6 +72,20 @@ final class IndexBulkLoad {
             insertRecord.bind(7, 1)
         }
         try insertRecord.run()
+        try counted()
+    }
+
+    /// Adds one TTL refresh record, in any order.
+    func addTTLRefresh(_ key: [UInt8], seq: UInt64, renewing renewedSeq: UInt64, expiresAt: Int64) throws {
+        insertRefresh.bind(1, key)
+        insertRefresh.bind(2, Int64(bitPattern: seq))
+        insertRefresh.bind(3, Int64(bitPattern: renewedSeq))
+        insertRefresh.bind(4, expiresAt)
+        try insertRefresh.run()
+        try counted()
+    }
+
+    private func counted() throws {
         rowsInTransaction += 1
         if rowsInTransaction >= Self.rowsPerTransaction {
             try index.db.exec("COMMIT")
@@ -94,6 +119,19 @@ final class IndexBulkLoad {
                   SELECT key, segment, offset, length, max(seq) AS seq, expires_at, tombstone
                   FROM rebuild.records GROUP BY key)
                 WHERE tombstone = 0
+                """)
+            // Each key's newest refresh, where it is newer than the row's
+            // value: it renews that value, or (naming another) hides it.
+            try index.db.exec("""
+                CREATE TEMP TABLE newest_refreshes AS
+                SELECT r.key, r.seq, r.renews, r.expires_at FROM
+                  (SELECT key, max(seq) AS seq, renews, expires_at FROM rebuild.refreshes GROUP BY key) AS r
+                  JOIN keydir AS k ON k.key = r.key WHERE r.seq > k.seq;
+                DELETE FROM keydir WHERE key IN (SELECT n.key FROM temp.newest_refreshes AS n
+                  JOIN keydir AS k ON k.key = n.key WHERE n.renews != k.seq);
+                UPDATE keydir SET expires_at = n.expires_at, ttl_seq = n.seq
+                  FROM temp.newest_refreshes AS n WHERE keydir.key = n.key AND keydir.seq = n.renews;
+                DROP TABLE temp.newest_refreshes;
                 """)
             phases.build = Self.seconds(since: started)
             started = DispatchTime.now()

@@ -1,16 +1,33 @@
 import Foundation
 
-/// Where a key's latest record lives.
+/// Where a key's latest value record lives, and when it expires.
 struct RecordLocation: Equatable, Sendable {
     var segment: UInt64
     var offset: Int64
     /// Whole record length, header included.
     var length: Int
+    /// The value record's seq: the key's version (ETag).
     var seq: UInt64
-    /// Unix ms; 0 = never.
+    /// Unix ms; 0 = never. The value record's own, or the latest TTL
+    /// refresh's (`ttlSeq`).
     var expiresAt: Int64
+    /// The seq of the TTL refresh record that set `expiresAt`, or 0 when it
+    /// is the value record's own.
+    var ttlSeq: UInt64 = 0
+
+    /// The seq of the key's newest record (value or TTL refresh): what
+    /// "newest wins" compares.
+    var latestSeq: UInt64 { Swift.max(seq, ttlSeq) }
 
     func isExpired(now: Int64) -> Bool { expiresAt != 0 && expiresAt <= now }
+
+    /// The same value with the expiry a TTL refresh record (`refreshSeq`) set.
+    func renewed(expiresAt: Int64, by refreshSeq: UInt64) -> RecordLocation {
+        var copy = self
+        copy.expiresAt = expiresAt
+        copy.ttlSeq = refreshSeq
+        return copy
+    }
 }
 
 /// A position in the log: just past some record.
@@ -25,7 +42,8 @@ struct LogPosition: Comparable, Sendable {
 
 /// A change to the KeyDir not yet in SQLite. Newest wins per key.
 enum KeyDirChange: Equatable, Sendable {
-    /// The key's latest record is a value at this location.
+    /// The key's latest record is a value at this location (or a TTL
+    /// refresh of it: `ttlSeq`).
     case put(RecordLocation)
     /// The key was deleted by a tombstone with this seq.
     case delete(seq: UInt64)
@@ -34,17 +52,21 @@ enum KeyDirChange: Equatable, Sendable {
     /// the expired record hides them.
     case expire(seq: UInt64)
 
-    /// The change a scanned record makes to the KeyDir.
+    /// The change a scanned value record or tombstone makes to the KeyDir. A
+    /// TTL refresh record changes a value found elsewhere: its reader
+    /// resolves it (see `RecordFormat`).
     init(_ header: RecordHeader, segment: UInt64, offset: Int64) {
+        precondition(!header.isTTLRefresh, "a TTL refresh is resolved against the value it renews")
         self = header.isTombstone
             ? .delete(seq: header.seq)
             : .put(RecordLocation(segment: segment, offset: offset, length: header.recordLength,
                                   seq: header.seq, expiresAt: header.expiresAt))
     }
 
+    /// The seq of the record that made this change: newest wins by it.
     var seq: UInt64 {
         switch self {
-        case let .put(loc): return loc.seq
+        case let .put(loc): return loc.latestSeq
         case let .delete(seq), let .expire(seq): return seq
         }
     }

@@ -15,16 +15,36 @@ import Foundation
 ///
 /// Lock order: writerLock → state, writerLock → syncState, syncState → state.
 extension LogKV {
+    /// What a write appends.
+    enum AppendedRecord {
+        case value, tombstone
+        /// A new expiry for the key's current value (see `RecordFormat`).
+        case ttlRefresh
+
+        var flags: UInt8 {
+            switch self {
+            case .value: return 0
+            case .tombstone: return RecordFormat.tombstoneFlag
+            case .ttlRefresh: return RecordFormat.ttlRefreshFlag
+            }
+        }
+    }
+
     /// Appends one record. With `.waitHere` it returns the seq once the write
     /// is acknowledged; with `.notify` it returns nil once appended and the
     /// callback acknowledges (see `GroupCommit.swift`).
+    ///
+    /// A `.ttlRefresh` renews the key's current value (missing or expired:
+    /// `.preconditionFailed(nil)`); `renewedVersion` then gets that value's
+    /// seq, which the refresh leaves as the key's version.
     @discardableResult
-    func append(key: [UInt8], value: [UInt8], expiresAt: Int64, tombstone: Bool,
-                condition: WriteCondition, acknowledge: Acknowledgement) throws -> UInt64? {
+    func append(key: [UInt8], value: [UInt8], expiresAt: Int64, kind: AppendedRecord,
+                condition: WriteCondition, acknowledge: Acknowledgement,
+                renewedVersion: UnsafeMutablePointer<UInt64>? = nil) throws -> UInt64? {
         let now = options.clock()
         // The value's checksum is the costly part of encoding: compute it
         // before taking the writer lock, so concurrent writers overlap it.
-        let valueCRC = value.withUnsafeBytes { CRC32.checksum($0) }
+        let valueCRC = kind == .ttlRefresh ? nil : value.withUnsafeBytes { CRC32.checksum($0) }
         try waitForBacklogRoom()
         writerLock.lock()
         var acknowledgedAt: UInt64 = 0
@@ -33,8 +53,10 @@ extension LogKV {
             defer { writerLock.unlock() }
             if writerClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }
-            if tombstone || condition != .none {
-                let current = try currentVersion(key, now: now)
+            var renewed: RecordLocation?
+            if kind != .value || condition != .none {
+                let currentLocation = try self.currentLocation(key, now: now)
+                let current = currentLocation?.seq
                 switch condition {
                 case .none: break
                 case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
@@ -43,19 +65,23 @@ extension LogKV {
                 case let .ifAnyVersion(wanted):
                     guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
                 }
-                if tombstone && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
+                if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
+                if kind == .ttlRefresh { renewed = currentLocation }
             }
             seq = nextSeq
-            let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, tombstone: tombstone,
-                                              key: key, value: value, valueCRC: valueCRC)
-            let recordLength = head.count + value.count
+            let recordValue = renewed.map { RecordCodec.ttlRefreshValue(renewing: $0.seq) } ?? value
+            let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, flags: kind.flags,
+                                              key: key, value: recordValue, valueCRC: valueCRC)
+            let recordLength = head.count + recordValue.count
             if active.size + Int64(recordLength) > options.segmentSize
                 && active.size > Int64(RecordFormat.segmentHeaderSize) {
                 try rotate()
+            } else if kind == .ttlRefresh && active.header?.version ?? RecordFormat.formatVersion < 3 {
+                try rotate()  // an active segment from an older release cannot hold one
             }
             let offset = active.size
             do {
-                try active.append(head, value)
+                try active.append(head, recordValue)
             } catch let error as LogKVError {
                 switch error {
                 case .readOnly: writeFailure = error
@@ -68,7 +94,14 @@ extension LogKV {
             let location = RecordLocation(segment: active.id, offset: offset, length: recordLength,
                                           seq: seq, expiresAt: expiresAt)
             let k = KeyBytes(key)
-            let change: KeyDirChange = tombstone ? .delete(seq: seq) : .put(location)
+            let change: KeyDirChange
+            switch kind {
+            case .value: change = .put(location)
+            case .tombstone: change = .delete(seq: seq)
+            case .ttlRefresh:
+                change = .put(renewed!.renewed(expiresAt: expiresAt, by: seq))
+                renewedVersion?.pointee = renewed!.seq
+            }
             let end = LogPosition(segment: active.id, offset: active.size)
             state.withLock {
                 if options.fsync == .always {
@@ -106,9 +139,9 @@ extension LogKV {
         }
     }
 
-    /// The seq of the key's live version, or nil. Called under the writer
+    /// Where the key's live version is, or nil. Called under the writer
     /// lock, so no other write can change it meanwhile.
-    private func currentVersion(_ key: [UInt8], now: Int64) throws -> UInt64? {
+    private func currentLocation(_ key: [UInt8], now: Int64) throws -> RecordLocation? {
         let unsynced = state.withLock { unpublished[KeyBytes(key)] }
         let location: RecordLocation?
         if let unsynced {
@@ -118,7 +151,7 @@ extension LogKV {
             location = try locate(key)
         }
         guard let location, !location.isExpired(now: now) else { return nil }
-        return location.seq
+        return location
     }
 
     /// Makes a change visible to readers (see `KeyDir.publish`). Called with

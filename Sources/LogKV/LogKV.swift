@@ -217,7 +217,7 @@ public final class LogKV: @unchecked Sendable {
     public func put(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil,
                     condition: WriteCondition = .none) throws -> UInt64 {
         try validatePut(key: key, value: value, expiresAt: expiresAt)
-        let seq = try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition,
+        let seq = try append(key: key, value: value, expiresAt: expiresAt ?? 0, kind: .value, condition: condition,
                              acknowledge: .waitHere)!
         metrics.writesPut.increment()
         return seq
@@ -231,7 +231,7 @@ public final class LogKV: @unchecked Sendable {
     public func delete(_ key: [UInt8], condition: WriteCondition = .none) throws -> Bool {
         try validate(key: key)
         do {
-            _ = try append(key: key, value: [], expiresAt: 0, tombstone: true, condition: condition, acknowledge: .waitHere)
+            _ = try append(key: key, value: [], expiresAt: 0, kind: .tombstone, condition: condition, acknowledge: .waitHere)
         } catch LogKVError.preconditionFailed(nil) where condition == .none {
             return false
         }
@@ -250,11 +250,40 @@ public final class LogKV: @unchecked Sendable {
                     whenDurable: @escaping @Sendable (Result<UInt64, Error>) -> Void) throws {
         try validatePut(key: key, value: value, expiresAt: expiresAt)
         let counter = metrics.writesPut
-        try append(key: key, value: value, expiresAt: expiresAt ?? 0, tombstone: false, condition: condition,
+        try append(key: key, value: value, expiresAt: expiresAt ?? 0, kind: .value, condition: condition,
                    acknowledge: .notify({ result in
                        if case .success = result { counter.increment() }
                        whenDurable(result)
                    }))
+    }
+
+    /// Gives `key`'s current value a new expiry without rewriting the value
+    /// (a lease renewal): appends a small TTL refresh record naming the
+    /// value's version, which stays the key's version (ETag). Durable as a
+    /// put is under the fsync policy.
+    ///
+    /// - Parameters:
+    ///   - expiresAt: unix ms after which the key reads as missing; nil
+    ///     removes the expiry.
+    ///   - condition: checked atomically against the value's version.
+    /// - Returns: the value's version, or nil (and nothing written) if the
+    ///   key is missing or expired.
+    /// - Throws: `.invalidKey`, `.keyTooLarge`, `.invalidArgument`,
+    ///   `.preconditionFailed`, `.diskFull`, `.readOnly`, `.closed`, `.io`.
+    @discardableResult
+    public func refreshTTL(_ key: [UInt8], expiresAt: Int64?, condition: WriteCondition = .none) throws -> UInt64? {
+        try validatePut(key: key, value: [], expiresAt: expiresAt)
+        var version: UInt64 = 0
+        do {
+            try withUnsafeMutablePointer(to: &version) { out in
+                _ = try append(key: key, value: [], expiresAt: expiresAt ?? 0, kind: .ttlRefresh, condition: condition,
+                               acknowledge: .waitHere, renewedVersion: out)
+            }
+        } catch LogKVError.preconditionFailed(nil) where condition == .none || condition == .ifPresent {
+            return nil
+        }
+        metrics.ttlRefreshes.increment()
+        return version
     }
 
     /// Reads the latest value of `key`, or nil if it is missing or expired.
@@ -564,7 +593,7 @@ public final class LogKV: @unchecked Sendable {
             throw LogKVError.corruption(segment: location.segment, offset: location.offset,
                                         reason: "index points at a different record")
         }
-        return Self.storedValue(bytes, header: header, keyEnd: keyEnd)
+        return Self.storedValue(bytes, header: header, keyEnd: keyEnd, expiresAt: location.expiresAt)
     }
 
     /// The header of a whole record and where its key ends, or nil if the
@@ -576,9 +605,11 @@ public final class LogKV: @unchecked Sendable {
         return (header, RecordFormat.recordHeaderSize + Int(header.keyLength))
     }
 
-    static func storedValue(_ bytes: [UInt8], header: RecordHeader, keyEnd: Int) -> StoredValue {
+    /// `expiresAt`: the key's expiry, which a TTL refresh may have changed
+    /// since the record was written.
+    static func storedValue(_ bytes: [UInt8], header: RecordHeader, keyEnd: Int, expiresAt: Int64) -> StoredValue {
         StoredValue(value: Array(bytes[keyEnd...]), seq: header.seq, writtenAt: header.writtenAt,
-                    expiresAt: header.expiresAt == 0 ? nil : header.expiresAt)
+                    expiresAt: expiresAt == 0 ? nil : expiresAt)
     }
 
     /// Removes an expired key from the KeyDir, unless a newer write won.
@@ -593,7 +624,7 @@ public final class LogKV: @unchecked Sendable {
         let key = KeyBytes(keyBytes)
         let counted: Bool = state.withLock {
             if let current = keyDir.unflushed(key) {
-                guard current.seq == location.seq, case .put = current else { return false }
+                guard current.seq == location.latestSeq, case .put = current else { return false }
             } else if let observedEpoch {
                 if observedEpoch != keyDir.epoch { return false }
             } else {
@@ -601,7 +632,7 @@ public final class LogKV: @unchecked Sendable {
                 // and a newer write may have been flushed after it.
                 return false
             }
-            publish(key, .expire(seq: location.seq))
+            publish(key, .expire(seq: location.latestSeq))
             return true
         }
         if counted { (counter ?? metrics.expiredRead).increment() }

@@ -41,8 +41,14 @@ extension LogKV {
         }
         // Any number of segments, a bounded number of descriptors.
         let handles = SegmentHandleCache(limit: 64)
-        struct Latest { var seq: UInt64; var segment: SegmentFile; var offset: Int64; var length: Int; var live: Bool }
+        /// A key's newest value record or tombstone; `refreshes` holds its
+        /// newest TTL refresh (see `RecordFormat`).
+        struct Latest {
+            var seq: UInt64; var segment: SegmentFile; var offset: Int64; var length: Int
+            var tombstone: Bool; var expiresAt: Int64
+        }
         var latest: [KeyBytes: Latest] = [:]
+        var refreshes: [KeyBytes: (seq: UInt64, renews: UInt64, expiresAt: Int64)] = [:]
         var damaged = 0
         for id in try dir.segmentIDs() {
             let file = try SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: false)
@@ -55,9 +61,14 @@ extension LogKV {
                     guard let entry = try scanner.next() else { break }
                     let h = entry.header
                     let key = KeyBytes(entry.key)
+                    if h.isTTLRefresh {
+                        if let seen = refreshes[key], seen.seq >= h.seq { continue }
+                        refreshes[key] = (h.seq, RecordCodec.renewedSeq(entry.value)!, h.expiresAt)
+                        continue
+                    }
                     if let seen = latest[key], seen.seq >= h.seq { continue }
-                    let live = !h.isTombstone && (h.expiresAt == 0 || h.expiresAt > now)
-                    latest[key] = Latest(seq: h.seq, segment: file, offset: entry.offset, length: h.recordLength, live: live)
+                    latest[key] = Latest(seq: h.seq, segment: file, offset: entry.offset, length: h.recordLength,
+                                         tombstone: h.isTombstone, expiresAt: h.expiresAt)
                 } catch is SegmentScanner.Stop {
                     damaged += 1
                     if try scanner.skipDamage() == nil { break }
@@ -65,13 +76,19 @@ extension LogKV {
             }
         }
         var keys = 0
-        for (key, record) in latest.sorted(by: { $0.key < $1.key }) where record.live {
+        for (key, var record) in latest.sorted(by: { $0.key < $1.key }) {
+            if let refresh = refreshes[key], refresh.seq > record.seq {
+                // The newest record renews this value, or hides it.
+                guard refresh.renews == record.seq else { continue }
+                record.expiresAt = refresh.expiresAt
+            }
+            guard !record.tombstone, record.expiresAt == 0 || record.expiresAt > now else { continue }
             let bytes = try record.segment.read(at: record.offset, count: record.length)
             guard let (header, keyEnd) = LogKV.verifiedRecord(bytes) else {
                 damaged += 1  // changed since the scan: never dump garbage
                 continue
             }
-            try body(key.bytes, LogKV.storedValue(bytes, header: header, keyEnd: keyEnd))
+            try body(key.bytes, LogKV.storedValue(bytes, header: header, keyEnd: keyEnd, expiresAt: record.expiresAt))
             keys += 1
         }
         return (keys, damaged)

@@ -4,9 +4,10 @@ import CZlib
 ///
 /// A segment file is a fixed header followed by records, back to back:
 ///
-///     segment header, version 2 (64 bytes), all little-endian
+///     segment header, versions 2 and 3 (64 bytes), all little-endian
 ///       magic       8  "LOGKVSEG"
-///       version     4  format version (2; version 1 files are still read)
+///       version     4  format version: 3 (may hold TTL refresh records);
+///                      2 (the same without them) and 1 are still read
 ///       kind        4  1 = log segment (written by the writer, records in
 ///                      seq order), 2 = compaction output (copies of older
 ///                      records, any order; never replayed)
@@ -29,24 +30,35 @@ import CZlib
 ///       seq         8  store-wide sequence number, strictly increasing per write
 ///       written_at  8  unix time, milliseconds
 ///       expires_at  8  unix time, milliseconds; 0 = never
-///       flags       1  bit 0 = tombstone
+///       flags       1  bit 0 = tombstone, bit 1 = TTL refresh (version 3)
 ///       key_len     4  bytes
-///       value_len   4  bytes (0 for a tombstone)
+///       value_len   4  bytes (0 for a tombstone, 8 for a TTL refresh)
 ///       key         key_len bytes
 ///       value       value_len bytes
 ///
+/// A TTL refresh record (a lease renewal, `PATCH ?ttl=`) carries no value:
+/// its 8-byte "value" is the seq (little-endian) of the value record it
+/// renews, and its `expires_at` replaces that record's. It keeps the
+/// value's version (ETag) unchanged and costs a few dozen bytes however
+/// large the value.
+///
 /// The highest `seq` for a key wins, wherever its record lies; a tombstone or
-/// an expired record wins like any other and hides older values. Within a
-/// log segment consecutive records have consecutive seqs.
+/// an expired record wins like any other and hides older values. A winning
+/// TTL refresh stands for the value record it names, with its own expiry;
+/// if that record is gone the key has no value (the refresh hides older
+/// ones). Within a log segment consecutive records have consecutive seqs.
 enum RecordFormat {
     static let segmentMagic: [UInt8] = Array("LOGKVSEG".utf8)
     /// The version new segments are written in.
-    static let formatVersion: UInt32 = 2
+    static let formatVersion: UInt32 = 3
     static let segmentHeaderSize = 64
     static let segmentHeaderSizeV1 = 32
     static let recordHeaderSize = 4 + 8 + 8 + 8 + 1 + 4 + 4  // 37
 
     static let tombstoneFlag: UInt8 = 1 << 0
+    static let ttlRefreshFlag: UInt8 = 1 << 1
+    /// A TTL refresh record's value: the renewed record's seq.
+    static let ttlRefreshValueSize = 8
 }
 
 /// What a segment file is (see the header layout above).
@@ -77,6 +89,18 @@ struct RecordHeader: Equatable, Sendable {
     var valueLength: UInt32
 
     var isTombstone: Bool { flags & RecordFormat.tombstoneFlag != 0 }
+    var isTTLRefresh: Bool { flags & RecordFormat.ttlRefreshFlag != 0 }
+
+    /// Whether the flags (and, for a TTL refresh, the value length) are a
+    /// combination a segment of this format version can hold.
+    func hasValidFlags(segmentVersion: UInt32) -> Bool {
+        switch flags {
+        case 0, RecordFormat.tombstoneFlag: return true
+        case RecordFormat.ttlRefreshFlag:
+            return segmentVersion >= 3 && valueLength == UInt32(RecordFormat.ttlRefreshValueSize)
+        default: return false
+        }
+    }
     var recordLength: Int { RecordFormat.recordHeaderSize + Int(keyLength) + Int(valueLength) }
 }
 
@@ -90,18 +114,31 @@ struct Record: Sendable {
 enum RecordCodec {
     /// Encodes one record; the CRC covers everything after the crc field.
     static func encode(
-        seq: UInt64, writtenAt: Int64, expiresAt: Int64, tombstone: Bool,
+        seq: UInt64, writtenAt: Int64, expiresAt: Int64, flags: UInt8,
         key: [UInt8], value: [UInt8]
     ) -> [UInt8] {
-        encodeHead(seq: seq, writtenAt: writtenAt, expiresAt: expiresAt, tombstone: tombstone,
+        encodeHead(seq: seq, writtenAt: writtenAt, expiresAt: expiresAt, flags: flags,
                    key: key, value: value) + value
+    }
+
+    /// The value of a TTL refresh record renewing the record with `seq`.
+    static func ttlRefreshValue(renewing seq: UInt64) -> [UInt8] {
+        var out: [UInt8] = []
+        appendLE(&out, seq)
+        return out
+    }
+
+    /// The seq a TTL refresh record's value names, or nil if it is not one.
+    static func renewedSeq(_ value: [UInt8]) -> UInt64? {
+        guard value.count == RecordFormat.ttlRefreshValueSize else { return nil }
+        return value.withUnsafeBytes { readLE($0, 0) }
     }
 
     /// Encodes the header and key of a record whose value follows them; the
     /// CRC already covers the value. Lets the writer hand the value to the
     /// kernel without copying it into one buffer first.
     static func encodeHead(
-        seq: UInt64, writtenAt: Int64, expiresAt: Int64, tombstone: Bool,
+        seq: UInt64, writtenAt: Int64, expiresAt: Int64, flags: UInt8,
         key: [UInt8], value: [UInt8], valueCRC: UInt32? = nil
     ) -> [UInt8] {
         var out = [UInt8]()
@@ -110,7 +147,7 @@ enum RecordCodec {
         appendLE(&out, seq)
         appendLE(&out, UInt64(bitPattern: writtenAt))
         appendLE(&out, UInt64(bitPattern: expiresAt))
-        out.append(tombstone ? RecordFormat.tombstoneFlag : 0)
+        out.append(flags)
         appendLE(&out, UInt32(key.count))
         appendLE(&out, UInt32(value.count))
         out.append(contentsOf: key)
@@ -169,13 +206,13 @@ enum RecordCodec {
         switch version {
         case 1:
             return SegmentHeader(version: 1, kind: .log, storeID: Array(bytes[16..<32]), highWater: 0, minSeq: 0)
-        case 2:
+        case 2, 3:
             guard bytes.count >= RecordFormat.segmentHeaderSize else { return nil }
             return bytes.withUnsafeBytes { raw -> SegmentHeader? in
                 let crc: UInt32 = readLE(raw, 60)
                 guard CRC32.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<60])) == crc,
                       let kind = SegmentKind(rawValue: readLE(raw, 12)) else { return nil }
-                return SegmentHeader(version: 2, kind: kind, storeID: Array(bytes[16..<32]),
+                return SegmentHeader(version: version, kind: kind, storeID: Array(bytes[16..<32]),
                                      highWater: readLE(raw, 32), minSeq: readLE(raw, 40))
             }
         default:

@@ -396,7 +396,7 @@ private struct Replay {
         for entry in entries {
             let offset = next.size
             try next.append(try segment.read(at: entry.offset, count: entry.header.recordLength))
-            try apply(SegmentScanner.Entry(offset: offset, header: entry.header, key: entry.key, value: []),
+            try apply(SegmentScanner.Entry(offset: offset, header: entry.header, key: entry.key, value: entry.value),
                       segment: id, aboveSeq: aboveSeq)
         }
         try next.sync()
@@ -413,6 +413,16 @@ private struct Replay {
         let h = entry.header
         maxSeq = max(maxSeq, h.seq)
         guard h.seq > aboveSeq else { return }
+        if h.isTTLRefresh {
+            guard let renewedSeq = RecordCodec.renewedSeq(entry.value) else { return }  // the scanner checked its length
+            if let bulk {
+                try bulk.addTTLRefresh(entry.key, seq: h.seq, renewing: renewedSeq, expiresAt: h.expiresAt)
+            } else if let renewed = try renewedValue(entry.key, refresh: h, renewing: renewedSeq) {
+                batch.keepNewest(entry.key, .put(renewed))
+            }
+            records += 1
+            return
+        }
         let change = KeyDirChange(h, segment: segment, offset: entry.offset)
         if let bulk {
             try bulk.add(entry.key, change)
@@ -422,11 +432,27 @@ private struct Replay {
         records += 1
     }
 
+    /// A TTL refresh met in log order renews the key's newest value, which
+    /// is in this batch or in the index: that value with the new expiry, or
+    /// nil when the key holds something newer (the index may be ahead of the
+    /// checkpoint) or no longer that value.
+    private func renewedValue(_ key: [UInt8], refresh h: RecordHeader, renewing renewedSeq: UInt64) throws -> RecordLocation? {
+        let current: RecordLocation?
+        if let change = batch[KeyBytes(key)] {
+            guard case let .put(location) = change else { return nil }
+            current = location
+        } else {
+            current = try index.location(of: key)
+        }
+        guard let current, current.seq == renewedSeq, current.latestSeq < h.seq else { return nil }
+        return current.renewed(expiresAt: h.expiresAt, by: h.seq)
+    }
+
     /// Commits the batch; `upTo` advances the checkpoint (nil leaves it for
     /// the final commit).
     private mutating func commit(upTo position: LogPosition?, durable: Bool = false) throws {
         try index.apply(batch.sortedForIndex(), checkpoint: position, maxSeq: maxSeq, segmentSizes: sizes,
-                        outOfOrder: outOfOrder, durable: durable)
+                        durable: durable)
         batch.removeAll(keepingCapacity: true)
         sizes.removeAll()
     }

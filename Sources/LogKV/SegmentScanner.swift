@@ -78,15 +78,17 @@ struct SegmentScanner {
         let header = try bytes(at: offset, count: headerSize).withUnsafeBytes { RecordCodec.decodeHeader($0) }
         guard header.keyLength > 0, header.keyLength <= Self.maxDeclaredLength,
               header.valueLength <= Self.maxDeclaredLength,
-              header.flags & ~RecordFormat.tombstoneFlag == 0,
+              header.hasValidFlags(segmentVersion: file.header?.version ?? RecordFormat.formatVersion),
               offset + Int64(header.recordLength) <= end else { return nil }
         if requireLaterSeq, file.kind == .log, let lastSeq, header.seq <= lastSeq { return nil }
         let whole = try bytes(at: offset, count: header.recordLength)
         guard whole.withUnsafeBytes({ RecordCodec.crcMatches($0, expected: header.crc) }) else { return nil }
         let keyStart = whole.startIndex + headerSize
         let keyEnd = keyStart + Int(header.keyLength)
+        // A TTL refresh's value (the seq it renews) is what every reader of
+        // the record needs.
         return Entry(offset: offset, header: header, key: Array(whole[keyStart..<keyEnd]),
-                     value: withValues ? Array(whole[keyEnd...]) : [])
+                     value: withValues || header.isTTLRefresh ? Array(whole[keyEnd...]) : [])
     }
 
     /// Why the record at `offset` is bad, in words for logs and `check`.
@@ -95,7 +97,7 @@ struct SegmentScanner {
         guard end - offset >= Int64(headerSize) else { return "record header is cut short" }
         let header = try bytes(at: offset, count: headerSize).withUnsafeBytes { RecordCodec.decodeHeader($0) }
         if header.keyLength == 0 || header.keyLength > Self.maxDeclaredLength || header.valueLength > Self.maxDeclaredLength
-            || header.flags & ~RecordFormat.tombstoneFlag != 0 {
+            || !header.hasValidFlags(segmentVersion: file.header?.version ?? RecordFormat.formatVersion) {
             return "record header is garbage"
         }
         if offset + Int64(header.recordLength) > end { return "record is cut short" }

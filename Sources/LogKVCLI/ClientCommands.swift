@@ -120,12 +120,27 @@ struct Stats: ParsableCommand {
 }
 
 struct TTL: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ttl", abstract: "Show the seconds left before a key expires (or \"none\").")
+    static let configuration = CommandConfiguration(
+        commandName: "ttl",
+        abstract: "Show the seconds left before a key expires (or \"none\"); with SECONDS, set a new TTL from now without rewriting the value (0 removes it).")
     @OptionGroup var options: ClientOptions
     @Argument(help: "The key.") var key: String
+    @Argument(help: "Seconds from now; 0 removes the TTL. Omit to show the TTL.") var seconds: Int?
+
+    func validate() throws {
+        if key.isEmpty { throw ValidationError("the key must not be empty") }
+        if let seconds, seconds < 0 { throw ValidationError("seconds must be 0 or more") }
+    }
 
     func run() throws {
-        let reply = try options.client().request("HEAD", "/v1/kv/\(KVClient.path(key))?raw")
+        let client = try options.client()
+        if let seconds {
+            let reply = try client.request("PATCH", "/v1/kv/\(KVClient.path(key))?ttl=\(seconds)")
+            try reply.require(200, key: key)
+            if options.json { FileHandle.standardOutput.write(reply.body + Data("\n".utf8)) }
+            return
+        }
+        let reply = try client.request("HEAD", "/v1/kv/\(KVClient.path(key))?raw")
         try reply.require(200, key: key)
         let ttl = reply.headers["x-logkv-ttl"].flatMap(Int.init)
         if options.json { printJSON(["key": key, "ttl": ttl as Any? ?? NSNull()]) } else { print(ttl.map(String.init) ?? "none") }

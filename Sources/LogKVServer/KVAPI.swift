@@ -184,6 +184,43 @@ public final class KVAPI: Sendable {
         }
     }
 
+    /// `PATCH /v1/kv/{key}?ttl=SECONDS`: a lease renewal. The key's current
+    /// value gets a TTL of SECONDS from now (`ttl=0`: none) without being
+    /// rewritten; its version (ETag) stays. 404 if the key is missing or
+    /// expired; `If-Match` is checked against the value's version.
+    func refreshTTL(_ request: Request) throws -> Reply {
+        let key = request.key
+        guard let text = request.query["ttl"] else {
+            throw APIError.badRequest("ttl is required: seconds from now, or 0 to remove the TTL")
+        }
+        guard let seconds = Int64(text), seconds >= 0 else {
+            throw APIError.badRequest("ttl must be a whole number of seconds, 0 or more")
+        }
+        let condition = try ETag.condition(request.headers)
+        if condition == .ifAbsent { throw APIError(.badRequest, "If-None-Match is not meaningful on PATCH") }
+        let expiresAt = seconds == 0 ? nil : try TTL.expiry(seconds: seconds, now: clock())
+        // Like a delete, it looks its key up under the writer lock.
+        return offload(request) { [store] in
+            guard let version = try store.refreshTTL(key, expiresAt: expiresAt, condition: condition) else {
+                throw APIError.notFound("key not found")
+            }
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("success", true)
+            w.field("message", "ok")
+            Self.writeKey(&w, key)
+            w.field("version", version)
+            if let expiresAt {
+                w.field("ttl", seconds)
+                w.field("expires_at", rfc3339(millis: expiresAt))
+            }
+            w.endObject()
+            var response = Response.json(w)
+            response.headers.add(name: "etag", value: "\"\(version)\"")
+            return response
+        }
+    }
+
     /// `GET /v1/keys`. Binary-safe: `prefix`/`after` are the exact bytes
     /// their percent-encoding gives (never re-read as text); `prefix_base64`
     /// and `after_base64` say the same in base64. Each page gives

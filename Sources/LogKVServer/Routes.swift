@@ -38,6 +38,7 @@ extension KVAPI {
         Route(method: .HEAD, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.get(r) },
         Route(method: .PUT, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.putRaw(r) },
         Route(method: .DELETE, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.delete(r) },
+        Route(method: .PATCH, template: "/v1/kv/{key}", requiresAuth: true) { api, r in try api.refreshTTL(r) },
         Route(method: .GET, template: "/v1/keys", requiresAuth: true) { api, r in try api.listKeys(r) },
         Route(method: .GET, template: "/v1/stats", requiresAuth: true) { api, r in try api.stats(r) },
         Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },

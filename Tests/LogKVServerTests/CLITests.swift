@@ -56,6 +56,13 @@ import Testing
         let ttl = try Self.logkv(["ttl", "f"], env: env)
         #expect(Int(ttl.text.trimmingCharacters(in: .whitespacesAndNewlines)).map { (118...120).contains($0) } == true)
         #expect(try Self.logkv(["ttl", "greeting"], env: env).text == "none\n")
+        // With SECONDS it renews: a new TTL from now, the value untouched.
+        #expect(try Self.logkv(["ttl", "f", "3600"], env: env).status == 0)
+        let renewed = try Self.logkv(["ttl", "f"], env: env)
+        #expect(Int(renewed.text.trimmingCharacters(in: .whitespacesAndNewlines)).map { (3598...3600).contains($0) } == true)
+        #expect(try Self.logkv(["ttl", "f", "0"], env: env).status == 0)
+        #expect(try Self.logkv(["ttl", "f"], env: env).text == "none\n")
+        #expect(try Self.logkv(["ttl", "nobody", "10"], env: env).status == 1)
         // Listing pages through everything.
         for i in 0..<25 { try Self.logkv(["set", "p/\(i)", "v"], env: env) }
         let listed = try Self.logkv(["list", "--prefix", "p/", "--page-size", "7"], env: env)

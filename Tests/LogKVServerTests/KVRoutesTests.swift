@@ -154,6 +154,40 @@ import Testing
         }
     }
 
+    @Test func patchRefreshesTheTTLWithoutRewritingTheValueOrItsVersion() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            let put = try c.request("PUT", "/v1/kv/lease?ttl=1", body: utf8("holder"))
+            let etag = try #require(put.headers["etag"])
+            let renewed = try c.request("PATCH", "/v1/kv/lease?ttl=60", headers: ["If-Match": etag])
+            #expect(renewed.status == 200)
+            #expect(renewed.headers["etag"] == etag)
+            #expect(renewed.json["success"] as? Bool == true)
+            #expect(renewed.json["ttl"] as? Int == 60)
+            #expect(renewed.json["expires_at"] is String)
+            try await Task.sleep(for: .milliseconds(1100))  // past the value's own TTL
+            let read = try c.request("GET", "/v1/kv/lease?raw")
+            #expect(read.status == 200)
+            #expect(read.text == "holder")
+            #expect(read.headers["etag"] == etag)
+            #expect(read.headers["x-logkv-ttl"].flatMap(Int.init).map { (50...60).contains($0) } == true, "\(read.headers)")
+            // ttl=0 removes the TTL.
+            #expect(try c.request("PATCH", "/v1/kv/lease?ttl=0").status == 200)
+            #expect(try c.request("GET", "/v1/kv/lease?raw").headers["x-logkv-ttl"] == nil)
+            // A stale version, a missing key, bad input.
+            #expect(try c.request("PATCH", "/v1/kv/lease?ttl=5", headers: ["If-Match": "\"999999\""]).status == 412)
+            let missing = try c.request("PATCH", "/v1/kv/nobody?ttl=5")
+            #expect(missing.status == 404)
+            #expect(missing.json["success"] as? Bool == false)
+            for query in ["", "?ttl=-1", "?ttl=abc", "?ttl=1.5"] {
+                let bad = try c.request("PATCH", "/v1/kv/lease\(query)")
+                #expect(bad.status == 400, "PATCH \(query)")
+                #expect(bad.json["message"] is String)
+            }
+            #expect(try c.request("GET", "/v1/kv/lease?raw").headers["x-logkv-ttl"] == nil)
+        }
+    }
+
     @Test(arguments: [
         (#"{"key":"k","value":"v","ttl":0}"#, "ttl must be positive"),
         (#"{"key":"k","value":"v","ttl":-5}"#, "ttl must be positive"),
@@ -214,7 +248,7 @@ import Testing
 
     @Test func wrongMethodIs405WithAllow() async throws {
         try await withServer { s in
-            let r = try s.client().request("PATCH", "/v1/kv/x")
+            let r = try s.client().request("POST", "/v1/kv/x")
             #expect(r.status == 405)
             #expect(r.headers["allow"]?.contains("GET") == true)
             #expect(r.json["success"] as? Bool == false)

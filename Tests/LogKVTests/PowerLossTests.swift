@@ -3,7 +3,7 @@ import Testing
 @testable import LogKV
 
 /// Power-loss exploration: random workloads (puts, overwrites, deletes, TTLs,
-/// rotations with tiny segments, compactions, expiry sweeps, index flushes,
+/// TTL refreshes, rotations with tiny segments, compactions, expiry sweeps, index flushes,
 /// syncs, close/reopen) over a `SimulatedDisk`. Before every fsync, directory
 /// fsync and index commit, and at random writes, the test takes states a
 /// power loss there may leave, then opens each one and checks it against the
@@ -139,7 +139,7 @@ import Testing
         var store = try LogKV(path: disk.root, options: options)
         for _ in 0..<220 {
             let key = Self.keys[Int.random(in: 0..<Self.keys.count, using: &rng)]
-            switch Int.random(in: 0..<100, using: &rng) {
+            switch Int.random(in: 0..<110, using: &rng) {
             case 0..<50:
                 var value = Array("\(key)=".utf8)
                 value += (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -197,6 +197,21 @@ import Testing
                     #expect(try restored.get(Array(key.utf8))?.value == expected, "backup: \(key)")
                 }
                 try restored.close()
+            case 100..<110:
+                // A lease renewal: a new expiry (or none) for the current
+                // value, the value itself untouched.
+                let ttl: Int64 = Int.random(in: 0..<4, using: &rng) == 0 ? 0 : Int64.random(in: 1...40, using: &rng)
+                let expiresAt = ttl == 0 ? 0 : clock.now + ttl
+                let current = model.snapshot().history[key]?.last.flatMap { visible($0, now: clock.now) }
+                if let current {
+                    let op = model.begin(key, current, expiresAt: expiresAt)
+                    let version = try store.refreshTTL(Array(key.utf8), expiresAt: ttl == 0 ? nil : expiresAt)
+                    #expect(version != nil, "refresh of live \(key)")
+                    model.ack(key, op: op, seq: store.state.withLock { store.lastSeq })
+                } else {
+                    #expect(try store.refreshTTL(Array(key.utf8), expiresAt: ttl == 0 ? nil : expiresAt) == nil,
+                            "refresh of missing \(key)")
+                }
             default:
                 let got = try store.get(Array(key.utf8))
                 let expected = model.snapshot().history[key]?.last.flatMap { v -> [UInt8]? in

@@ -1,0 +1,218 @@
+import Foundation
+import Testing
+@testable import LogKV
+
+/// TTL refresh (lease renewal): a small record naming the value's version
+/// gives the key a new expiry; the value and its version stay. It must hold
+/// through restarts, crashes, compaction and full rebuilds, and never bring
+/// back a value its expiry ended.
+@Suite struct TTLRefreshTests {
+    static func options(_ clock: ManualClock) -> LogKVOptions {
+        var options = LogKVOptions.testing(clock: clock)
+        options.segmentSize = 16 * 1024
+        options.autoCompaction = false
+        options.compactionBytesPerSecond = 0
+        options.expirySweepPerSecond = 0
+        options.logger.logLevel = .critical
+        return options
+    }
+
+    /// A copy of the directory as a process crash leaves it (no close).
+    func crashCopy(of dir: TempDir) throws -> TempDir {
+        let copy = TempDir("ttl-crash")
+        try FileManager.default.removeItem(atPath: copy.path)
+        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
+        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+        return copy
+    }
+
+    @Test func refreshKeepsTheValueAndItsVersionAndMovesOnlyTheExpiry() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        let store = try LogKV(path: dir.path, options: Self.options(clock))
+        defer { try? store.close() }
+        let version = try store.put(bytes("lease"), bytes("holder-1"), expiresAt: clock.now + 1_000)
+        #expect(try store.refreshTTL(bytes("lease"), expiresAt: clock.now + 60_000) == version)
+        clock.advance(5_000)  // past the value's own expiry
+        let read = try #require(try store.get(bytes("lease")))
+        #expect(read.value == bytes("holder-1"))
+        #expect(read.seq == version)
+        #expect(read.expiresAt == clock.now - 5_000 + 60_000)
+        clock.advance(60_000)
+        #expect(try store.get(bytes("lease")) == nil)
+    }
+
+    @Test func refreshWithoutAnExpiryMakesTheKeyPermanent() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        let store = try LogKV(path: dir.path, options: Self.options(clock))
+        defer { try? store.close() }
+        try store.put(bytes("k"), bytes("v"), expiresAt: clock.now + 1_000)
+        #expect(try store.refreshTTL(bytes("k"), expiresAt: nil) != nil)
+        clock.advance(1_000_000)
+        #expect(try store.get(bytes("k"))?.expiresAt == nil)
+        #expect(try store.get(bytes("k"))?.value == bytes("v"))
+    }
+
+    @Test func refreshOfAMissingDeletedOrExpiredKeyWritesNothing() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        let store = try LogKV(path: dir.path, options: Self.options(clock))
+        defer { try? store.close() }
+        try store.put(bytes("gone"), bytes("v"))
+        try store.delete(bytes("gone"))
+        try store.put(bytes("old"), bytes("v"), expiresAt: clock.now + 10)
+        clock.advance(20)
+        let before = try store.stats().lastSeq
+        for key in ["never", "gone", "old"] {
+            #expect(try store.refreshTTL(bytes(key), expiresAt: clock.now + 60_000) == nil, "\(key)")
+            #expect(try store.get(bytes(key)) == nil, "\(key)")
+        }
+        #expect(try store.stats().lastSeq == before)
+    }
+
+    @Test func refreshIsConditionalOnTheValuesVersion() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        let store = try LogKV(path: dir.path, options: Self.options(clock))
+        defer { try? store.close() }
+        let version = try store.put(bytes("k"), bytes("v"))
+        #expect(throws: LogKVError.preconditionFailed(currentSeq: version)) {
+            try store.refreshTTL(bytes("k"), expiresAt: clock.now + 1_000, condition: .ifVersion(version + 1))
+        }
+        #expect(try store.get(bytes("k"))?.expiresAt == nil)
+        #expect(try store.refreshTTL(bytes("k"), expiresAt: clock.now + 1_000, condition: .ifVersion(version)) == version)
+        // The version did not change: the same condition holds again.
+        #expect(try store.refreshTTL(bytes("k"), expiresAt: nil, condition: .ifVersion(version)) == version)
+    }
+
+    @Test func aRefreshCostsAFewDozenBytesWhateverTheValueSize() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        var options = Self.options(clock)
+        options.segmentSize = 1 << 20
+        let store = try LogKV(path: dir.path, options: options)
+        defer { try? store.close() }
+        try store.put(bytes("big"), [UInt8](repeating: 7, count: 200_000))
+        let before = try store.stats().totalBytes
+        try store.refreshTTL(bytes("big"), expiresAt: clock.now + 1_000)
+        let grown = try store.stats().totalBytes - before
+        #expect(grown == Int64(RecordFormat.recordHeaderSize + 3 + RecordFormat.ttlRefreshValueSize))
+    }
+
+    @Test func aRefreshedValueOutlivesItsOwnExpiryThroughCompactionRestartAndRebuild() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        var store = try LogKV(path: dir.path, options: Self.options(clock))
+        for i in 0..<200 { try store.put(bytes("k\(i)"), bytes("v\(i)"), expiresAt: clock.now + 1_000) }
+        for i in 0..<100 { try store.refreshTTL(bytes("k\(i)"), expiresAt: i % 2 == 0 ? nil : clock.now + 3_600_000) }
+        clock.advance(2_000)  // every value's own expiry has passed
+        try store.compact(everything: true)
+        func expectRefreshedAlive(_ store: LogKV, _ label: String) throws {
+            for i in 0..<200 {
+                let got = try store.get(bytes("k\(i)"))?.value
+                #expect(got == (i < 100 ? bytes("v\(i)") : nil), "\(label): k\(i)")
+            }
+        }
+        try expectRefreshedAlive(store, "after compaction")
+        try store.close()
+        store = try LogKV(path: dir.path, options: Self.options(clock))
+        try expectRefreshedAlive(store, "after restart")
+        try store.close()
+        #expect(try LogKV.check(path: dir.path).isHealthy)
+        try FileManager.default.removeItem(atPath: dir.indexPath)
+        store = try LogKV(path: dir.path, options: Self.options(clock))
+        try expectRefreshedAlive(store, "after rebuild")
+        try store.close()
+    }
+
+    @Test func anExpiredRefreshNeverBringsBackTheValueItRenewed() throws {
+        // The value itself never expires; the refresh gave it one that has
+        // passed. Dropping the refresh anywhere would resurrect the value.
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        var store = try LogKV(path: dir.path, options: Self.options(clock))
+        try store.put(bytes("lease"), bytes("forever"))
+        try store.put(bytes("other"), [UInt8](repeating: 1, count: 5_000))
+        try store.refreshTTL(bytes("lease"), expiresAt: clock.now + 100)
+        for round in 0..<6 { try store.put(bytes("other"), [UInt8](repeating: UInt8(round), count: 5_000)) }
+        clock.advance(200)
+        #expect(try store.get(bytes("lease")) == nil)
+        try store.compact(everything: true)
+        try store.sweepExpired(limit: 100)
+        try store.compact(everything: true)
+        #expect(try store.get(bytes("lease")) == nil)
+        try store.close()
+        try FileManager.default.removeItem(atPath: dir.indexPath)
+        store = try LogKV(path: dir.path, options: Self.options(clock))
+        #expect(try store.get(bytes("lease")) == nil)
+        #expect(try store.get(bytes("other"))?.value.first == 5)
+        try store.close()
+        var dumped: [String] = []
+        try LogKV.forEachLiveRecord(readOnlyPath: dir.path, now: clock.now) { key, _ in
+            dumped.append(String(decoding: key, as: UTF8.self))
+        }
+        #expect(dumped == ["other"])
+    }
+
+    @Test func refreshesInTheLogTailAreReplayedAfterACrash() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl")
+        var options = Self.options(clock)
+        options.flushIntervalMillis = 60_000  // the refreshes stay unindexed
+        let store = try LogKV(path: dir.path, options: options)
+        defer { try? store.close() }
+        try store.put(bytes("indexed"), bytes("a"), expiresAt: clock.now + 1_000)
+        try store.flushIndex()
+        try store.refreshTTL(bytes("indexed"), expiresAt: clock.now + 100_000)
+        try store.put(bytes("tail"), bytes("b"), expiresAt: clock.now + 1_000)
+        try store.refreshTTL(bytes("tail"), expiresAt: nil)
+        try store.refreshTTL(bytes("tail"), expiresAt: clock.now + 50_000)
+        let copy = try crashCopy(of: dir)
+        clock.advance(10_000)
+        for tailInMemory in [true, false] {
+            let image = try crashCopy(of: copy)
+            if !tailInMemory { try FileManager.default.removeItem(atPath: image.indexPath) }
+            let reopened = try LogKV(path: image.path, options: Self.options(clock))
+            #expect(try reopened.get(bytes("indexed"))?.expiresAt == clock.now - 10_000 + 100_000)
+            #expect(try reopened.get(bytes("tail"))?.expiresAt == clock.now - 10_000 + 50_000)
+            try reopened.flushIndex()
+            try reopened.close()
+            #expect(try LogKV.check(path: image.path).isHealthy)
+        }
+    }
+
+    @Test func aDirectoryWrittenBeforeRefreshesExistedOpensAndTakesThem() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl-v2")
+        var store = try LogKV(path: dir.path, options: Self.options(clock))
+        try store.put(bytes("k"), bytes("v"), expiresAt: clock.now + 1_000)
+        try store.close()
+        // Make it what the previous release wrote: version 2 segment headers
+        // and an index at schema version 1 (no ttl_seq).
+        for path in dir.segmentFiles() {
+            var file = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            var header = try #require(RecordCodec.parseSegmentHeader(file))
+            header.version = 2
+            var encoded = RecordCodec.segmentHeader(header)
+            encoded.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(2).littleEndian, toByteOffset: 8, as: UInt32.self) }
+            let crc = encoded.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
+            encoded.withUnsafeMutableBytes { $0.storeBytes(of: crc.littleEndian, toByteOffset: 60, as: UInt32.self) }
+            file.replaceSubrange(0..<encoded.count, with: encoded)
+            try Data(file).write(to: URL(fileURLWithPath: path))
+            #expect(RecordCodec.parseSegmentHeader(file)?.version == 2)
+        }
+        do {
+            let db = try SQLiteConnection(path: dir.indexPath)
+            try db.exec("ALTER TABLE keydir DROP COLUMN ttl_seq; PRAGMA user_version = 1")
+        }
+        store = try LogKV(path: dir.path, options: Self.options(clock))
+        #expect(try store.get(bytes("k"))?.value == bytes("v"))
+        #expect(try store.refreshTTL(bytes("k"), expiresAt: nil) != nil)
+        clock.advance(5_000)
+        #expect(try store.get(bytes("k"))?.value == bytes("v"))
+        try store.close()
+        let report = try LogKV.check(path: dir.path)
+        #expect(report.isHealthy, "\(report.problems)")
+    }
+}
