@@ -60,8 +60,8 @@ extension LogKV {
                     let h = entry.header
                     report.records += 1
                     if h.isTTLRefresh {
-                        try bulk.addTTLRefresh(entry.key, seq: h.seq, renewing: RecordCodec.renewedSeq(entry.value)!,
-                                               expiresAt: h.expiresAt)
+                        try bulk.addTTLRefresh(entry.key, renewing: RecordCodec.renewedSeq(entry.value)!, expiresAt: h.expiresAt,
+                                               at: RefreshRecord(seq: h.seq, segment: id, offset: entry.offset, length: h.recordLength))
                     } else {
                         try bulk.add(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
                     }
@@ -104,11 +104,12 @@ extension LogKV {
         if let cp = try? IndexWriter.checkpoint(of: real)?.position, cp != logEnd {
             report.problems.append("index checkpoint (segment \(cp.segment), offset \(cp.offset)) is not at the end of the log (segment \(logEnd.segment), offset \(logEnd.offset)); the next open replays the difference")
         }
-        let sql = "SELECT key, segment, offset, length, seq, expires_at, ttl_seq FROM keydir ORDER BY key"
+        let sql = "SELECT key, segment, offset, length, seq, expires_at, ttl_seq, ttl_segment, ttl_offset, ttl_length FROM keydir ORDER BY key"
         // An index not yet migrated by this build has no TTL refreshes.
         let realHasRefreshes = (try real.scalarInt("PRAGMA user_version") ?? 0) >= 2
         let a = try scratch.db.prepare(sql)
-        let b = try real.prepare(realHasRefreshes ? sql : sql.replacingFirst("ttl_seq", with: "0"))
+        let b = try real.prepare(realHasRefreshes ? sql
+            : sql.replacingFirst("ttl_seq, ttl_segment, ttl_offset, ttl_length", with: "0, 0, 0, 0"))
         // Expired keys may or may not have been swept from the live index:
         // neither side's expired rows count.
         let now = LogKVOptions.systemMillis()
@@ -137,7 +138,7 @@ extension LogKV {
                 if mismatches <= 20 { report.problems.append("key \"\(keyText(keyB!))\" is in the index (\(describe(b))) but not in the segments") }
                 rowB = try next(b)
             } else {
-                if (1...6).contains(where: { a.int64(Int32($0)) != b.int64(Int32($0)) }) {
+                if (1...9).contains(where: { a.int64(Int32($0)) != b.int64(Int32($0)) }) {
                     mismatches += 1
                     if mismatches <= 20 { report.problems.append("key \"\(keyText(keyA!))\": index says \(describe(b)), segments say \(describe(a))") }
                 }

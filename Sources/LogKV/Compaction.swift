@@ -48,6 +48,11 @@ extension LogKV {
             if everything && !active.isEmpty { try rotate() }
             return sealedLogSegments()
         }
+        // Expiry is judged at a time taken before the flush: a TTL refresh
+        // made before it is in the index once the flush returns, and one
+        // made after it finds the key already expired (so compaction never
+        // drops a value a refresh still in memory renewed).
+        let now = options.clock()
         // Every change in a log segment sealed now was appended before this
         // flush, so none is still pending once it returns.
         try flushIndex()
@@ -63,7 +68,7 @@ extension LogKV {
         var inputs = chosen
         while true {
             do {
-                report = try compactSegments(inputs)
+                report = try compactSegments(inputs, now: now)
                 break
             } catch DamagedInput.segment(let id) {
                 inputs.removeAll { $0 == id }  // its outputs are gone; go on without it
@@ -152,7 +157,7 @@ extension LogKV {
         try options.compactionFailpoint?(step)
     }
 
-    private func compactSegments(_ chosen: [UInt64]) throws -> CompactionReport {
+    private func compactSegments(_ chosen: [UInt64], now: Int64) throws -> CompactionReport {
         if let writeFailure { throw writeFailure }
         var report = CompactionReport()
         let chosenSet = Set(chosen)
@@ -163,7 +168,6 @@ extension LogKV {
         // segment whose min_seq is at most that record's seq.
         let minStayingSeq = staying.map { $0.header?.minSeq ?? 0 }.min() ?? UInt64.max
         let outputMinSeq = inputs.map { $0.header?.minSeq ?? 0 }.min() ?? 0
-        let now = options.clock()
         var outputs: [SegmentFile] = []
         var moves: [CompactionMove] = []
         var drops: [CompactionMove] = []
@@ -246,33 +250,28 @@ extension LogKV {
                 limiter.spend(h.recordLength)
                 let row = try readers.withReader { try $0.lookup(entry.key) }
                 let mayHideOlder = minStayingSeq <= h.seq
-                if h.isTTLRefresh {
-                    // Live while it set the row's expiry: kept (copied) then.
-                    // Otherwise, like a tombstone, it may hide older values.
-                    let setsRowExpiry = row != nil && row!.ttlSeq == h.seq
-                    let keep = setsRowExpiry ? !row!.isExpired(now: now) || mayHideOlder
-                        : (row == nil || row!.latestSeq < h.seq) && mayHideOlder
-                    guard keep else { continue }
-                }
-                let isRowOwner = !h.isTTLRefresh && row?.segment == input.id && row?.offset == entry.offset
+                // The row owns this record when it points at it: as its value,
+                // or (for a TTL refresh) as the refresh that set its expiry.
+                let isRowOwner = h.isTTLRefresh
+                    ? row?.ttl.segment == input.id && row?.ttl.offset == entry.offset && row?.ttl.seq == h.seq
+                    : row?.segment == input.id && row?.offset == entry.offset
                 // The row's expiry is the key's: a TTL refresh may have moved it.
                 let expired = isRowOwner ? row!.isExpired(now: now)
-                    : !h.isTombstone && h.expiresAt != 0 && h.expiresAt <= now
+                    : !h.isTombstone && !h.isTTLRefresh && h.expiresAt != 0 && h.expiresAt <= now
                 var keep: Bool
-                if h.isTTLRefresh {
-                    keep = true
-                } else if isRowOwner {
+                if isRowOwner {
                     keep = !expired || mayHideOlder
-                    if !keep {
-                        drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
-                                                    new: RecordLocation(segment: 0, offset: 0, length: h.recordLength, seq: h.seq, expiresAt: h.expiresAt)))
+                    if !keep && !h.isTTLRefresh {
+                        drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset, new: row!))
                     }
                 } else if let row, row.latestSeq >= h.seq {
                     keep = false  // a newer record (or this one's copy) is indexed and hides it
                 } else {
                     // No row: the key was deleted or expired. This record may be
-                    // what hides an older value, if it is a tombstone or expired.
-                    keep = (h.isTombstone || expired || row != nil) && mayHideOlder
+                    // what hides an older value, if it is a tombstone, expired,
+                    // or a TTL refresh (which hides the values before the one
+                    // it names).
+                    keep = (h.isTombstone || h.isTTLRefresh || expired || row != nil) && mayHideOlder
                 }
                 guard keep else { continue }
                 if output == nil || output!.size + Int64(h.recordLength) > options.segmentSize {
@@ -288,7 +287,8 @@ extension LogKV {
                 if isRowOwner {
                     moves.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
                                                 new: RecordLocation(segment: output!.id, offset: offset, length: record.count,
-                                                                    seq: h.seq, expiresAt: h.expiresAt)))
+                                                                    seq: h.seq, expiresAt: h.expiresAt),
+                                                isRefresh: h.isTTLRefresh))
                 }
             }
         }
@@ -323,6 +323,11 @@ extension LogKV {
             }
         }
         if result.dropped > 0 { metrics.expiredCompaction.increment(by: result.dropped) }
+        state.withLock {
+            // Keys whose expiry nobody had noticed are gone now (a racing
+            // write that kept its row is reported too; observers compare).
+            for drop in drops { changeObserver?(KeyChange(key: drop.key, kind: .expire, seq: drop.new.latestSeq)) }
+        }
         try failpoint("index-committed")
 
         do {

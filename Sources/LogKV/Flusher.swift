@@ -47,7 +47,7 @@ extension LogKV {
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
-            if !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 {
+            if !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 && flushWaiters == 0 {
                 // Gather a bigger batch, unless someone is waiting (backpressure
                 // or flushIndex broadcasts) — then go at once.
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))

@@ -21,6 +21,7 @@ final class IndexWriter: @unchecked Sendable {
     private let fs: any FileSystem
     private let selectRow: SQLiteStatement
     private let upsertRow: SQLiteStatement
+    private let renewRow: SQLiteStatement
     private let deleteRow: SQLiteStatement
     private let addSegmentLive: SQLiteStatement
     private let setSegmentSize: SQLiteStatement
@@ -37,11 +38,18 @@ final class IndexWriter: @unchecked Sendable {
         // Reads the header: fails here on a file that is not a database.
         try db.exec("PRAGMA schema_version")
         try Self.migrate(db)
-        selectRow = try db.prepare("SELECT segment, length, max(seq, ttl_seq) FROM keydir WHERE key = ?1")
+        selectRow = try db.prepare(
+            "SELECT segment, length, max(seq, ttl_seq), seq, ttl_segment, ttl_length FROM keydir WHERE key = ?1")
         upsertRow = try db.prepare("""
-            INSERT INTO keydir(key, segment, offset, length, seq, expires_at, ttl_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            INSERT INTO keydir(key, segment, offset, length, seq, expires_at, ttl_seq, ttl_segment, ttl_offset, ttl_length)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             ON CONFLICT(key) DO UPDATE SET segment = excluded.segment, offset = excluded.offset,
-              length = excluded.length, seq = excluded.seq, expires_at = excluded.expires_at, ttl_seq = excluded.ttl_seq
+              length = excluded.length, seq = excluded.seq, expires_at = excluded.expires_at, ttl_seq = excluded.ttl_seq,
+              ttl_segment = excluded.ttl_segment, ttl_offset = excluded.ttl_offset, ttl_length = excluded.ttl_length
+            """)
+        renewRow = try db.prepare("""
+            UPDATE keydir SET expires_at = ?2, ttl_seq = ?3, ttl_segment = ?4, ttl_offset = ?5, ttl_length = ?6
+            WHERE key = ?1
             """)
         deleteRow = try db.prepare("DELETE FROM keydir WHERE key = ?1")
         addSegmentLive = try db.prepare("""
@@ -165,38 +173,54 @@ final class IndexWriter: @unchecked Sendable {
                 let old = liveDelta[segment] ?? (0, 0)
                 liveDelta[segment] = (old.bytes + bytes, old.keys + keys)
             }
+            /// The bytes a row stops or starts counting as live: its value
+            /// record and its TTL refresh record.
+            func account(_ row: Row, _ sign: Int64) {
+                account(row.segment, sign * row.length, sign)
+                if row.ttlLength > 0 { account(row.ttlSegment, sign * row.ttlLength, 0) }
+            }
             for (key, change) in changes {
                 let old = try currentRow(key)
                 switch change {
                 case let .put(loc):
-                    if let old, old.seq >= loc.latestSeq { continue }
+                    if let old, old.latestSeq >= loc.latestSeq { continue }
                     upsertRow.bind(1, key)
                     upsertRow.bind(2, Int64(loc.segment))
                     upsertRow.bind(3, loc.offset)
                     upsertRow.bind(4, Int64(loc.length))
                     upsertRow.bind(5, Int64(bitPattern: loc.seq))
                     upsertRow.bind(6, loc.expiresAt)
-                    upsertRow.bind(7, Int64(bitPattern: loc.ttlSeq))
+                    bindRefresh(upsertRow, from: 7, loc.ttl)
                     try upsertRow.run()
-                    account(loc.segment, Int64(loc.length), 1)
+                    account(Row(loc), 1)
                     valueDelta += Self.valueSize(recordLength: Int64(loc.length), keyCount: key.count)
                     if let old {
-                        account(old.segment, -old.length, -1)
+                        account(old, -1)
                         valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
                     } else {
                         keyDelta += 1
                     }
+                case let .renew(renewal):
+                    // Only the value it renews, and only forward; the row's
+                    // location stays (compaction may have moved it).
+                    guard let old, old.valueSeq == renewal.valueSeq, old.latestSeq < renewal.record.seq else { continue }
+                    renewRow.bind(1, key)
+                    renewRow.bind(2, renewal.expiresAt)
+                    bindRefresh(renewRow, from: 3, renewal.record)
+                    try renewRow.run()
+                    if old.ttlLength > 0 { account(old.ttlSegment, -old.ttlLength, 0) }
+                    account(renewal.record.segment, Int64(renewal.record.length), 0)
                 case let .delete(seq):
-                    guard let old, old.seq < seq else { continue }
+                    guard let old, old.latestSeq < seq else { continue }
                     try removeRow(key)
-                    account(old.segment, -old.length, -1)
+                    account(old, -1)
                     valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
                     keyDelta -= 1
                 case let .expire(seq):
                     // The expired record hides every older one, flushed or not.
-                    guard let old, old.seq <= seq else { continue }
+                    guard let old, old.latestSeq <= seq else { continue }
                     try removeRow(key)
-                    account(old.segment, -old.length, -1)
+                    account(old, -1)
                     valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
                     keyDelta -= 1
                 }
@@ -262,9 +286,10 @@ final class IndexWriter: @unchecked Sendable {
         if durable { try? db.exec("PRAGMA synchronous=NORMAL") }
     }
 
-    /// Ids of segments the index says hold live keys.
+    /// Ids of segments the index says hold live records (values or TTL
+    /// refreshes).
     func segmentsWithLiveKeys() throws -> [UInt64] {
-        let stmt = try db.prepare("SELECT id FROM segments WHERE live_keys > 0")
+        let stmt = try db.prepare("SELECT id FROM segments WHERE live_keys > 0 OR live_bytes > 0")
         var ids: [UInt64] = []
         while try stmt.step() { ids.append(UInt64(stmt.int64(0))) }
         return ids
@@ -281,7 +306,14 @@ final class IndexWriter: @unchecked Sendable {
         oldSegments: [UInt64]
     ) throws -> (moved: Int, dropped: Int) {
         let move = try db.prepare("UPDATE keydir SET segment = ?1, offset = ?2 WHERE key = ?3 AND segment = ?4 AND offset = ?5")
-        let drop = try db.prepare("DELETE FROM keydir WHERE key = ?1 AND segment = ?2 AND offset = ?3")
+        let moveRefresh = try db.prepare("""
+            UPDATE keydir SET ttl_segment = ?1, ttl_offset = ?2
+            WHERE key = ?3 AND ttl_segment = ?4 AND ttl_offset = ?5 AND ttl_length > 0
+            """)
+        // A drop is of the row as compaction saw it expired: a TTL refresh
+        // (or any newer record) since keeps it.
+        let drop = try db.prepare(
+            "DELETE FROM keydir WHERE key = ?1 AND segment = ?2 AND offset = ?3 AND max(seq, ttl_seq) = ?4")
         let deleteSegment = try db.prepare("DELETE FROM segments WHERE id = ?1")
         let insertSegment = try db.prepare("INSERT OR REPLACE INTO segments(id, size_bytes, live_bytes, live_keys) VALUES (?1, ?2, ?3, ?4)")
         // Durable before the inputs are unlinked (rule 3).
@@ -291,26 +323,36 @@ final class IndexWriter: @unchecked Sendable {
             var moved = 0, dropped = 0
             var droppedValueBytes: Int64 = 0
             for m in moves {
-                move.bind(1, Int64(m.new.segment))
-                move.bind(2, m.new.offset)
-                move.bind(3, m.key)
-                move.bind(4, Int64(m.oldSegment))
-                move.bind(5, m.oldOffset)
-                try move.run()
+                let stmt = m.isRefresh ? moveRefresh : move
+                stmt.bind(1, Int64(m.new.segment))
+                stmt.bind(2, m.new.offset)
+                stmt.bind(3, m.key)
+                stmt.bind(4, Int64(m.oldSegment))
+                stmt.bind(5, m.oldOffset)
+                try stmt.run()
                 if db.changes == 1 {
-                    moved += 1
+                    if !m.isRefresh { moved += 1 }
                     let old = live[m.new.segment] ?? (0, 0)
-                    live[m.new.segment] = (old.bytes + Int64(m.new.length), old.keys + 1)
+                    live[m.new.segment] = (old.bytes + Int64(m.new.length), old.keys + (m.isRefresh ? 0 : 1))
                 }
             }
             for d in drops {
                 drop.bind(1, d.key)
                 drop.bind(2, Int64(d.oldSegment))
                 drop.bind(3, d.oldOffset)
+                drop.bind(4, Int64(bitPattern: d.new.latestSeq))
                 try drop.run()
                 if db.changes == 1 {
                     dropped += 1
                     droppedValueBytes += Self.valueSize(recordLength: Int64(d.new.length), keyCount: d.key.count)
+                    // Its TTL refresh record, in a segment that stays, is dead now.
+                    let refresh = d.new.ttl
+                    if refresh.length > 0 && !oldSegments.contains(refresh.segment) {
+                        addSegmentLive.bind(1, Int64(refresh.segment))
+                        addSegmentLive.bind(2, -Int64(refresh.length))
+                        addSegmentLive.bind(3, 0)
+                        try addSegmentLive.run()
+                    }
                 }
             }
             for id in oldSegments {
@@ -352,23 +394,66 @@ final class IndexWriter: @unchecked Sendable {
     /// The key's row as a location, through the writer connection (replay
     /// resolves TTL refresh records against it).
     func location(of key: [UInt8]) throws -> RecordLocation? {
-        let stmt = try lookupLocation ?? db.prepare("SELECT segment, offset, length, seq, expires_at, ttl_seq FROM keydir WHERE key = ?1")
+        let stmt = try lookupLocation ?? db.prepare("SELECT \(Self.locationColumns) FROM keydir WHERE key = ?1")
         lookupLocation = stmt
         stmt.bind(1, key)
         defer { stmt.reset() }
         guard try stmt.step() else { return nil }
-        return RecordLocation(segment: UInt64(stmt.int64(0)), offset: stmt.int64(1), length: Int(stmt.int64(2)),
-                              seq: UInt64(bitPattern: stmt.int64(3)), expiresAt: stmt.int64(4),
-                              ttlSeq: UInt64(bitPattern: stmt.int64(5)))
+        return Self.location(stmt, from: 0)
     }
     private var lookupLocation: SQLiteStatement?
 
-    /// The key's row; `seq` is its newest record's (value or TTL refresh).
-    private func currentRow(_ key: [UInt8]) throws -> (segment: UInt64, length: Int64, seq: UInt64)? {
+    /// What `apply` needs of a row: where its live bytes are, and its seqs.
+    struct Row {
+        var segment: UInt64
+        var length: Int64
+        /// The newest record's seq (value or TTL refresh).
+        var latestSeq: UInt64
+        var valueSeq: UInt64
+        var ttlSegment: UInt64
+        var ttlLength: Int64
+
+        init(segment: UInt64, length: Int64, latestSeq: UInt64, valueSeq: UInt64, ttlSegment: UInt64, ttlLength: Int64) {
+            self.segment = segment
+            self.length = length
+            self.latestSeq = latestSeq
+            self.valueSeq = valueSeq
+            self.ttlSegment = ttlSegment
+            self.ttlLength = ttlLength
+        }
+
+        init(_ loc: RecordLocation) {
+            self.init(segment: loc.segment, length: Int64(loc.length), latestSeq: loc.latestSeq, valueSeq: loc.seq,
+                      ttlSegment: loc.ttl.segment, ttlLength: Int64(loc.ttl.length))
+        }
+    }
+
+    private func currentRow(_ key: [UInt8]) throws -> Row? {
         selectRow.bind(1, key)
         defer { selectRow.reset() }
         guard try selectRow.step() else { return nil }
-        return (UInt64(selectRow.int64(0)), selectRow.int64(1), UInt64(bitPattern: selectRow.int64(2)))
+        return Row(segment: UInt64(selectRow.int64(0)), length: selectRow.int64(1),
+                   latestSeq: UInt64(bitPattern: selectRow.int64(2)), valueSeq: UInt64(bitPattern: selectRow.int64(3)),
+                   ttlSegment: UInt64(selectRow.int64(4)), ttlLength: selectRow.int64(5))
+    }
+
+    private func bindRefresh(_ stmt: SQLiteStatement, from column: Int32, _ record: RefreshRecord) {
+        stmt.bind(column, Int64(bitPattern: record.seq))
+        stmt.bind(column + 1, Int64(record.segment))
+        stmt.bind(column + 2, record.offset)
+        stmt.bind(column + 3, Int64(record.length))
+    }
+
+    /// The columns every full row read selects, in `RecordLocation` order.
+    static let locationColumns = "segment, offset, length, seq, expires_at, ttl_seq, ttl_segment, ttl_offset, ttl_length"
+
+    /// A `RecordLocation` from `locationColumns` starting at `first`.
+    static func location(_ stmt: SQLiteStatement, from first: Int32) -> RecordLocation {
+        RecordLocation(
+            segment: UInt64(stmt.int64(first)), offset: stmt.int64(first + 1), length: Int(stmt.int64(first + 2)),
+            seq: UInt64(bitPattern: stmt.int64(first + 3)), expiresAt: stmt.int64(first + 4),
+            ttl: RefreshRecord(seq: UInt64(bitPattern: stmt.int64(first + 5)), segment: UInt64(stmt.int64(first + 6)),
+                               offset: stmt.int64(first + 7), length: Int(stmt.int64(first + 8))))
     }
 
     private func removeRow(_ key: [UInt8]) throws {
@@ -390,7 +475,7 @@ final class IndexReader: @unchecked Sendable {
 
     init(path: String) throws {
         db = try SQLiteConnection(path: path, readOnly: true)
-        lookupRow = try db.prepare("SELECT segment, offset, length, seq, expires_at, ttl_seq FROM keydir WHERE key = ?1")
+        lookupRow = try db.prepare("SELECT \(IndexWriter.locationColumns) FROM keydir WHERE key = ?1")
         let scan = """
             SELECT key, seq, expires_at, length FROM keydir
             WHERE key > ?1 AND key >= ?2 %@ AND (expires_at = 0 OR expires_at > ?4)
@@ -407,10 +492,7 @@ final class IndexReader: @unchecked Sendable {
         lookupRow.bind(1, key)
         defer { lookupRow.reset() }
         guard try lookupRow.step() else { return nil }
-        return RecordLocation(
-            segment: UInt64(lookupRow.int64(0)), offset: lookupRow.int64(1), length: Int(lookupRow.int64(2)),
-            seq: UInt64(bitPattern: lookupRow.int64(3)), expiresAt: lookupRow.int64(4),
-            ttlSeq: UInt64(bitPattern: lookupRow.int64(5)))
+        return IndexWriter.location(lookupRow, from: 0)
     }
 
     /// Keys in key order with `prefix`, strictly after `after`, unexpired at `now`.
@@ -454,9 +536,7 @@ final class IndexReader: @unchecked Sendable {
         defer { stmt.reset() }
         var out: [([UInt8], RecordLocation)] = []
         while try stmt.step() {
-            out.append((stmt.blob(0), RecordLocation(
-                segment: UInt64(stmt.int64(1)), offset: stmt.int64(2), length: Int(stmt.int64(3)),
-                seq: UInt64(bitPattern: stmt.int64(4)), expiresAt: stmt.int64(5), ttlSeq: UInt64(bitPattern: stmt.int64(6)))))
+            out.append((stmt.blob(0), IndexWriter.location(stmt, from: 1)))
         }
         return out
     }
@@ -465,7 +545,7 @@ final class IndexReader: @unchecked Sendable {
     private func cachedExpiredStatement() throws -> SQLiteStatement {
         if let expiredStmt { return expiredStmt }
         let stmt = try db.prepare("""
-            SELECT key, segment, offset, length, seq, expires_at, ttl_seq FROM keydir
+            SELECT key, \(IndexWriter.locationColumns) FROM keydir
             WHERE expires_at > 0 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2
             """)
         expiredStmt = stmt
@@ -477,10 +557,14 @@ final class IndexReader: @unchecked Sendable {
         return try keyCountStmt.step() ? keyCountStmt.int64(0) : 0
     }
 
-    /// Rows pointing into `[from, to)` of a segment. A full scan (keydir has
-    /// no index on segment): used only when compaction meets damaged bytes.
+    /// Rows whose value or TTL refresh record starts in `[from, to)` of a
+    /// segment. A full scan (keydir has no index on segment): used only when
+    /// compaction meets damaged bytes.
     func countRows(segment: UInt64, from: Int64, to: Int64) throws -> Int {
-        let stmt = try db.prepare("SELECT count(*) FROM keydir WHERE segment = ?1 AND offset >= ?2 AND offset < ?3")
+        let stmt = try db.prepare("""
+            SELECT count(*) FROM keydir WHERE (segment = ?1 AND offset >= ?2 AND offset < ?3)
+              OR (ttl_segment = ?1 AND ttl_length > 0 AND ttl_offset >= ?2 AND ttl_offset < ?3)
+            """)
         stmt.bind(1, Int64(segment))
         stmt.bind(2, from)
         stmt.bind(3, to)

@@ -49,15 +49,16 @@ final class IndexBulkLoad {
             """)
         try index.db.exec("""
             CREATE TABLE rebuild.refreshes(key BLOB NOT NULL, seq INTEGER NOT NULL, renews INTEGER NOT NULL,
-              expires_at INTEGER NOT NULL)
+              expires_at INTEGER NOT NULL, segment INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL)
             """)
         insertRecord = try index.db.prepare("INSERT INTO rebuild.records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-        insertRefresh = try index.db.prepare("INSERT INTO rebuild.refreshes VALUES (?1, ?2, ?3, ?4)")
+        insertRefresh = try index.db.prepare("INSERT INTO rebuild.refreshes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
         try index.db.exec("BEGIN")
     }
 
     /// Adds one record's change, in any order.
     func add(_ key: [UInt8], _ change: KeyDirChange) throws {
+        precondition({ if case .renew = change { return false }; return true }(), "refreshes go through addTTLRefresh")
         insertRecord.bind(1, key)
         insertRecord.bind(2, Int64(bitPattern: change.seq))
         switch change {
@@ -67,7 +68,7 @@ final class IndexBulkLoad {
             insertRecord.bind(5, Int64(location.length))
             insertRecord.bind(6, location.expiresAt)
             insertRecord.bind(7, 0)
-        case .delete, .expire:
+        case .delete, .expire, .renew:
             for column: Int32 in 3...6 { insertRecord.bind(column, 0) }
             insertRecord.bind(7, 1)
         }
@@ -76,11 +77,14 @@ final class IndexBulkLoad {
     }
 
     /// Adds one TTL refresh record, in any order.
-    func addTTLRefresh(_ key: [UInt8], seq: UInt64, renewing renewedSeq: UInt64, expiresAt: Int64) throws {
+    func addTTLRefresh(_ key: [UInt8], renewing renewedSeq: UInt64, expiresAt: Int64, at record: RefreshRecord) throws {
         insertRefresh.bind(1, key)
-        insertRefresh.bind(2, Int64(bitPattern: seq))
+        insertRefresh.bind(2, Int64(bitPattern: record.seq))
         insertRefresh.bind(3, Int64(bitPattern: renewedSeq))
         insertRefresh.bind(4, expiresAt)
+        insertRefresh.bind(5, Int64(record.segment))
+        insertRefresh.bind(6, record.offset)
+        insertRefresh.bind(7, Int64(record.length))
         try insertRefresh.run()
         try counted()
     }
@@ -124,12 +128,13 @@ final class IndexBulkLoad {
             // value: it renews that value, or (naming another) hides it.
             try index.db.exec("""
                 CREATE TEMP TABLE newest_refreshes AS
-                SELECT r.key, r.seq, r.renews, r.expires_at FROM
-                  (SELECT key, max(seq) AS seq, renews, expires_at FROM rebuild.refreshes GROUP BY key) AS r
+                SELECT r.key, r.seq, r.renews, r.expires_at, r.segment, r.offset, r.length FROM
+                  (SELECT key, max(seq) AS seq, renews, expires_at, segment, offset, length FROM rebuild.refreshes GROUP BY key) AS r
                   JOIN keydir AS k ON k.key = r.key WHERE r.seq > k.seq;
                 DELETE FROM keydir WHERE key IN (SELECT n.key FROM temp.newest_refreshes AS n
                   JOIN keydir AS k ON k.key = n.key WHERE n.renews != k.seq);
-                UPDATE keydir SET expires_at = n.expires_at, ttl_seq = n.seq
+                UPDATE keydir SET expires_at = n.expires_at, ttl_seq = n.seq, ttl_segment = n.segment,
+                  ttl_offset = n.offset, ttl_length = n.length
                   FROM temp.newest_refreshes AS n WHERE keydir.key = n.key AND keydir.seq = n.renews;
                 DROP TABLE temp.newest_refreshes;
                 """)
@@ -139,11 +144,19 @@ final class IndexBulkLoad {
             // segment would sort every row again.
             var perSegment: [Int64: (bytes: Int64, keys: Int64)] = [:]
             var keyBytes: Int64 = 0
-            let rows = try index.db.prepare("SELECT segment, length, length(key) FROM keydir")
+            var valueRecordBytes: Int64 = 0
+            var keys: Int64 = 0
+            let rows = try index.db.prepare("SELECT segment, length, length(key), ttl_segment, ttl_length FROM keydir")
             while try rows.step() {
                 let old = perSegment[rows.int64(0)] ?? (0, 0)
                 perSegment[rows.int64(0)] = (old.bytes + rows.int64(1), old.keys + 1)
                 keyBytes += rows.int64(2)
+                valueRecordBytes += rows.int64(1)
+                keys += 1
+                if rows.int64(4) > 0 {  // a live TTL refresh record
+                    let refresh = perSegment[rows.int64(3)] ?? (0, 0)
+                    perSegment[rows.int64(3)] = (refresh.bytes + rows.int64(4), refresh.keys)
+                }
             }
             let setSegment = try index.db.prepare("""
                 INSERT INTO segments(id, live_bytes, live_keys) VALUES (?1, ?2, ?3)
@@ -155,9 +168,7 @@ final class IndexBulkLoad {
                 setSegment.bind(3, totals.keys)
                 try setSegment.run()
             }
-            let keys = perSegment.values.reduce(0) { $0 + $1.keys }
-            let bytes = perSegment.values.reduce(0) { $0 + $1.bytes }
-            for (name, value) in [("key_count", keys), ("value_bytes", bytes - Int64(RecordFormat.recordHeaderSize) * keys - keyBytes)] {
+            for (name, value) in [("key_count", keys), ("value_bytes", valueRecordBytes - Int64(RecordFormat.recordHeaderSize) * keys - keyBytes)] {
                 let setMeta = try index.db.prepare("""
                     INSERT INTO meta(name, value) VALUES ('\(name)', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value
                     """)

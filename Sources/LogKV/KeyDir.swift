@@ -58,11 +58,9 @@ struct KeyDir {
             unindexedSince[key] = position
         }
         if let old = pending.updateValue(change, forKey: key) {
-            if old.seq > change.seq {
-                pending[key] = old
-            } else {
-                recoveredChangeHidden(key, old)
-            }
+            let kept = change.superseding(old)
+            if kept != change { pending[key] = kept }
+            if kept.seq > old.seq { recoveredChangeHidden(key, old) }
         } else {
             backlogBytes += key.bytes.count + Self.entryOverhead
         }
@@ -89,9 +87,22 @@ struct KeyDir {
     }
 
     /// What memory says about `key`: its unflushed change, else a cached
-    /// row (with `fromCache`), else nil (only SQLite can tell).
+    /// row (with `fromCache`), else nil (only SQLite can tell). A renewal
+    /// comes back joined to its value when that is in memory (the batch
+    /// being committed, or the cache); otherwise as `.renew`, for the caller
+    /// to join to the SQLite row.
     mutating func lookup(_ key: KeyBytes) -> (change: KeyDirChange, fromCache: Bool)? {
-        if let change = pending[key] ?? flushing[key] { return (change, false) }
+        if let change = pending[key] ?? flushing[key] {
+            if case let .renew(renewal) = change {
+                if case let .put(value)? = flushing[key], value.seq == renewal.valueSeq {
+                    return (.put(value.renewed(by: renewal)), false)
+                }
+                if let cached = cache.get(key), cached.seq == renewal.valueSeq {
+                    return (.put(cached.renewed(by: renewal)), false)
+                }
+            }
+            return (change, false)
+        }
         if let location = cache.get(key) { return (.put(location), true) }
         return nil
     }
@@ -121,7 +132,7 @@ struct KeyDir {
 
     /// Every unflushed change, newest per key.
     var allUnflushed: [KeyBytes: KeyDirChange] {
-        flushing.merging(pending) { old, new in new.seq >= old.seq ? new : old }
+        flushing.merging(pending) { old, new in new.superseding(old) }
     }
 
     var count: Int { pending.count + flushing.count }
@@ -179,7 +190,7 @@ struct KeyDir {
             backlogBytes -= key.bytes.count + Self.entryOverhead
             switch change {
             case let .put(location): cache.updateIfPresent(key, location)
-            case .delete, .expire: cache.remove(key)
+            case .delete, .expire, .renew: cache.remove(key)
             }
         }
         flushing = [:]
@@ -193,6 +204,8 @@ struct KeyDir {
             if let newer = pending[key] {
                 backlogBytes -= key.bytes.count + Self.entryOverhead
                 if newer.seq > change.seq {
+                    // A renewal of this very value joins it (see `superseding`).
+                    pending[key] = newer.superseding(change)
                     recoveredChangeHidden(key, change)
                     continue
                 }

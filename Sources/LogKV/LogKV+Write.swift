@@ -41,12 +41,14 @@ extension LogKV {
     func append(key: [UInt8], value: [UInt8], expiresAt: Int64, kind: AppendedRecord,
                 condition: WriteCondition, acknowledge: Acknowledgement,
                 renewedVersion: UnsafeMutablePointer<UInt64>? = nil) throws -> UInt64? {
-        let now = options.clock()
         // The value's checksum is the costly part of encoding: compute it
         // before taking the writer lock, so concurrent writers overlap it.
         let valueCRC = kind == .ttlRefresh ? nil : value.withUnsafeBytes { CRC32.checksum($0) }
         try waitForBacklogRoom()
         writerLock.lock()
+        // Read under the lock: conditions and expiry are judged at the time
+        // of the append (compaction relies on it for TTL refreshes).
+        let now = options.clock()
         var acknowledgedAt: UInt64 = 0
         let seq: UInt64
         do {
@@ -99,13 +101,17 @@ extension LogKV {
             case .value: change = .put(location)
             case .tombstone: change = .delete(seq: seq)
             case .ttlRefresh:
-                change = .put(renewed!.renewed(expiresAt: expiresAt, by: seq))
+                // No value location: compaction may move the value before
+                // this reaches the index (`KeyDir` joins it to a value still
+                // in memory).
+                let record = RefreshRecord(seq: seq, segment: active.id, offset: offset, length: recordLength)
+                change = .renew(Renewal(valueSeq: renewed!.seq, expiresAt: expiresAt, record: record))
                 renewedVersion?.pointee = renewed!.seq
             }
             let end = LogPosition(segment: active.id, offset: active.size)
             state.withLock {
                 if options.fsync == .always {
-                    unpublished[k] = change
+                    unpublished[k] = change.superseding(unpublished[k])
                     unpublishedQueue.append((seq, k))
                 } else {
                     publish(k, change, recordAt: LogPosition(segment: active.id, offset: offset))
@@ -144,11 +150,13 @@ extension LogKV {
     private func currentLocation(_ key: [UInt8], now: Int64) throws -> RecordLocation? {
         let unsynced = state.withLock { unpublished[KeyBytes(key)] }
         let location: RecordLocation?
-        if let unsynced {
-            guard case let .put(l) = unsynced else { return nil }
-            location = l
-        } else {
-            location = try locate(key)
+        switch unsynced {
+        case let .put(l)?: location = l
+        case .delete?, .expire?: return nil
+        case let .renew(renewal)?:
+            // A refresh not yet synced, of a value readers already see.
+            location = try locate(key).map { $0.seq == renewal.valueSeq ? $0.renewed(by: renewal) : $0 }
+        case nil: location = try locate(key)
         }
         guard let location, !location.isExpired(now: now) else { return nil }
         return location
@@ -158,6 +166,7 @@ extension LogKV {
     /// `state` locked.
     func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
         keyDir.publish(key, change, recordAt: position)
+        changeObserver?(KeyChange(key.bytes, change))
         if change.seq <= durableSeq { durablePublished = true }
     }
 

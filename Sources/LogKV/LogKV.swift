@@ -94,6 +94,8 @@ public final class LogKV: @unchecked Sendable {
     /// Compaction takes only log segments wholly before it (replay after a
     /// crash starts there and must find every record it needs).
     var indexedUpTo: LogPosition
+    /// Called with every change as it becomes visible (`KeyChange`).
+    var changeObserver: (@Sendable (KeyChange) -> Void)?
     /// Every segment file, readable by id.
     var segments: [UInt64: SegmentFile]
     /// Ids of segments removed by compaction: a reader that finds its
@@ -115,6 +117,10 @@ public final class LogKV: @unchecked Sendable {
     /// Flushes that took a batch, and the number of the last one committed.
     var flushesStarted = 0
     var lastCompletedFlushStart = 0
+    /// Callers of `flushIndex` waiting now: the flusher does not linger to
+    /// gather a bigger batch while any does (a broadcast alone can come
+    /// while it is busy and be missed).
+    var flushWaiters = 0
 
     // MARK: Durability, guarded by `syncState`.
     let syncState = NSCondition()
@@ -358,13 +364,24 @@ public final class LogKV: @unchecked Sendable {
         // Unflushed changes in range override what SQLite says; each may hide
         // one SQLite row, so SQLite is asked for that many more.
         let overlay = state.withLock { keyDir.overlay(prefix: prefix, after: after) }
-        var rows = try readers.withReader { try $0.scan(prefix: prefix, after: after, limit: limit + overlay.count, now: now) }
-        rows.removeAll { overlay[$0.key] != nil }
-        for (key, change) in overlay {
-            if case let .put(loc) = change, !loc.isExpired(now: now) {
-                rows.append(KeyInfo(key: key, seq: loc.seq, expiresAt: loc.expiresAt == 0 ? nil : loc.expiresAt,
-                                    valueSize: loc.length - RecordFormat.recordHeaderSize - key.count))
+        var rows = try readers.withReader { reader -> [KeyInfo] in
+            var rows = try reader.scan(prefix: prefix, after: after, limit: limit + overlay.count, now: now)
+            rows.removeAll { overlay[$0.key] != nil }
+            for (key, change) in overlay {
+                var location: RecordLocation?
+                switch change {
+                case let .put(loc): location = loc
+                case let .renew(renewal):
+                    // The row's own expiry no longer counts: read it by key.
+                    location = try reader.lookup(key).flatMap { $0.seq == renewal.valueSeq ? $0.renewed(by: renewal) : $0 }
+                case .delete, .expire: break
+                }
+                if let loc = location, !loc.isExpired(now: now) {
+                    rows.append(KeyInfo(key: key, seq: loc.seq, expiresAt: loc.expiresAt == 0 ? nil : loc.expiresAt,
+                                        valueSize: loc.length - RecordFormat.recordHeaderSize - key.count))
+                }
             }
+            return rows
         }
         rows.sort { KeyBytes.compare($0.key, $1.key) < 0 }
         return Array(rows.prefix(limit))
@@ -382,6 +399,7 @@ public final class LogKV: @unchecked Sendable {
             var valueBytes = try reader.valueBytes()
             var liveDelta: Int64 = 0
             for (key, change) in overlay {
+                if case .renew = change { continue }  // the same value: nothing changes
                 if let indexed = try reader.lookup(key.bytes) {
                     keys -= 1
                     valueBytes -= IndexWriter.valueSize(recordLength: Int64(indexed.length), keyCount: key.bytes.count)
@@ -411,6 +429,8 @@ public final class LogKV: @unchecked Sendable {
             // A flush that starts after this point takes every change present
             // now (all durable after the sync above).
             let mark = flushesStarted
+            flushWaiters += 1
+            defer { flushWaiters -= 1 }
             state.broadcast()
             while lastCompletedFlushStart <= mark && !keyDir.isEmpty {
                 if let flusherError { throw flusherError }
@@ -506,8 +526,12 @@ public final class LogKV: @unchecked Sendable {
     /// What memory alone says about `key`: nil when only SQLite can tell;
     /// otherwise the answer, with `epoch` for cache hits. `epochNow` is the
     /// flush epoch at the time of looking, for a SQLite read that follows.
-    func locateInMemory(_ key: KeyBytes) throws -> (answer: Observed?, epochNow: UInt64) {
+    ///
+    /// `renewal`: a TTL refresh still in memory of a value only SQLite
+    /// holds; the caller joins it to the row (`joined`).
+    func locateInMemory(_ key: KeyBytes) throws -> (answer: Observed?, renewal: Renewal?, epochNow: UInt64) {
         var answer: Observed?
+        var renewal: Renewal?
         var epoch: UInt64 = 0
         var closed = false
         state.withLock {
@@ -516,6 +540,8 @@ public final class LogKV: @unchecked Sendable {
             switch keyDir.lookup(key) {
             case let (.put(location), fromCache)?:
                 answer = Observed(location: location, epoch: fromCache ? epoch : nil)
+            case let (.renew(pendingRenewal), _)?:
+                renewal = pendingRenewal
             case .some:
                 answer = Observed(location: nil, epoch: nil)
             case nil:
@@ -523,14 +549,22 @@ public final class LogKV: @unchecked Sendable {
             }
         }
         if closed { throw LogKVError.closed }
-        return (answer, epoch)
+        return (answer, renewal, epoch)
+    }
+
+    /// A row read from SQLite, with the renewal memory holds for it: as
+    /// observed from `pending` (no epoch) when there is one.
+    func joined(_ row: RecordLocation?, _ renewal: Renewal?, epoch: UInt64) -> Observed {
+        guard let renewal else { return Observed(location: row, epoch: epoch) }
+        guard let row, row.seq == renewal.valueSeq else { return Observed(location: row, epoch: nil) }
+        return Observed(location: row.renewed(by: renewal), epoch: nil)
     }
 
     /// `locateObserving` without waiting on the disk: memory first, then
     /// SQLite if the pages it needs are in the page cache; nil otherwise.
     func locateWithoutWaiting(_ keyBytes: [UInt8]) throws -> Observed? {
         let key = KeyBytes(keyBytes)
-        let (answer, epoch) = try locateInMemory(key)
+        let (answer, renewal, epoch) = try locateInMemory(key)
         if let answer {
             metrics.lookupMemory.increment()
             return answer
@@ -540,12 +574,12 @@ public final class LogKV: @unchecked Sendable {
         if let found {
             state.withLock { keyDir.cacheRow(key, found, epochRead: epoch) }
         }
-        return Observed(location: found, epoch: epoch)
+        return joined(found, renewal, epoch: epoch)
     }
 
     func locateObserving(_ keyBytes: [UInt8]) throws -> Observed {
         let key = KeyBytes(keyBytes)
-        let (answer, epoch) = try locateInMemory(key)
+        let (answer, renewal, epoch) = try locateInMemory(key)
         if let answer {
             metrics.lookupMemory.increment()
             return answer
@@ -555,7 +589,7 @@ public final class LogKV: @unchecked Sendable {
         if let location {
             state.withLock { keyDir.cacheRow(key, location, epochRead: epoch) }
         }
-        return Observed(location: location, epoch: epoch)
+        return joined(location, renewal, epoch: epoch)
     }
 
     /// Reads and verifies the record at `location`.
@@ -624,7 +658,10 @@ public final class LogKV: @unchecked Sendable {
         let key = KeyBytes(keyBytes)
         let counted: Bool = state.withLock {
             if let current = keyDir.unflushed(key) {
-                guard current.seq == location.latestSeq, case .put = current else { return false }
+                switch current {
+                case .put, .renew: guard current.seq == location.latestSeq else { return false }
+                case .delete, .expire: return false
+                }
             } else if let observedEpoch {
                 if observedEpoch != keyDir.epoch { return false }
             } else {

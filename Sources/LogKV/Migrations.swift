@@ -45,15 +45,16 @@ CREATE TABLE meta (
 
 """),
         ("0002_ttl_refresh.sql", """
--- TTL refresh records (segment format 3): the seq of the refresh record that
--- set a row's expires_at, 0 when it is the value record's own. A row's seq
--- stays its value record's (the key's version); max(seq, ttl_seq) is the
--- key's newest record, which "newest wins" compares.
---
--- Refresh records count as dead bytes in `segments` from the start (they
--- are a few dozen bytes each and never read by a GET); compaction copies the
--- live ones forward.
+-- TTL refresh records (segment format 3). A row's seq stays its value
+-- record's (the key's version); ttl_seq is the seq of the refresh record that
+-- set expires_at (0 when it is the value record's own), and ttl_segment,
+-- ttl_offset, ttl_length say where that record lies: it is live data, counted
+-- in `segments.live_bytes` and moved by compaction like the value.
+-- max(seq, ttl_seq) is the key's newest record, which "newest wins" compares.
 ALTER TABLE keydir ADD COLUMN ttl_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keydir ADD COLUMN ttl_segment INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keydir ADD COLUMN ttl_offset INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keydir ADD COLUMN ttl_length INTEGER NOT NULL DEFAULT 0;
 
 """),
     ]

@@ -415,10 +415,11 @@ private struct Replay {
         guard h.seq > aboveSeq else { return }
         if h.isTTLRefresh {
             guard let renewedSeq = RecordCodec.renewedSeq(entry.value) else { return }  // the scanner checked its length
+            let record = RefreshRecord(seq: h.seq, segment: segment, offset: entry.offset, length: h.recordLength)
             if let bulk {
-                try bulk.addTTLRefresh(entry.key, seq: h.seq, renewing: renewedSeq, expiresAt: h.expiresAt)
-            } else if let renewed = try renewedValue(entry.key, refresh: h, renewing: renewedSeq) {
-                batch.keepNewest(entry.key, .put(renewed))
+                try bulk.addTTLRefresh(entry.key, renewing: renewedSeq, expiresAt: h.expiresAt, at: record)
+            } else if let change = try refreshChange(entry.key, refresh: h, renewing: renewedSeq, at: record) {
+                batch.keepNewest(entry.key, change)
             }
             records += 1
             return
@@ -432,20 +433,28 @@ private struct Replay {
         records += 1
     }
 
-    /// A TTL refresh met in log order renews the key's newest value, which
-    /// is in this batch or in the index: that value with the new expiry, or
-    /// nil when the key holds something newer (the index may be ahead of the
-    /// checkpoint) or no longer that value.
-    private func renewedValue(_ key: [UInt8], refresh h: RecordHeader, renewing renewedSeq: UInt64) throws -> RecordLocation? {
-        let current: RecordLocation?
+    /// The change a TTL refresh met in log order makes, judged against the
+    /// key's newest known state (this batch, else the index, which may be
+    /// ahead of the checkpoint): nil when something newer is known; a
+    /// renewal when it names the key's current value; otherwise the value it
+    /// names is gone and, as a rebuild decides, the refresh hides the key.
+    private func refreshChange(_ key: [UInt8], refresh h: RecordHeader, renewing renewedSeq: UInt64,
+                               at record: RefreshRecord) throws -> KeyDirChange? {
+        let newest: (valueSeq: UInt64?, latestSeq: UInt64)?
         if let change = batch[KeyBytes(key)] {
-            guard case let .put(location) = change else { return nil }
-            current = location
+            switch change {
+            case let .put(location): newest = (location.seq, location.latestSeq)
+            case let .renew(renewal): newest = (renewal.valueSeq, renewal.record.seq)
+            case let .delete(seq), let .expire(seq): newest = (nil, seq)
+            }
+        } else if let row = try index.location(of: key) {
+            newest = (row.seq, row.latestSeq)
         } else {
-            current = try index.location(of: key)
+            newest = nil
         }
-        guard let current, current.seq == renewedSeq, current.latestSeq < h.seq else { return nil }
-        return current.renewed(expiresAt: h.expiresAt, by: h.seq)
+        if let newest, newest.latestSeq >= h.seq { return nil }
+        guard newest?.valueSeq == renewedSeq else { return .expire(seq: h.seq) }
+        return .renew(Renewal(valueSeq: renewedSeq, expiresAt: h.expiresAt, record: record))
     }
 
     /// Commits the batch; `upTo` advances the checkpoint (nil leaves it for

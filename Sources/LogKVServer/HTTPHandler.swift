@@ -73,6 +73,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard context.channel.isActive else { return }
         let started = DispatchTime.now().uptimeNanoseconds
         var request = Request(head: full.head, body: full.body, eventLoop: context.eventLoop)
+        request.connectionClosed = context.channel.closeFuture
         let keepAlive = full.head.isKeepAlive
         let version = full.head.version
         var routeLabel = "unmatched"

@@ -15,6 +15,9 @@ struct Request {
     /// Path parameter `{key}`, percent-decoded to bytes.
     var key: [UInt8] = []
     var eventLoop: EventLoop
+    /// Completes when the client's connection closes (a held request then
+    /// stops waiting).
+    var connectionClosed: EventLoopFuture<Void>?
 
     var bodyBytes: [UInt8] { body.map { Array($0.readableBytesView) } ?? [] }
 

@@ -20,9 +20,12 @@ public final class KVAPI: Sendable {
     let fsyncAlways: Bool
     /// Streamed responses (backups) in flight.
     let streams = ActiveStreams(limit: 1)
+    /// Blocking queries held, and the indexes reads report.
+    let watches: WatchRegistry
 
     init(store: LogKV, configuration: ServerConfiguration, blockingPool: NIOThreadPool, serverMetrics: ServerMetrics) {
         self.store = store
+        self.watches = WatchRegistry(startSeq: store.lastIssuedSeq, limit: configuration.maxHeldQueries)
         self.clock = store.options.clock
         self.fsyncAlways = store.options.fsync == .always
         self.configuration = configuration
@@ -74,13 +77,16 @@ public final class KVAPI: Sendable {
         let raw = request.query["raw"] != nil
         let head = request.method == .HEAD
         let ifNoneMatch = request.headers.first(name: "if-none-match")
-        let respond: @Sendable (StoredValue?) throws -> Response = { [clock] stored in
+        let respond: @Sendable (StoredValue?, UInt64) -> Response = { [clock] stored, index in
             guard let stored else {
-                throw APIError.notFound("key not found")
+                var missing = Response.error(APIError.notFound("key not found"))
+                missing.headers.add(name: "x-logkv-index", value: String(index))
+                return missing
             }
             var headers = HTTPHeaders()
             let etag = "\"\(stored.seq)\""
             headers.add(name: "etag", value: etag)
+            headers.add(name: "x-logkv-index", value: String(index))
             let now = clock()
             if let expires = stored.expiresAt {
                 headers.add(name: "x-logkv-ttl", value: String(max(0, (expires - now + 999) / 1000)))
@@ -116,17 +122,42 @@ public final class KVAPI: Sendable {
             }
             return response
         }
+        let watches = self.watches
+        let outcome: @Sendable (StoredValue?) -> HeldRead.Outcome = { stored in
+            let index = stored.map { WatchIndex.write($0.seq) } ?? watches.missingKeyIndex(key)
+            return HeldRead.Outcome(response: respond(stored, index), index: index, expiresAt: stored?.expiresAt)
+        }
+        if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
+            return .later(HeldRead.start(request, registry: watches, subject: .key(key), query: query, clock: clock) { [self] in
+                readKey(request, inline: raw || head, outcome)
+            })
+        }
         // Hot keys are answered on the event loop; anything that needs the
         // disk goes to the blocking pool.
         if case let .done(stored) = try store.getWithoutWaiting(key) {
             // Encoding a large value as JSON (up to 6x for control bytes)
             // is real work: not on the event loop.
             if raw || head || (stored?.value.count ?? 0) <= Self.inlineJSONLimit {
-                return .now(try respond(stored))
+                return .now(outcome(stored).response)
             }
-            return offload(request) { try respond(stored) }
+            return offload(request) { outcome(stored).response }
         }
-        return offload(request) { [store] in try respond(try store.get(key)) }
+        return offload(request) { [store] in outcome(try store.get(key)).response }
+    }
+
+    /// Reads `key` into `make`'s outcome: on the event loop when that needs
+    /// no disk (and, unless `inline`, the value is small), else on the pool.
+    private func readKey(_ request: Request, inline: Bool,
+                         _ make: @escaping @Sendable (StoredValue?) -> HeldRead.Outcome) -> EventLoopFuture<HeldRead.Outcome> {
+        do {
+            if case let .done(stored) = try store.getWithoutWaiting(request.key),
+               inline || (stored?.value.count ?? 0) <= Self.inlineJSONLimit {
+                return request.eventLoop.makeSucceededFuture(make(stored))
+            }
+        } catch {
+            return request.eventLoop.makeFailedFuture(error)
+        }
+        return blockingPool.runIfActive(eventLoop: request.eventLoop) { [store, key = request.key] in make(try store.get(key)) }
     }
 
     func putJSON(_ request: Request) throws -> Reply {
@@ -246,7 +277,7 @@ public final class KVAPI: Sendable {
             }
             limit = n
         }
-        return offload(request) { [store, limit] in
+        let page: @Sendable (UInt64) throws -> Response = { [store, limit] index in
             let page = try store.scan(prefix: prefix, after: after, limit: limit)
             var w = JSONWriter()
             w.beginObject()
@@ -269,8 +300,22 @@ public final class KVAPI: Sendable {
                 w.fieldNull("next_after_base64")
             }
             w.endObject()
-            return Response.json(w)
+            var response = Response.json(w)
+            response.headers.add(name: "x-logkv-index", value: String(index))
+            return response
         }
+        let watches = self.watches
+        // The index is taken before the page is read: a change in between
+        // makes the next blocking query answer at once, never miss it.
+        if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
+            return .later(HeldRead.start(request, registry: watches, subject: .prefix(prefix), query: query, clock: clock) { [self] in
+                let index = watches.prefixIndex(prefix)
+                return blockingPool.runIfActive(eventLoop: request.eventLoop) {
+                    HeldRead.Outcome(response: try page(index), index: index, expiresAt: nil)
+                }
+            })
+        }
+        return offload(request) { try page(watches.prefixIndex(prefix)) }
     }
 
     func stats(_ request: Request) throws -> Reply {

@@ -42,6 +42,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         blockingPool.start()
         api = KVAPI(store: store, configuration: configuration, blockingPool: blockingPool,
                     serverMetrics: ServerMetrics(factory: metricsFactory, routes: KVAPI.routes.map { ($0.method, $0.template) }))
+        store.setChangeObserver { [watches = api.watches] change in watches.record(change) }
     }
 
     /// The largest request body accepted: a maximal value as JSON or base64,
@@ -138,10 +139,12 @@ public final class LogKVHTTPServer: Service, Sendable {
         let signalSources = SignalSources()
         await withGracefulShutdownHandler {
             for channel in channels { try? await channel.closeFuture.get() }
-        } onGracefulShutdown: { [logger] in
+        } onGracefulShutdown: { [logger, api] in
             logger.info("shutting down: no new connections; finishing in-flight requests",
                         metadata: ["grace_seconds": "\(grace.nanoseconds / 1_000_000_000)"])
             for (helper, promise) in zip(helpers, drained) { helper.initiateShutdown(promise: promise) }
+            // Held blocking queries answer now, with what they have.
+            api.watches.close()
             EventLoopFuture.andAllComplete(drained.map(\.futureResult), on: loop).cascade(to: done)
             loop.scheduleTask(in: grace) {
                 logger.warning("shutdown grace period over; closing the remaining connections")
@@ -172,6 +175,8 @@ public final class LogKVHTTPServer: Service, Sendable {
         // Streams run on the blocking pool, waiting on their connections:
         // end them while the event loops still run.
         api.streams.closeAll()
+        api.watches.close()
+        api.store.setChangeObserver(nil)
         quiescing.withLockedValue { $0.removeAll() }
         try await group.shutdownGracefully()
         try await blockingPool.shutdownGracefully()

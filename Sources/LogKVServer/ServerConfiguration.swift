@@ -50,6 +50,19 @@ public struct ServerConfiguration: Sendable {
     /// reading more requests from it until the client catches up.
     public var writeBufferHighWater = 256 * 1024
 
+    /// Blocking queries (`?index=&wait=`) held at once; more get 429 with
+    /// Retry-After. Each holds a connection: kept below `maxConnections` so
+    /// watchers cannot crowd out other clients.
+    public var maxHeldQueries = 2048
+    /// The longest a blocking query is held (`wait` beyond it is cut to it;
+    /// Consul's `max_query_time`). Its default `wait` is 5 minutes, or this
+    /// if shorter.
+    public var maxBlockingWait: TimeAmount = .minutes(10)
+
+    /// A duration as Consul writes it (`30s`, `5m`, `1m30s`, `500ms`; a bare
+    /// number is seconds), for `wait` and `--max-wait`.
+    public static func duration(_ text: String) -> TimeAmount? { BlockingQuery.duration(text) }
+
     /// Browser origins allowed to call the API (CORS), e.g.
     /// `https://dash.example.com`; `*` allows any. Empty (the default): CORS
     /// is off, preflight `OPTIONS` requests get 405.
@@ -59,7 +72,7 @@ public struct ServerConfiguration: Sendable {
     func corsHeaders(origin: String?) -> [(String, String)] {
         guard let origin, corsOrigins.contains(where: { $0 == "*" || $0 == origin }) else { return [] }
         return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
-                ("Access-Control-Expose-Headers", "ETag, X-Logkv-TTL, Retry-After")]
+                ("Access-Control-Expose-Headers", "ETag, X-Logkv-TTL, X-Logkv-Index, Retry-After")]
     }
 
     /// Without a token, admin routes (`/v1/admin/...`) answer loopback

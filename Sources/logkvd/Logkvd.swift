@@ -41,6 +41,10 @@ struct Logkvd: AsyncParsableCommand {
     var logLevel: String?
     @Option(help: "Most open client connections; more are refused with 503.")
     var maxConnections = ServerConfiguration().maxConnections
+    @Option(help: "Most blocking queries (?index=&wait=) held at once; more get 429. (env LOGKV_MAX_WATCHES, default 2048)")
+    var maxWatches: Int?
+    @Option(help: "Longest a blocking query is held, e.g. 10m or 30s. (env LOGKV_MAX_WAIT, default 10m)")
+    var maxWait: String?
     @Option(help: "Request body bytes held in memory across all connections.")
     var maxBodyBytesInFlight = ServerConfiguration().maxBodyBytesInFlight
     @Option(help: "Seconds a keep-alive connection may stay idle (or take to send a request head).")
@@ -77,6 +81,16 @@ struct Logkvd: AsyncParsableCommand {
         }
         serverConfig.token = try loadToken(env: env)
         serverConfig.maxConnections = maxConnections
+        if let text = maxWatches.map(String.init) ?? env["LOGKV_MAX_WATCHES"] {
+            guard let n = Int(text), n >= 0 else { throw ValidationError("--max-watches must be a whole number, 0 or more") }
+            serverConfig.maxHeldQueries = n
+        }
+        if let text = maxWait ?? env["LOGKV_MAX_WAIT"] {
+            guard let wait = ServerConfiguration.duration(text), wait.nanoseconds > 0 else {
+                throw ValidationError("--max-wait must be a duration such as 10m, 30s or 500ms")
+            }
+            serverConfig.maxBlockingWait = wait
+        }
         serverConfig.maxBodyBytesInFlight = maxBodyBytesInFlight
         serverConfig.idleTimeout = .seconds(Int64(idleTimeout))
         serverConfig.requestTimeout = .seconds(Int64(requestTimeout))

@@ -189,6 +189,31 @@ import Testing
         withExtendedLifetime(stalled) {}
     }
 
+    @Test func sigtermAnswersHeldBlockingQueriesAtOnce() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let port = Self.freePort()
+        let server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "30"])
+        #expect(server.waitUntilReady())
+        let c = try HTTPTestClient(port: port)
+        #expect(try c.request("PUT", "/v1/kv/k", body: Array("v".utf8)).status == 204)
+        let index = try #require(try c.request("GET", "/v1/kv/k").headers["x-logkv-index"])
+        let watchers = try (0..<5).map { _ in try HTTPTestClient(port: port) }
+        for w in watchers { try w.sendRaw(HTTPTestClient.encode("GET", "/v1/kv/k?raw&index=\(index)&wait=10m")) }
+        usleep(300_000)
+        let started = Date()
+        kill(server.process.processIdentifier, SIGTERM)
+        for w in watchers {
+            let answer = try w.readResponse()
+            #expect(answer.status == 200)
+            #expect(answer.text == "v")
+            #expect(answer.headers["x-logkv-index"] == index)
+        }
+        #expect(Date().timeIntervalSince(started) < 3, "held queries answered after \(Date().timeIntervalSince(started)) s")
+        #expect(waitForExit(server.process, timeout: 20).code == 0)
+        #expect(Date().timeIntervalSince(started) < 8)
+    }
+
     @Test func secondSignalEndsTheDrainAtOnce() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -215,4 +215,92 @@ import Testing
         let report = try LogKV.check(path: dir.path)
         #expect(report.isHealthy, "\(report.problems)")
     }
+
+    @Test func aRefreshMadeWhileCompactionMovesItsValueKeepsBothTheValueAndTheExpiry() throws {
+        // The refresh reaches memory after compaction copied the value and
+        // before its index commit: it must not point readers, or the index,
+        // at the segment compaction then removes.
+        let clock = ManualClock()
+        let dir = TempDir("ttl-race")
+        var options = Self.options(clock)
+        options.flushIntervalMillis = 60_000  // the refresh stays in memory
+        let store = LockedBox<LogKV?>(nil)
+        options.compactionFailpoint = { step in
+            if step == "outputs-synced", let s = store.get() {
+                _ = try s.refreshTTL(bytes("k"), expiresAt: clock.now + 3_600_000)
+            }
+        }
+        let opened = try LogKV(path: dir.path, options: options)
+        store.set(opened)
+        try opened.put(bytes("k"), bytes("value"), expiresAt: clock.now + 1_000)
+        for i in 0..<50 { try opened.put(bytes("filler"), bytes("f\(i)")) }
+        try opened.compact(everything: true)
+        store.set(nil)
+        clock.advance(5_000)  // past the value's own expiry
+        #expect(try opened.get(bytes("k"))?.value == bytes("value"))
+        try opened.flushIndex()
+        #expect(try opened.get(bytes("k"))?.value == bytes("value"))
+        try opened.compact(everything: true)
+        #expect(try opened.get(bytes("k"))?.value == bytes("value"))
+        try opened.close()
+        let report = try LogKV.check(path: dir.path)
+        #expect(report.isHealthy, "\(report.problems)")
+        try FileManager.default.removeItem(atPath: dir.indexPath)
+        let rebuilt = try LogKV(path: dir.path, options: Self.options(clock))
+        #expect(try rebuilt.get(bytes("k"))?.value == bytes("value"))
+        try rebuilt.close()
+    }
+
+    @Test func liveRefreshRecordsAreLiveBytesSoCompactedSegmentsAreNotCompactedAgain() throws {
+        let clock = ManualClock()
+        let dir = TempDir("ttl-live")
+        let store = try LogKV(path: dir.path, options: Self.options(clock))
+        defer { try? store.close() }
+        for i in 0..<100 { try store.put(bytes("k\(i)"), bytes("v\(i)"), expiresAt: clock.now + 60_000) }
+        for round in 0..<5 {
+            for i in 0..<100 { try store.refreshTTL(bytes("k\(i)"), expiresAt: clock.now + 60_000 + Int64(round)) }
+        }
+        let first = try store.compact(everything: true)
+        #expect(first.segmentsCompacted > 0)
+        let stats = try store.stats()
+        // Only segment headers are not live now.
+        #expect(stats.deadBytes <= Int64(stats.segments * RecordFormat.segmentHeaderSize), "\(stats)")
+        let again = try store.compact(everything: true)
+        #expect(again.segmentsCompacted == 0, "compacted again: \(again)")
+        for i in 0..<100 { #expect(try store.get(bytes("k\(i)"))?.expiresAt == clock.now + 60_004) }
+    }
+
+    @Test func aRefreshWhoseValueWasLostInACrashHidesTheKeyInReplayAsInARebuild() throws {
+        // A power loss may keep a refresh and lose the value it names (they
+        // sit on different pages): replay and a rebuild must agree.
+        let clock = ManualClock()
+        let dir = TempDir("ttl-lost")
+        var options = Self.options(clock)
+        options.segmentSize = 1 << 20
+        options.flushIntervalMillis = 60_000
+        let store = try LogKV(path: dir.path, options: options)
+        defer { try? store.close() }
+        try store.put(bytes("k"), bytes("old"))
+        try store.flushIndex()
+        try store.put(bytes("k"), [UInt8](repeating: 0x41, count: 300))
+        try store.refreshTTL(bytes("k"), expiresAt: clock.now + 60_000)
+        try store.put(bytes("after"), bytes("x"))
+        let image = try crashCopy(of: dir)
+        // Damage the middle of the newer value's record.
+        let segment = image.segmentFiles().last!
+        var data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: segment)))
+        let at = data.count - 43 - 46 - 150  // after: 43 bytes, the refresh: 46, the value: 338
+        data[at] ^= 0xFF
+        try Data(data).write(to: URL(fileURLWithPath: segment))
+        let reopened = try LogKV(path: image.path, options: Self.options(clock))
+        let got = try reopened.get(bytes("k"))?.value
+        #expect(try reopened.get(bytes("after"))?.value == bytes("x"))
+        try reopened.close()
+        let report = try LogKV.check(path: image.path)
+        #expect(report.problems.allSatisfy { !$0.contains("index") }, "\(report.problems)")
+        try FileManager.default.removeItem(atPath: image.indexPath)
+        let rebuilt = try LogKV(path: image.path, options: Self.options(clock))
+        #expect(try rebuilt.get(bytes("k"))?.value == got)
+        try rebuilt.close()
+    }
 }

@@ -1,0 +1,59 @@
+/// A change to a key as readers see it, reported to the store's change
+/// observer (blocking queries are built on it).
+///
+/// Contract: the observer is called for every change at the moment it
+/// becomes visible to readers — before any read can see it — with the
+/// store's internal lock held. It must be quick, must not block and must not
+/// call back into the store. Changes may be reported more than once or out
+/// of order (an expiry observed twice, a compaction dropping a key that had
+/// expired); an observer that compares versions handles both.
+public struct KeyChange: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// A new value; `seq` is its version.
+        case put
+        /// A delete; `seq` is its tombstone's.
+        case delete
+        /// The key expired (read, sweep or compaction noticed it); `seq` is
+        /// the newest record whose expiry ended it (the value's or its last
+        /// TTL refresh's). An expiry writes no record.
+        case expire
+        /// The value got a new expiry; `seq` is the value's version, which
+        /// does not change.
+        case ttlRefresh
+    }
+
+    public var key: [UInt8]
+    public var kind: Kind
+    public var seq: UInt64
+
+    init(key: [UInt8], kind: Kind, seq: UInt64) {
+        self.key = key
+        self.kind = kind
+        self.seq = seq
+    }
+
+    init(_ key: [UInt8], _ change: KeyDirChange) {
+        switch change {
+        case let .renew(renewal):
+            self.init(key: key, kind: .ttlRefresh, seq: renewal.valueSeq)
+        case let .put(location):
+            self.init(key: key, kind: .put, seq: location.seq)
+        case let .delete(seq):
+            self.init(key: key, kind: .delete, seq: seq)
+        case let .expire(seq):
+            self.init(key: key, kind: .expire, seq: seq)
+        }
+    }
+}
+
+extension LogKV {
+    /// Sets (or with nil removes) the one observer of changes; see
+    /// `KeyChange` for when it is called and what it may do.
+    public func setChangeObserver(_ observer: (@Sendable (KeyChange) -> Void)?) {
+        state.withLock { changeObserver = observer }
+    }
+
+    /// The highest seq issued so far (a write's version, a tombstone's, a
+    /// TTL refresh's).
+    public var lastIssuedSeq: UInt64 { state.withLock { lastSeq } }
+}
