@@ -309,13 +309,13 @@ public final class KVAPI: Sendable {
         // makes the next blocking query answer at once, never miss it.
         if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
             return .later(HeldRead.start(request, registry: watches, subject: .prefix(prefix), query: query, clock: clock) { [self] in
-                let index = watches.prefixIndex(prefix)
+                let index = watches.prefixIndex(prefix, track: true)
                 return blockingPool.runIfActive(eventLoop: request.eventLoop) {
                     HeldRead.Outcome(response: try page(index), index: index, expiresAt: nil)
                 }
             })
         }
-        return offload(request) { try page(watches.prefixIndex(prefix)) }
+        return offload(request) { try page(watches.prefixIndex(prefix, track: false)) }
     }
 
     func stats(_ request: Request) throws -> Reply {

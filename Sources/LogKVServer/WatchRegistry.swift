@@ -33,10 +33,12 @@ enum WatchIndex {
 ///   least every removal index forgotten or made before the server started.
 ///   The floor moves only when a removal is forgotten, so watchers of
 ///   missing keys are not woken by writes to other keys.
-/// - A prefix's index is the highest index of a change under it since it
-///   was first asked for (tracked for the last `prefixMemory` prefixes); a
-///   prefix asked for the first time starts at the highest index the server
-///   has seen, so no earlier change is missed (one early answer at worst).
+/// - A prefix's index is the highest index of a change under it since a
+///   blocking listing first asked for it (tracked for the last
+///   `prefixMemory` such prefixes; every write checks one slice of its key
+///   per distinct tracked length); an untracked prefix, and a tracked one at
+///   first, reports the highest index the server has seen, so no earlier
+///   change is missed (one early answer at worst).
 ///
 /// A change wakes only the watchers of its key and of the watched prefixes
 /// it falls under; a woken watcher re-reads and answers only if the index
@@ -121,10 +123,13 @@ final class WatchRegistry: Sendable {
         state.withLockedValue { $0.removals[key] ?? $0.removalFloor }
     }
 
-    /// The index of the listing of `prefix`; starts tracking it.
-    func prefixIndex(_ prefix: [UInt8]) -> UInt64 {
+    /// The index of the listing of `prefix`. With `track` (a blocking
+    /// listing) the prefix is tracked from now on; an untracked one reports
+    /// the highest index seen, which no change under it can have passed.
+    func prefixIndex(_ prefix: [UInt8], track: Bool) -> UInt64 {
         state.withLockedValue { s in
             if let index = s.prefixIndexes[prefix] { return index }
+            guard track else { return s.seen }
             s.prefixIndexes[prefix] = s.seen
             s.prefixLengths[prefix.count, default: 0] += 1
             s.prefixOrder.append(prefix)
