@@ -42,17 +42,19 @@ extension LogKV {
         compactionLock.lock()
         defer { compactionLock.unlock() }
         let started = DispatchTime.now()
+        // Expiry is judged at a time read under the writer lock, before the
+        // flush: a TTL refresh that read its clock earlier was appended (and,
+        // under `always`, is synced by the flush) and is in the index once
+        // the flush returns; one that reads it later finds the key already
+        // expired. So compaction never drops a value a refresh renewed.
+        var now: Int64 = 0
         let sealed: Set<UInt64> = try writerLock.withLock {
             if writerClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }
             if everything && !active.isEmpty { try rotate() }
+            now = options.clock()
             return sealedLogSegments()
         }
-        // Expiry is judged at a time taken before the flush: a TTL refresh
-        // made before it is in the index once the flush returns, and one
-        // made after it finds the key already expired (so compaction never
-        // drops a value a refresh still in memory renewed).
-        let now = options.clock()
         // Every change in a log segment sealed now was appended before this
         // flush, so none is still pending once it returns.
         try flushIndex()

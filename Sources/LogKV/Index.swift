@@ -314,6 +314,7 @@ final class IndexWriter: @unchecked Sendable {
         // (or any newer record) since keeps it.
         let drop = try db.prepare(
             "DELETE FROM keydir WHERE key = ?1 AND segment = ?2 AND offset = ?3 AND max(seq, ttl_seq) = ?4")
+        let stillThere = try db.prepare("SELECT 1 FROM keydir WHERE key = ?1 AND segment = ?2 AND offset = ?3")
         let deleteSegment = try db.prepare("DELETE FROM segments WHERE id = ?1")
         let insertSegment = try db.prepare("INSERT OR REPLACE INTO segments(id, size_bytes, live_bytes, live_keys) VALUES (?1, ?2, ?3, ?4)")
         // Durable before the inputs are unlinked (rule 3).
@@ -322,6 +323,38 @@ final class IndexWriter: @unchecked Sendable {
             var live: [UInt64: (bytes: Int64, keys: Int64)] = [:]
             var moved = 0, dropped = 0
             var droppedValueBytes: Int64 = 0
+            // Drops first: a refresh record copied for a key whose row goes
+            // is then not counted live.
+            for d in drops {
+                drop.bind(1, d.key)
+                drop.bind(2, Int64(d.oldSegment))
+                drop.bind(3, d.oldOffset)
+                drop.bind(4, Int64(bitPattern: d.new.latestSeq))
+                try drop.run()
+                if db.changes == 0 {
+                    // Kept by a newer record: fine if the row moved on; if it
+                    // still points at the input, that input must not go.
+                    stillThere.bind(1, d.key)
+                    stillThere.bind(2, Int64(d.oldSegment))
+                    stillThere.bind(3, d.oldOffset)
+                    defer { stillThere.reset() }
+                    if try stillThere.step() {
+                        throw LogKVError.index(code: 0, message: "compaction would remove the record of a key renewed meanwhile; retry")
+                    }
+                }
+                if db.changes == 1 {
+                    dropped += 1
+                    droppedValueBytes += Self.valueSize(recordLength: Int64(d.new.length), keyCount: d.key.count)
+                    // Its TTL refresh record, in a segment that stays, is dead now.
+                    let refresh = d.new.ttl
+                    if refresh.length > 0 && !oldSegments.contains(refresh.segment) {
+                        addSegmentLive.bind(1, Int64(refresh.segment))
+                        addSegmentLive.bind(2, -Int64(refresh.length))
+                        addSegmentLive.bind(3, 0)
+                        try addSegmentLive.run()
+                    }
+                }
+            }
             for m in moves {
                 let stmt = m.isRefresh ? moveRefresh : move
                 stmt.bind(1, Int64(m.new.segment))
@@ -334,25 +367,6 @@ final class IndexWriter: @unchecked Sendable {
                     if !m.isRefresh { moved += 1 }
                     let old = live[m.new.segment] ?? (0, 0)
                     live[m.new.segment] = (old.bytes + Int64(m.new.length), old.keys + (m.isRefresh ? 0 : 1))
-                }
-            }
-            for d in drops {
-                drop.bind(1, d.key)
-                drop.bind(2, Int64(d.oldSegment))
-                drop.bind(3, d.oldOffset)
-                drop.bind(4, Int64(bitPattern: d.new.latestSeq))
-                try drop.run()
-                if db.changes == 1 {
-                    dropped += 1
-                    droppedValueBytes += Self.valueSize(recordLength: Int64(d.new.length), keyCount: d.key.count)
-                    // Its TTL refresh record, in a segment that stays, is dead now.
-                    let refresh = d.new.ttl
-                    if refresh.length > 0 && !oldSegments.contains(refresh.segment) {
-                        addSegmentLive.bind(1, Int64(refresh.segment))
-                        addSegmentLive.bind(2, -Int64(refresh.length))
-                        addSegmentLive.bind(3, 0)
-                        try addSegmentLive.run()
-                    }
                 }
             }
             for id in oldSegments {

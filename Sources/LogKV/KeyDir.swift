@@ -124,7 +124,7 @@ struct KeyDir {
         var out: [[UInt8]: KeyDirChange] = [:]
         for source in [flushing, pending] {
             for (key, change) in source where key.bytes.starts(with: prefix) && KeyBytes.compare(after, key.bytes) < 0 {
-                out[key.bytes] = change
+                out[key.bytes] = change.superseding(out[key.bytes])
             }
         }
         return out

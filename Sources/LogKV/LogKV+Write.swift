@@ -46,13 +46,20 @@ extension LogKV {
         let valueCRC = kind == .ttlRefresh ? nil : value.withUnsafeBytes { CRC32.checksum($0) }
         try waitForBacklogRoom()
         writerLock.lock()
+        // A refresh is marked in flight before its clock is read, until it
+        // is published: no expiry of the key is published meanwhile.
+        let refreshing = kind == .ttlRefresh ? KeyBytes(key) : nil
+        if let refreshing { state.withLock { _ = refreshesInFlight.insert(refreshing) } }
         // Read under the lock: conditions and expiry are judged at the time
         // of the append (compaction relies on it for TTL refreshes).
         let now = options.clock()
         var acknowledgedAt: UInt64 = 0
         let seq: UInt64
         do {
-            defer { writerLock.unlock() }
+            defer {
+                if let refreshing { state.withLock { _ = refreshesInFlight.remove(refreshing) } }
+                writerLock.unlock()
+            }
             if writerClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }
             var renewed: RecordLocation?

@@ -94,6 +94,10 @@ public final class LogKV: @unchecked Sendable {
     /// Compaction takes only log segments wholly before it (replay after a
     /// crash starts there and must find every record it needs).
     var indexedUpTo: LogPosition
+    /// Keys with a TTL refresh between its expiry check and its publish:
+    /// an expiry noticed meanwhile must not be published (the refresh,
+    /// judged before the expiry, wins; see `expireLazily`).
+    var refreshesInFlight: Set<KeyBytes> = []
     /// Called with every change as it becomes visible (`KeyChange`).
     var changeObserver: (@Sendable (KeyChange) -> Void)?
     /// Every segment file, readable by id.
@@ -657,6 +661,9 @@ public final class LogKV: @unchecked Sendable {
                       counter: Counter? = nil) -> Bool {
         let key = KeyBytes(keyBytes)
         let counted: Bool = state.withLock {
+            // A write to the key is on its way (a refresh judged before this
+            // expiry, or any write waiting for its fsync): it decides.
+            if refreshesInFlight.contains(key) || unpublished[key] != nil { return false }
             if let current = keyDir.unflushed(key) {
                 switch current {
                 case .put, .renew: guard current.seq == location.latestSeq else { return false }

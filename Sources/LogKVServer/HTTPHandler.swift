@@ -24,6 +24,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// next request is answered from a fresh event-loop task instead.
     private var depth = 0
     private static let maxDepth = 8
+    private let connectionEvents = ConnectionEvents()
 
     init(api: KVAPI, routes: [Route]) {
         self.api = api
@@ -45,6 +46,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         heldUntilWritable = nil
+        connectionEvents.closed()
         context.fireChannelInactive()
     }
 
@@ -73,7 +75,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard context.channel.isActive else { return }
         let started = DispatchTime.now().uptimeNanoseconds
         var request = Request(head: full.head, body: full.body, eventLoop: context.eventLoop)
-        request.connectionClosed = context.channel.closeFuture
+        request.connection = connectionEvents
         let keepAlive = full.head.isKeepAlive
         let version = full.head.version
         var routeLabel = "unmatched"

@@ -15,9 +15,8 @@ struct Request {
     /// Path parameter `{key}`, percent-decoded to bytes.
     var key: [UInt8] = []
     var eventLoop: EventLoop
-    /// Completes when the client's connection closes (a held request then
-    /// stops waiting).
-    var connectionClosed: EventLoopFuture<Void>?
+    /// The connection's events (a held request stops waiting when it closes).
+    var connection: ConnectionEvents?
 
     var bodyBytes: [UInt8] { body.map { Array($0.readableBytesView) } ?? [] }
 

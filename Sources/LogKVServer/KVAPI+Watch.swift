@@ -52,13 +52,16 @@ struct BlockingQuery: Sendable {
             rest = rest.dropFirst(digits.count)
             let unit = rest.prefix { $0.isASCII && $0.isLetter }
             rest = rest.dropFirst(unit.count)
+            let nanos: Int64
             switch unit {
-            case "ms": total += value * 1_000_000
-            case "s": total += value * 1_000_000_000
-            case "m": total += value * 60_000_000_000
-            case "h": total += value * 3_600_000_000_000
+            case "ms": nanos = 1_000_000
+            case "s": nanos = 1_000_000_000
+            case "m": nanos = 60_000_000_000
+            case "h": nanos = 3_600_000_000_000
             default: return nil
             }
+            // Anything past a day is cut to a day (the caller caps it lower).
+            total = min(total + min(value, 24 * 3_600_000_000_000 / nanos) * nanos, 24 * 3_600_000_000_000)
         }
         return .nanoseconds(total)
     }
@@ -79,6 +82,8 @@ final class HeldRead: @unchecked Sendable {
     struct Outcome {
         var response: Response
         var index: UInt64
+        /// Whether the read found its key (always true for a listing).
+        var present = true
         var expiresAt: Int64?
     }
 
@@ -91,6 +96,7 @@ final class HeldRead: @unchecked Sendable {
     private let promise: EventLoopPromise<Response>
     private let deadline: NIODeadline
     private var id: UInt64?
+    private var connection: ConnectionEvents?
     private var timer: Scheduled<Void>?
     private var reading = false
     private var readAgain = false
@@ -119,9 +125,9 @@ final class HeldRead: @unchecked Sendable {
         held.id = registry.add(subject, WatchRegistry.Waiter { [loop = request.eventLoop] in
             loop.execute { held.reread() }
         })
-        request.connectionClosed?.whenComplete { _ in
-            held.loop.execute { held.finish(nil) }
-        }
+        // The connection has one request in flight: its close ends this one.
+        request.connection?.onClose = { held.finish(nil) }
+        held.connection = request.connection
         held.reread()
         return held.promise.futureResult
     }
@@ -151,7 +157,7 @@ final class HeldRead: @unchecked Sendable {
     private func decide(_ outcome: Outcome) {
         var outcome = outcome
         let now = clock()
-        if case .key = subject, outcome.expiresAt == nil, let expired = lastReadExpiry, expired <= now {
+        if case .key = subject, !outcome.present, let expired = lastReadExpiry, expired <= now {
             // Read present with this expiry, missing now: it expired, even
             // if no read or sweep reported it yet.
             outcome.index = max(outcome.index, query.index &+ 1)
@@ -169,8 +175,9 @@ final class HeldRead: @unchecked Sendable {
         }
         lastReadExpiry = outcome.expiresAt
         var wakeAt = deadline
-        if let expires = outcome.expiresAt {
-            wakeAt = min(wakeAt, .now() + .milliseconds(max(0, expires - now) + 1))
+        let untilDeadline = (deadline - .now()).nanoseconds / 1_000_000
+        if let expires = outcome.expiresAt, expires - now < untilDeadline {
+            wakeAt = .now() + .milliseconds(max(0, expires - now) + 1)
         }
         timer?.cancel()
         timer = loop.scheduleTask(deadline: wakeAt) { [self] in reread() }
@@ -188,11 +195,26 @@ final class HeldRead: @unchecked Sendable {
         finished = true
         timer?.cancel()
         timer = nil
+        connection?.onClose = nil
+        connection = nil
         if let id { registry.remove(subject, id: id) }
         if let response {
             promise.succeed(response)
         } else {
             promise.fail(ChannelError.ioOnClosedChannel)
         }
+    }
+}
+
+/// What a connection tells the request it is serving: that it closed.
+///
+/// Thread-safety: used only on its channel's event loop.
+final class ConnectionEvents: @unchecked Sendable {
+    var onClose: (() -> Void)?
+
+    func closed() {
+        let handler = onClose
+        onClose = nil
+        handler?()
     }
 }

@@ -125,7 +125,8 @@ public final class KVAPI: Sendable {
         let watches = self.watches
         let outcome: @Sendable (StoredValue?) -> HeldRead.Outcome = { stored in
             let index = stored.map { WatchIndex.write($0.seq) } ?? watches.missingKeyIndex(key)
-            return HeldRead.Outcome(response: respond(stored, index), index: index, expiresAt: stored?.expiresAt)
+            return HeldRead.Outcome(response: respond(stored, index), index: index, present: stored != nil,
+                                    expiresAt: stored?.expiresAt)
         }
         if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
             return .later(HeldRead.start(request, registry: watches, subject: .key(key), query: query, clock: clock) { [self] in

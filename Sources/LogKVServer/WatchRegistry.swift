@@ -62,6 +62,8 @@ final class WatchRegistry: Sendable {
         var removals: [[UInt8]: UInt64] = [:]
         var removalOrder = CircularBuffer<[UInt8]>()
         var removalFloor: UInt64
+        var removalBytes = 0
+        var prefixBytes = 0
         var prefixIndexes: [[UInt8]: UInt64] = [:]
         var prefixOrder = CircularBuffer<[UInt8]>()
         /// How many tracked prefixes have each length (a change checks one
@@ -72,6 +74,11 @@ final class WatchRegistry: Sendable {
     }
 
     let limit: Int
+    /// Key bytes the remembered removals and tracked prefixes may hold (keys
+    /// may be 64 KiB each). Prefix bytes also bound the work of every write,
+    /// which checks one slice of its key per distinct tracked length.
+    static let removalMemoryBytes = 16 << 20
+    static let prefixMemoryBytes = 64 << 10
     private let removalMemory: Int
     private let prefixMemory: Int
     private let state: NIOLockedValueBox<State>
@@ -91,16 +98,26 @@ final class WatchRegistry: Sendable {
     // MARK: Changes (called from the store's publish)
 
     func record(_ change: KeyChange) {
-        guard let index = WatchIndex.of(change) else { return }
+        guard let index = WatchIndex.of(change) else {
+            // A TTL refresh moves no index, but a key's watchers re-read to
+            // time their wait to its new expiry.
+            let woken = state.withLockedValue { $0.keyWaiters[change.key].map { Array($0.values) } ?? [] }
+            for waiter in woken { waiter.wake() }
+            return
+        }
         var woken: [Waiter] = []
         state.withLockedValue { s in
             s.seen = max(s.seen, index)
             if change.kind != .put {
                 if s.removals.updateValue(max(index, s.removals[change.key] ?? 0), forKey: change.key) == nil {
                     s.removalOrder.append(change.key)
-                    if s.removals.count > removalMemory, let oldest = s.removalOrder.popFirst(),
-                       let forgotten = s.removals.removeValue(forKey: oldest) {
-                        s.removalFloor = max(s.removalFloor, forgotten)
+                    s.removalBytes += change.key.count
+                    while s.removals.count > removalMemory || s.removalBytes > Self.removalMemoryBytes,
+                          let oldest = s.removalOrder.popFirst() {
+                        s.removalBytes -= oldest.count
+                        if let forgotten = s.removals.removeValue(forKey: oldest) {
+                            s.removalFloor = max(s.removalFloor, forgotten)
+                        }
                     }
                 }
             }
@@ -133,14 +150,21 @@ final class WatchRegistry: Sendable {
             s.prefixIndexes[prefix] = s.seen
             s.prefixLengths[prefix.count, default: 0] += 1
             s.prefixOrder.append(prefix)
-            if s.prefixIndexes.count > prefixMemory, let oldest = s.prefixOrder.popFirst() {
+            s.prefixBytes += prefix.count
+            // Forget the oldest unwatched prefixes beyond the bounds (a
+            // watched one goes back in line).
+            var looked = 0
+            while s.prefixIndexes.count > prefixMemory || s.prefixBytes > Self.prefixMemoryBytes,
+                  looked < s.prefixOrder.count, let oldest = s.prefixOrder.popFirst() {
+                looked += 1
                 if s.prefixWaiters[oldest] != nil {
-                    s.prefixOrder.append(oldest)  // watched now: forget it later
-                } else {
-                    s.prefixIndexes[oldest] = nil
-                    s.prefixLengths[oldest.count]! -= 1
-                    if s.prefixLengths[oldest.count] == 0 { s.prefixLengths[oldest.count] = nil }
+                    s.prefixOrder.append(oldest)
+                    continue
                 }
+                s.prefixIndexes[oldest] = nil
+                s.prefixBytes -= oldest.count
+                s.prefixLengths[oldest.count]! -= 1
+                if s.prefixLengths[oldest.count] == 0 { s.prefixLengths[oldest.count] = nil }
             }
             return s.seen
         }

@@ -92,6 +92,23 @@ import Testing
         }
     }
 
+    @Test func aRefreshThatShortensTheTTLIsHonouredByAHeldRead() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            #expect(try c.request("PUT", "/v1/kv/lease?ttl=60", body: utf8("me")).status == 204)
+            let seen = try #require(index(try c.request("GET", "/v1/kv/lease")))
+            let watcher = try hold(s, "/v1/kv/lease?index=\(seen)&wait=30s")
+            #expect(try stillHeld(watcher))
+            // A refresh moves no index: the watcher stays, timed to the new expiry.
+            #expect(try c.request("PATCH", "/v1/kv/lease?ttl=1").status == 200)
+            #expect(try stillHeld(watcher))
+            let started = Date()
+            let answer = try watcher.readResponse()
+            #expect(answer.status == 404)
+            #expect(Date().timeIntervalSince(started) < 3)
+        }
+    }
+
     @Test func aReadBehindTheCurrentIndexIsAnsweredAtOnceAndWaitEndsWithTheSameIndex() async throws {
         try await withServer { s in
             let c = try s.client()
@@ -166,5 +183,8 @@ import Testing
         #expect(BlockingQuery.duration("250ms") == .milliseconds(250))
         #expect(BlockingQuery.duration("12") == .seconds(12))
         for bad in ["", "5x", "s", "1.5s", "-1s", "5 s"] { #expect(BlockingQuery.duration(bad) == nil, "\(bad)") }
+        // Huge values are cut to a day, never overflow.
+        #expect(BlockingQuery.duration("999999h999999h999999h") == .hours(24))
+        #expect(BlockingQuery.duration("999999ms") == .milliseconds(999_999))
     }
 }
