@@ -65,7 +65,7 @@ public final class KVAPI: Sendable {
 
     func metricsText(_ request: Request) -> Reply {
         offload(request) { [self] in
-            serverMetrics.refreshGauges(from: store)
+            serverMetrics.refreshGauges(from: store, watches: watches)
             var body: [UInt8] = []
             configuration.metricsRegistry?.emit(into: &body)
             return Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: body)

@@ -17,7 +17,8 @@ public enum MetricsCatalog {
         // Engine activity
         "logkv_reads_total": "Key reads by result: hit, miss, expired, corrupt (checksum or index mismatch).",
         "logkv_keydir_lookups_total": "Where KeyDir lookups (reads, conditional writes and deletes) found a key's location: memory (KeyDir pending or cache), index_nowait (SQLite on the event loop, every page cached), index_blocking (SQLite on the blocking pool).",
-        "logkv_writes_total": "Acknowledged writes by operation: put, delete.",
+        "logkv_writes_total": "Acknowledged writes by operation: put, delete, ttl_refresh (a lease renewal).",
+        "logkv_blocking_queries_held": "Blocking queries (?index=&wait=) held now, waiting for a change.",
         "logkv_expirations_total": "Keys expired, by reason: read (lazy), sweep (background), compaction.",
         "logkv_log_written_bytes_total": "Bytes appended to segment files.",
         "logkv_fsync_duration_seconds": "Duration of each fsync of the active segment.",

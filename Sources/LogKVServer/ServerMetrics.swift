@@ -21,6 +21,7 @@ final class ServerMetrics: Sendable {
     let residentMemory: Gauge
     let openFDs: Gauge
     let startTime: Gauge
+    let blockingQueriesHeld: Gauge
 
     init(factory: (any MetricsFactory)?, routes: [(HTTPMethod, String)]) {
         let f = factory ?? MetricsSystem.factory
@@ -45,6 +46,7 @@ final class ServerMetrics: Sendable {
         residentMemory = Gauge(label: "process_resident_memory_bytes", factory: f)
         openFDs = Gauge(label: "process_open_fds", factory: f)
         startTime = Gauge(label: "process_start_time_seconds", factory: f)
+        blockingQueriesHeld = Gauge(label: "logkv_blocking_queries_held", factory: f)
         startTime.record(Date().timeIntervalSince1970)
     }
 
@@ -91,7 +93,8 @@ final class ServerMetrics: Sendable {
     }
 
     /// Updates the state gauges just before a scrape.
-    func refreshGauges(from store: LogKV) {
+    func refreshGauges(from store: LogKV, watches: WatchRegistry) {
+        blockingQueriesHeld.record(watches.held)
         if let s = try? store.stats() {
             keys.record(s.keys)
             liveBytes.record(s.liveBytes)
