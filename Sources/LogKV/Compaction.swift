@@ -68,6 +68,7 @@ extension LogKV {
         guard !chosen.isEmpty else { return CompactionReport() }
         var report: CompactionReport
         var inputs = chosen
+        var retried = false
         while true {
             do {
                 report = try compactSegments(inputs, now: now)
@@ -75,6 +76,13 @@ extension LogKV {
             } catch DamagedInput.segment(let id) {
                 inputs.removeAll { $0 == id }  // its outputs are gone; go on without it
                 if inputs.isEmpty { return CompactionReport() }
+            } catch CompactionRaced.keyRenewed where !retried {
+                // Only a wall clock stepping back lets a refresh land after
+                // `now`: once more, with a fresh time and flush.
+                retried = true
+                logger.warning("compaction met a key renewed after its expiry was judged; starting over")
+                now = writerLock.withLock { options.clock() }
+                try flushIndex()
             }
         }
         report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
@@ -373,6 +381,10 @@ extension LogKV {
 /// An input segment with damaged bytes under live keys: compaction goes on
 /// without it.
 enum DamagedInput: Error { case segment(UInt64) }
+
+/// A record compaction judged expired (and did not copy) was renewed before
+/// the commit: the commit is refused, nothing changes.
+enum CompactionRaced: Error { case keyRenewed }
 
 /// Keeps compaction I/O under a byte rate so request latency holds.
 struct RateLimiter {

@@ -339,7 +339,7 @@ final class IndexWriter: @unchecked Sendable {
                     stillThere.bind(3, d.oldOffset)
                     defer { stillThere.reset() }
                     if try stillThere.step() {
-                        throw LogKVError.index(code: 0, message: "compaction would remove the record of a key renewed meanwhile; retry")
+                        throw CompactionRaced.keyRenewed
                     }
                 }
                 if db.changes == 1 {

@@ -53,6 +53,14 @@ extension LogKV {
         state.withLock { changeObserver = observer }
     }
 
+    /// Whether a write to `key` is on its way to readers (a TTL refresh
+    /// being appended, or under `.always` any write waiting for its fsync):
+    /// a read that finds the key expired now may soon find it renewed.
+    public func hasWriteInFlight(_ key: [UInt8]) -> Bool {
+        let k = KeyBytes(key)
+        return state.withLock { refreshesInFlight.contains(k) || unpublished[k] != nil }
+    }
+
     /// The highest seq issued so far (a write's version, a tombstone's, a
     /// TTL refresh's).
     public var lastIssuedSeq: UInt64 { state.withLock { lastSeq } }

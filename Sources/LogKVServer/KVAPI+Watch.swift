@@ -84,6 +84,9 @@ final class HeldRead: @unchecked Sendable {
         var index: UInt64
         /// Whether the read found its key (always true for a listing).
         var present = true
+        /// Found missing while a write to the key was on its way (it may be
+        /// a refresh judged before the expiry): not an answer yet.
+        var settling = false
         var expiresAt: Int64?
     }
 
@@ -157,6 +160,13 @@ final class HeldRead: @unchecked Sendable {
     private func decide(_ outcome: Outcome) {
         var outcome = outcome
         let now = clock()
+        if outcome.settling && id != nil && NIODeadline.now() < deadline && !registry.isClosed {
+            // The write wakes this read when it lands; a short re-read covers
+            // a write that fails.
+            timer?.cancel()
+            timer = loop.scheduleTask(in: .milliseconds(5)) { [self] in reread() }
+            return
+        }
         if case .key = subject, !outcome.present, let expired = lastReadExpiry, expired <= now {
             // Read present with this expiry, missing now: it expired, even
             // if no read or sweep reported it yet.

@@ -123,10 +123,11 @@ public final class KVAPI: Sendable {
             return response
         }
         let watches = self.watches
+        let store = self.store
         let outcome: @Sendable (StoredValue?) -> HeldRead.Outcome = { stored in
             let index = stored.map { WatchIndex.write($0.seq) } ?? watches.missingKeyIndex(key)
             return HeldRead.Outcome(response: respond(stored, index), index: index, present: stored != nil,
-                                    expiresAt: stored?.expiresAt)
+                                    settling: stored == nil && store.hasWriteInFlight(key), expiresAt: stored?.expiresAt)
         }
         if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
             return .later(HeldRead.start(request, registry: watches, subject: .key(key), query: query, clock: clock) { [self] in

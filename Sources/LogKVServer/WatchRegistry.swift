@@ -154,8 +154,9 @@ final class WatchRegistry: Sendable {
             // Forget the oldest unwatched prefixes beyond the bounds (a
             // watched one goes back in line).
             var looked = 0
+            let inLine = s.prefixOrder.count  // each is looked at once at most
             while s.prefixIndexes.count > prefixMemory || s.prefixBytes > Self.prefixMemoryBytes,
-                  looked < s.prefixOrder.count, let oldest = s.prefixOrder.popFirst() {
+                  looked < inLine, let oldest = s.prefixOrder.popFirst() {
                 looked += 1
                 if s.prefixWaiters[oldest] != nil {
                     s.prefixOrder.append(oldest)

@@ -303,4 +303,53 @@ import Testing
         #expect(try rebuilt.get(bytes("k"))?.value == got)
         try rebuilt.close()
     }
+
+    @Test func anExpiryNoticedWhileARefreshJudgedBeforeItIsInFlightIsNotPublished() throws {
+        // The refresh reads its clock before the value expires; a read after
+        // the expiry, while the refresh is still on its way, must not make
+        // the index drop the key (the refresh would then renew nothing).
+        let clock = ManualClock()
+        let inside = DispatchSemaphore(value: 0), proceed = DispatchSemaphore(value: 0)
+        let refresherClock = LockedBox<Int64?>(nil)
+        let refresherThread = LockedBox<pthread_t?>(nil)
+        var options = Self.options(clock)
+        options.clock = {
+            if let id = refresherThread.get(), pthread_equal(id, pthread_self()) != 0, let t = refresherClock.get() {
+                refresherClock.set(nil)
+                inside.signal()
+                proceed.wait()
+                return t
+            }
+            return clock.now
+        }
+        let dir = TempDir("ttl-inflight")
+        let store = try LogKV(path: dir.path, options: options)
+        defer { try? store.close() }
+        try store.put(bytes("lease"), bytes("held"), expiresAt: clock.now + 100)
+        try store.flushIndex()
+        refresherClock.set(clock.now + 50)  // judged before the expiry
+        let result = LockedBox<UInt64??>(nil)
+        let refresher = Thread {
+            refresherThread.set(pthread_self())
+            result.set(.some(try? store.refreshTTL(bytes("lease"), expiresAt: clock.now + 3_600_000)))
+        }
+        refresher.start()
+        inside.wait()
+        clock.advance(200)
+        #expect(try store.get(bytes("lease")) == nil)  // expired as of now...
+        #expect(store.hasWriteInFlight(bytes("lease")))  // ...but a refresh is on its way
+        // Give the flusher time to index anything published meanwhile
+        // (`flushIndex` would wait for the writer lock the refresh holds).
+        let deadline = Date().addingTimeInterval(2)
+        while (try store.stats().pendingIndexEntries) > 0 && Date() < deadline { usleep(5_000) }
+        usleep(50_000)
+        proceed.signal()
+        while result.get() == nil { usleep(1_000) }
+        #expect(result.get()! != nil, "the refresh was judged before the expiry")
+        try store.flushIndex()
+        #expect(try store.get(bytes("lease"))?.value == bytes("held"))
+        try store.close()
+        let report = try LogKV.check(path: dir.path)
+        #expect(report.isHealthy, "\(report.problems)")
+    }
 }

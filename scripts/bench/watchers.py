@@ -98,8 +98,14 @@ def hold_all():
 # store (segments, index backlog) falls on both alike.
 without, with_held = [], []
 answered_early = woken_by_others = 0
+def rss_kib_now():
+    return int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
+
+
 for round in range(rounds):
     without.append(wrk_put())
+    if round == 0:
+        rss_without_kib = rss_kib_now()
     held, index, sel = hold_all()
     answered_early += len(sel.select(timeout=0.5))
     if round == 0:
@@ -107,7 +113,7 @@ for round in range(rounds):
         # timeout after it opened; after that an idle held read has no timer
         # but its `wait`.
         time.sleep(8)
-        rss_kib = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
+        rss_kib = rss_kib_now()
         before = cpu_seconds()
         time.sleep(10)
         idle_cpu = cpu_seconds() - before
@@ -151,11 +157,13 @@ r = {
     "ratio": held_rps / base_rps,
     "idle_cpu_seconds_per_10s": idle_cpu,
     "rss_mib_with_watchers": rss_kib / 1024,
+    "rss_mib_before_watchers": rss_without_kib / 1024,
     "answered_before_any_write": answered_early,
     "woken_by_writes_to_other_keys": woken_by_others,
     "wake_p50_ms": pct(50), "wake_p99_ms": pct(99), "wake_samples": len(latencies),
 }
-print(f"{watchers:,} watchers held on distinct keys (logkvd RSS {r['rss_mib_with_watchers']:.0f} MiB with them):")
+print(f"{watchers:,} watchers held on distinct keys (logkvd RSS {r['rss_mib_before_watchers']:.0f} MiB before, "
+      f"{r['rss_mib_with_watchers']:.0f} MiB with them):")
 print(f"  idle: {idle_cpu:.2f} CPU-seconds in 10 s of logkvd with them held; answered before any write: {answered_early}")
 print(f"  PUT (raw, random keys, wrk -t2 -c32 -d{seconds}s, medians of {rounds} rounds): {base_rps:,.0f} req/s (p99 {base_p99}) without, "
       f"{held_rps:,.0f} req/s (p99 {held_p99}) with: {r['ratio']:.2f}x (target >= 0.9x); "
