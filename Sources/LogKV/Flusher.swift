@@ -135,12 +135,14 @@ extension LogKV {
             }
             lastCompletedFlushStart = flushNumber
             keyDir.batchCommitted(batch)
+            backlogFullHint.store(backlogIsFull, ordering: .relaxed)
             metrics.flushDuration.recordNanoseconds(Int64(nanos))
             metrics.flushBatchSize.record(batch.changes.count)
             metrics.pendingEntries.record(keyDir.pending.count)
             state.broadcast()
         }
         flusherRunning = false
+        backlogFullHint.store(false, ordering: .relaxed)
         flusherExited = true
         state.broadcast()
         state.unlock()

@@ -196,6 +196,19 @@ extension LogKV {
 
     /// Holds writers back while the index backlog is full; refuses them while
     /// the index cannot be written (rather than growing the backlog forever).
+    /// Whether the index backlog is at its budget (writers then wait for the
+    /// flusher). Called with `state` locked.
+    var backlogIsFull: Bool {
+        keyDir.count - recoveredBacklog >= options.maxPendingEntries
+            || keyDir.backlogBytes >= options.maxPendingBytes * (recoveredBacklog > 0 ? 2 : 1)
+    }
+
+    /// Whether a write started now would likely wait for the index backlog
+    /// to drain: callers that must not block (event loops) hand such a write
+    /// to a thread that may. A hint, read without a lock: set by a writer
+    /// that found the backlog full, cleared by the flush that made room.
+    public var writeWouldWait: Bool { backlogFullHint.load(ordering: .relaxed) }
+
     private func waitForBacklogRoom() throws {
         state.lock()
         defer { state.unlock() }
@@ -204,9 +217,8 @@ extension LogKV {
                 metrics.writeRefusals.increment()
                 throw LogKVError.readOnly(reason: "index cannot be written: \(flusherError)")
             }
-            let full = keyDir.count - recoveredBacklog >= options.maxPendingEntries
-                || keyDir.backlogBytes >= options.maxPendingBytes * (recoveredBacklog > 0 ? 2 : 1)
-            guard full && flusherRunning else { return }
+            guard backlogIsFull && flusherRunning else { return }
+            backlogFullHint.store(true, ordering: .relaxed)
             state.broadcast()
             _ = state.wait(until: Date(timeIntervalSinceNow: 0.05))
         }

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import Metrics
+import Synchronization
 
 /// A Bitcask-style key-value store: values in append-only segment files, the
 /// KeyDir mirrored into SQLite.
@@ -94,6 +95,8 @@ public final class LogKV: @unchecked Sendable {
     /// Compaction takes only log segments wholly before it (replay after a
     /// crash starts there and must find every record it needs).
     var indexedUpTo: LogPosition
+    /// `writeWouldWait`: the index backlog was last seen full.
+    let backlogFullHint = Atomic<Bool>(false)
     /// Keys with a TTL refresh between its expiry check and its publish:
     /// an expiry noticed meanwhile must not be published (the refresh,
     /// judged before the expiry, wins; see `expireLazily`).

@@ -179,9 +179,11 @@ public final class KVAPI: Sendable {
     private func store(_ request: Request, key: [UInt8], value: [UInt8], expiresAt: Int64?) throws -> Reply {
         let condition = try ETag.condition(request.headers)
         let answer: @Sendable (UInt64) -> Response = { Response(status: .noContent, headers: ["etag": "\"\($0)\""]) }
-        if condition != .none {
+        if condition != .none || store.writeWouldWait {
             // A condition is checked against the index under the writer
-            // lock, which may read the disk: not on the event loop.
+            // lock, which may read the disk, and a full index backlog holds
+            // writers back until the flusher catches up: neither on the
+            // event loop.
             return offload(request) { [store] in
                 answer(try store.put(key, value, expiresAt: expiresAt, condition: condition))
             }

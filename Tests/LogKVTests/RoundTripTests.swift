@@ -200,4 +200,33 @@ import Testing
             try await group.waitForAll()
         }
     }
+
+    @Test func aFullIndexBacklogIsAnnouncedSoEventLoopsCanHandWritesOff() throws {
+        // While the flusher cannot commit, writers fill the backlog and wait;
+        // `writeWouldWait` tells callers that must not block (the server's
+        // event loops) before they call in, and clears once the flush lands.
+        let dir = TempDir()
+        var options = LogKVOptions.testing()
+        options.maxPendingEntries = 40
+        options.flushIntervalMillis = 1
+        let store = try LogKV(path: dir.path, options: options)
+        defer { try? store.close() }
+        #expect(!store.writeWouldWait)
+        store.indexWriterLock.lock()  // the flusher's next commit waits here
+        let written = DispatchSemaphore(value: 0)
+        let writer = Thread {
+            for i in 0..<200 { try? store.put(bytes("k\(i)"), bytes("v")) }
+            written.signal()
+        }
+        writer.start()
+        let deadline = Date().addingTimeInterval(5)
+        while !store.writeWouldWait && Date() < deadline { usleep(2_000) }
+        #expect(store.writeWouldWait)
+        store.indexWriterLock.unlock()
+        written.wait()
+        try store.flushIndex()
+        while store.writeWouldWait && Date() < deadline.addingTimeInterval(5) { usleep(2_000) }
+        #expect(!store.writeWouldWait)
+        #expect(try store.get(bytes("k199"))?.value == bytes("v"))
+    }
 }
