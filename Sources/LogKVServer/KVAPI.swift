@@ -281,7 +281,7 @@ public final class KVAPI: Sendable {
             }
             limit = n
         }
-        let page: @Sendable (UInt64) throws -> Response = { [store, limit] index in
+        let page: @Sendable (UInt64) throws -> (Response, [KeyInfo]) = { [store, limit] index in
             let page = try store.scan(prefix: prefix, after: after, limit: limit)
             var w = JSONWriter()
             w.beginObject()
@@ -306,20 +306,31 @@ public final class KVAPI: Sendable {
             w.endObject()
             var response = Response.json(w)
             response.headers.add(name: "x-logkv-index", value: String(index))
-            return response
+            return (response, page)
         }
         let watches = self.watches
         // The index is taken before the page is read: a change in between
         // makes the next blocking query answer at once, never miss it.
         if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
-            return .later(HeldRead.start(request, registry: watches, subject: .prefix(prefix), query: query, clock: clock) { [self] in
-                let index = watches.prefixIndex(prefix, track: true)
+            // Keys on the last page that expire, and when: the held listing
+            // re-reads at the first expiry and reads the keys then due, so
+            // their expiry is reported (and moves the index) even if no other
+            // read or the sweep got there first.
+            let expiring = NIOLockedValueBox<[[UInt8]: Int64]>([:])
+            return .later(HeldRead.start(request, registry: watches, subject: .prefix(prefix), query: query, clock: clock) { [self, clock, store] in
+                let now = clock()
+                let due = expiring.withLockedValue { $0.filter { $0.value <= now }.map(\.key) }
                 return blockingPool.runIfActive(eventLoop: request.eventLoop) {
-                    HeldRead.Outcome(response: try page(index), index: index, expiresAt: nil)
+                    for key in due { _ = try store.get(key) }
+                    let index = watches.prefixIndex(prefix, track: true)
+                    let (response, keys) = try page(index)
+                    let expiries = keys.compactMap { info in info.expiresAt.map { (info.key, $0) } }
+                    expiring.withLockedValue { $0 = Dictionary(expiries, uniquingKeysWith: min) }
+                    return HeldRead.Outcome(response: response, index: index, expiresAt: expiries.map(\.1).min())
                 }
             })
         }
-        return offload(request) { try page(watches.prefixIndex(prefix, track: false)) }
+        return offload(request) { try page(watches.prefixIndex(prefix, track: false)).0 }
     }
 
     func stats(_ request: Request) throws -> Reply {

@@ -33,11 +33,13 @@ enum WatchIndex {
 ///   least every removal index forgotten or made before the server started.
 ///   The floor moves only when a removal is forgotten, so watchers of
 ///   missing keys are not woken by writes to other keys.
-/// - A prefix's index is the highest index of a change under it since a
-///   blocking listing first asked for it (tracked for the last
+/// - A prefix's index is that of the last change under it since a blocking
+///   listing first asked for it; for listings every change takes an index
+///   above all earlier ones (its key index, or one more than the last when
+///   that is higher, as for the expiry of an old key) (tracked for the last
 ///   `prefixMemory` such prefixes; every write checks one slice of its key
 ///   per distinct tracked length); an untracked prefix, and a tracked one at
-///   first, reports the highest index the server has seen, so no earlier
+///   first, reports the index of the last change the server has seen, so no earlier
 ///   change is missed (one early answer at worst).
 ///
 /// A change wakes only the watchers of its key and of the watched prefixes
@@ -69,7 +71,8 @@ final class WatchRegistry: Sendable {
         /// How many tracked prefixes have each length (a change checks one
         /// slice of its key per length).
         var prefixLengths: [Int: Int] = [:]
-        /// The highest index of any change seen.
+        /// The index of the last change seen, in the order changes were
+        /// seen (what listings report; see `record`).
         var seen: UInt64
     }
 
@@ -107,7 +110,11 @@ final class WatchRegistry: Sendable {
         }
         var woken: [Waiter] = []
         state.withLockedValue { s in
-            s.seen = max(s.seen, index)
+            // Listings compare indexes across keys: every change takes one
+            // above all earlier ones (the expiry of an old key has a key
+            // index below writes made since, yet changes the listing now).
+            let event = max(index, s.seen &+ 1)
+            s.seen = event
             if change.kind != .put {
                 if s.removals.updateValue(max(index, s.removals[change.key] ?? 0), forKey: change.key) == nil {
                     s.removalOrder.append(change.key)
@@ -124,7 +131,7 @@ final class WatchRegistry: Sendable {
             for (length, _) in s.prefixLengths where length <= change.key.count {
                 let prefix = Array(change.key[..<length])
                 if let old = s.prefixIndexes[prefix] {
-                    s.prefixIndexes[prefix] = max(old, index)
+                    s.prefixIndexes[prefix] = max(old, event)
                     if let waiters = s.prefixWaiters[prefix] { woken += waiters.values }
                 }
             }
@@ -142,7 +149,7 @@ final class WatchRegistry: Sendable {
 
     /// The index of the listing of `prefix`. With `track` (a blocking
     /// listing) the prefix is tracked from now on; an untracked one reports
-    /// the highest index seen, which no change under it can have passed.
+    /// the index of the last change seen, which no change under it can have passed.
     func prefixIndex(_ prefix: [UInt8], track: Bool) -> UInt64 {
         state.withLockedValue { s in
             if let index = s.prefixIndexes[prefix] { return index }

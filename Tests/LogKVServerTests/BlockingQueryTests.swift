@@ -145,6 +145,24 @@ import Testing
         }
     }
 
+    @Test func aHeldListingAnswersWhenAKeyUnderItsPrefixExpires() async throws {
+        var options = LogKVOptions()
+        options.fsync = .never
+        options.expirySweepPerSecond = 0  // no background sweep: the listing notices on its own
+        try await withServer(options: options) { s in
+            let c = try s.client()
+            #expect(try c.request("PUT", "/v1/kv/jobs/a?ttl=1", body: utf8("1")).status == 204)
+            #expect(try c.request("PUT", "/v1/kv/jobs/b", body: utf8("2")).status == 204)
+            let seen = try #require(index(try c.request("GET", "/v1/keys?prefix=jobs/")))
+            let watcher = try hold(s, "/v1/keys?prefix=jobs/&index=\(seen)&wait=20s")
+            let started = Date()
+            let answer = try watcher.readResponse()
+            #expect(Date().timeIntervalSince(started) < 3)
+            #expect(answer.json["keys"] as? [String] == ["jobs/b"])
+            #expect(try #require(index(answer)) > seen)
+        }
+    }
+
     @Test func heldQueriesAreBoundedAndEndWithTheirConnection() async throws {
         try await withServer(configure: { $0.maxHeldQueries = 2 }) { s in
             let c = try s.client()
