@@ -135,7 +135,7 @@ extension LogKV {
             }
             lastCompletedFlushStart = flushNumber
             keyDir.batchCommitted(batch)
-            backlogFullHint.store(backlogIsFull, ordering: .relaxed)
+            if backlogFill < 0.5 { backlogFullHint.store(false, ordering: .relaxed) }
             metrics.flushDuration.recordNanoseconds(Int64(nanos))
             metrics.flushBatchSize.record(batch.changes.count)
             metrics.pendingEntries.record(keyDir.pending.count)

@@ -53,6 +53,19 @@ extension LogKV {
         state.withLock { changeObserver = observer }
     }
 
+    /// Reports `key`'s expiry if it is due, as a read would, without reading
+    /// its value (so observers hear of it).
+    ///
+    /// - Returns: whether the key is expired now.
+    @discardableResult
+    public func noticeExpiry(_ key: [UInt8]) throws -> Bool {
+        try validate(key: key)
+        let observed = try locateObserving(key)
+        guard let location = observed.location, location.isExpired(now: options.clock()) else { return false }
+        expireLazily(key, location, observedEpoch: observed.epoch)
+        return true
+    }
+
     /// Whether a write to `key` is on its way to readers (a TTL refresh
     /// being appended, or under `.always` any write waiting for its fsync):
     /// a read that finds the key expired now may soon find it renewed.

@@ -173,6 +173,7 @@ extension LogKV {
     /// `state` locked.
     func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
         keyDir.publish(key, change, recordAt: position)
+        noteBacklogFill()
         changeObserver?(KeyChange(key.bytes, change))
         if change.seq <= durableSeq { durablePublished = true }
     }
@@ -194,21 +195,33 @@ extension LogKV {
         }
     }
 
-    /// Holds writers back while the index backlog is full; refuses them while
-    /// the index cannot be written (rather than growing the backlog forever).
-    /// Whether the index backlog is at its budget (writers then wait for the
-    /// flusher). Called with `state` locked.
-    var backlogIsFull: Bool {
-        keyDir.count - recoveredBacklog >= options.maxPendingEntries
-            || keyDir.backlogBytes >= options.maxPendingBytes * (recoveredBacklog > 0 ? 2 : 1)
+    /// How full the index backlog is against its budget, 0...1 and beyond
+    /// (writers wait at 1 for the flusher). Called with `state` locked.
+    var backlogFill: Double {
+        let entries = Double(keyDir.count - recoveredBacklog) / Double(max(1, options.maxPendingEntries))
+        let bytes = Double(keyDir.backlogBytes) / Double(max(1, options.maxPendingBytes * (recoveredBacklog > 0 ? 2 : 1)))
+        return max(entries, bytes)
     }
 
-    /// Whether a write started now would likely wait for the index backlog
-    /// to drain: callers that must not block (event loops) hand such a write
-    /// to a thread that may. A hint, read without a lock: set by a writer
-    /// that found the backlog full, cleared by the flush that made room.
+    var backlogIsFull: Bool { backlogFill >= 1 }
+
+    /// Whether a write started now may wait for the index backlog to drain:
+    /// callers that must not block (event loops) hand such a write to a
+    /// thread that may. A hint, read without a lock, with hysteresis: raised
+    /// when the backlog passes 3/4 of its budget (on publish, or by a writer
+    /// that found it full), lowered by a flush that leaves it under 1/2.
     public var writeWouldWait: Bool { backlogFullHint.load(ordering: .relaxed) }
 
+    /// Raises `writeWouldWait` once the backlog nears its budget. Called
+    /// with `state` locked, on every publish.
+    func noteBacklogFill() {
+        if backlogFill >= 0.75 && !backlogFullHint.load(ordering: .relaxed) {
+            backlogFullHint.store(true, ordering: .relaxed)
+        }
+    }
+
+    /// Holds writers back while the index backlog is full; refuses them while
+    /// the index cannot be written (rather than growing the backlog forever).
     private func waitForBacklogRoom() throws {
         state.lock()
         defer { state.unlock() }

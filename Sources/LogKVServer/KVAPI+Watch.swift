@@ -172,7 +172,10 @@ final class HeldRead: @unchecked Sendable {
             // if no read or sweep reported it yet.
             outcome.index = max(outcome.index, query.index &+ 1)
         }
-        if outcome.index > query.index || NIODeadline.now() >= deadline || registry.isClosed {
+        // A listing index above the current one comes from before a restart
+        // (listing indexes restart lower): answer, the client re-syncs.
+        let fromBeforeRestart = { if case .prefix = self.subject { return query.index > outcome.index }; return false }()
+        if outcome.index > query.index || fromBeforeRestart || NIODeadline.now() >= deadline || registry.isClosed {
             finish(outcome)
             return
         }

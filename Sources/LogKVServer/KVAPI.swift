@@ -321,7 +321,9 @@ public final class KVAPI: Sendable {
                 let now = clock()
                 let due = expiring.withLockedValue { $0.filter { $0.value <= now }.map(\.key) }
                 return blockingPool.runIfActive(eventLoop: request.eventLoop) {
-                    for key in due { _ = try store.get(key) }
+                    // Metadata only (no value read); a failure here is the
+                    // key's, not the listing's.
+                    for key in due { _ = try? store.noticeExpiry(key) }
                     let index = watches.prefixIndex(prefix, track: true)
                     let (response, keys) = try page(index)
                     let expiries = keys.compactMap { info in info.expiresAt.map { (info.key, $0) } }
