@@ -163,6 +163,43 @@ import Testing
         }
     }
 
+    @Test func aListingIndexFromBeforeARestartIsAnsweredAtOnce() async throws {
+        // Listing indexes restart lower: expiries give listings indexes above
+        // any write's, and a restart starts again from the last write.
+        let dir = NSTemporaryDirectory() + "logkv-restart-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = LogKVOptions()
+        options.fsync = .never
+        options.expirySweepPerSecond = 0
+        var before: UInt64 = 0
+        let first = try await TestServer(options: options, dir: dir)
+        do {
+            let c = try first.client()
+            for key in ["a", "b"] { #expect(try c.request("PUT", "/v1/kv/app/\(key)?ttl=1", body: utf8("x")).status == 204) }
+            #expect(try c.request("PUT", "/v1/kv/app/c", body: utf8("x")).status == 204)
+            let seen = try #require(index(try c.request("GET", "/v1/keys?prefix=app/")))
+            let held = try c.request("GET", "/v1/keys?prefix=app/&index=\(seen)&wait=10s")  // answered by the expiries
+            #expect(held.json["keys"] as? [String] == ["app/c"])
+            // Both expiries are reported (the held listing may have needed one).
+            for key in ["a", "b"] { #expect(try c.request("GET", "/v1/kv/app/\(key)").status == 404) }
+            before = try #require(index(try c.request("GET", "/v1/keys?prefix=app/&index=0")))
+        }
+        try await first.stop()
+        let second = try await TestServer(options: options, dir: dir)
+        do {
+            let c = try second.client()
+            let started = Date()
+            let answer = try c.request("GET", "/v1/keys?prefix=app/&index=\(before)&wait=10s")
+            #expect(Date().timeIntervalSince(started) < 2, "waited \(Date().timeIntervalSince(started)) s")
+            #expect(answer.json["keys"] as? [String] == ["app/c"])
+            let now = try #require(index(answer))
+            // From the index it was given now, it waits again.
+            let waited = try c.request("GET", "/v1/keys?prefix=app/&index=\(now)&wait=1s")
+            #expect(index(waited) == now)
+        }
+        try await second.stop()
+    }
+
     @Test func heldQueriesAreBoundedAndEndWithTheirConnection() async throws {
         try await withServer(configure: { $0.maxHeldQueries = 2 }) { s in
             let c = try s.client()

@@ -9,19 +9,23 @@ import Prometheus
 /// them.
 final class TestServer: @unchecked Sendable {
     let dir: String
+    private let keepDir: Bool
     let store: LogKV
     let server: LogKVHTTPServer
     let channels: [Channel]
     let port: Int
     let registry = PrometheusCollectorRegistry()
 
-    init(token: String? = nil, options: LogKVOptions? = nil, configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
-        dir = NSTemporaryDirectory() + "logkv-server-\(UUID().uuidString)"
+    /// `dir`: a data directory to serve (kept by `stop`); a new one otherwise.
+    init(token: String? = nil, options: LogKVOptions? = nil, dir: String? = nil,
+         configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
+        keepDir = dir != nil
+        self.dir = dir ?? NSTemporaryDirectory() + "logkv-server-\(UUID().uuidString)"
         var opts = options ?? LogKVOptions()
         if options == nil { opts.fsync = .never }
         let factory = PrometheusBackend(registry: registry)
         opts.metricsFactory = factory
-        store = try LogKV(path: dir, options: opts)
+        store = try LogKV(path: self.dir, options: opts)
         var config = ServerConfiguration()
         config.address = ListenAddress(host: "127.0.0.1", port: 0)
         config.token = token
@@ -39,7 +43,7 @@ final class TestServer: @unchecked Sendable {
         for channel in channels { try? await channel.close() }
         try await server.shutdown()
         try store.close()
-        try? FileManager.default.removeItem(atPath: dir)
+        if !keepDir { try? FileManager.default.removeItem(atPath: dir) }
     }
 }
 
