@@ -57,14 +57,8 @@ extension LogKV {
             while true {
                 do {
                     guard let entry = try scanner.next() else { break }
-                    let h = entry.header
                     report.records += 1
-                    if h.isTTLRefresh {
-                        try bulk.addTTLRefresh(entry.key, renewing: RecordCodec.renewedSeq(entry.value)!, expiresAt: h.expiresAt,
-                                               at: RefreshRecord(seq: h.seq, segment: id, offset: entry.offset, length: h.recordLength))
-                    } else {
-                        try bulk.add(entry.key, KeyDirChange(h, segment: id, offset: entry.offset))
-                    }
+                    try bulk.add(entry, segment: id)
                 } catch let stop as SegmentScanner.Stop {
                     if let resumed = try scanner.skipDamage() {
                         report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: the intact records are kept; `logkv compact` rewrites the segment without the damaged bytes unless a live key points into them)")

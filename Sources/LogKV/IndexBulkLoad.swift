@@ -56,9 +56,19 @@ final class IndexBulkLoad {
         try index.db.exec("BEGIN")
     }
 
-    /// Adds one record's change, in any order.
-    func add(_ key: [UInt8], _ change: KeyDirChange) throws {
-        precondition({ if case .renew = change { return false }; return true }(), "refreshes go through addTTLRefresh")
+    /// Adds one scanned record of `segment`, in any order: a value or a
+    /// tombstone to the records, a TTL refresh to the refreshes.
+    func add(_ entry: SegmentScanner.Entry, segment: UInt64) throws {
+        let h = entry.header
+        if h.isTTLRefresh {
+            guard let renewedSeq = RecordCodec.renewedSeq(entry.value) else { return }  // the scanner checked its length
+            try addTTLRefresh(entry.key, renewing: renewedSeq, expiresAt: h.expiresAt, at: RefreshRecord(entry, segment: segment))
+        } else {
+            try add(entry.key, KeyDirChange(h, segment: segment, offset: entry.offset))
+        }
+    }
+
+    private func add(_ key: [UInt8], _ change: KeyDirChange) throws {
         insertRecord.bind(1, key)
         insertRecord.bind(2, Int64(bitPattern: change.seq))
         switch change {
@@ -76,8 +86,7 @@ final class IndexBulkLoad {
         try counted()
     }
 
-    /// Adds one TTL refresh record, in any order.
-    func addTTLRefresh(_ key: [UInt8], renewing renewedSeq: UInt64, expiresAt: Int64, at record: RefreshRecord) throws {
+    private func addTTLRefresh(_ key: [UInt8], renewing renewedSeq: UInt64, expiresAt: Int64, at record: RefreshRecord) throws {
         insertRefresh.bind(1, key)
         insertRefresh.bind(2, Int64(bitPattern: record.seq))
         insertRefresh.bind(3, Int64(bitPattern: renewedSeq))

@@ -71,7 +71,12 @@ extension LogKV {
     /// a read that finds the key expired now may soon find it renewed.
     public func hasWriteInFlight(_ key: [UInt8]) -> Bool {
         let k = KeyBytes(key)
-        return state.withLock { refreshesInFlight.contains(k) || unpublished[k] != nil }
+        return state.withLock { writeInFlight(k) }
+    }
+
+    /// `hasWriteInFlight`, called with `state` locked.
+    func writeInFlight(_ key: KeyBytes) -> Bool {
+        refreshesInFlight.contains(key) || unpublished[key] != nil
     }
 
     /// The highest seq issued so far (a write's version, a tombstone's, a

@@ -48,6 +48,13 @@ struct RefreshRecord: Equatable, Sendable {
     var length: Int = 0
 }
 
+extension RefreshRecord {
+    /// The refresh record a scanner found in `segment`.
+    init(_ entry: SegmentScanner.Entry, segment: UInt64) {
+        self.init(seq: entry.header.seq, segment: segment, offset: entry.offset, length: entry.header.recordLength)
+    }
+}
+
 /// A TTL refresh of a value that is already in the index: the new expiry,
 /// the value version it applies to, and the refresh record. Carries no
 /// value location, so compaction moving the value never leaves it stale.

@@ -666,7 +666,7 @@ public final class LogKV: @unchecked Sendable {
         let counted: Bool = state.withLock {
             // A write to the key is on its way (a refresh judged before this
             // expiry, or any write waiting for its fsync): it decides.
-            if refreshesInFlight.contains(key) || unpublished[key] != nil { return false }
+            if writeInFlight(key) { return false }
             if let current = keyDir.unflushed(key) {
                 switch current {
                 case .put, .renew: guard current.seq == location.latestSeq else { return false }

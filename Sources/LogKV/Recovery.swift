@@ -413,24 +413,15 @@ private struct Replay {
         let h = entry.header
         maxSeq = max(maxSeq, h.seq)
         guard h.seq > aboveSeq else { return }
-        if h.isTTLRefresh {
-            guard let renewedSeq = RecordCodec.renewedSeq(entry.value) else { return }  // the scanner checked its length
-            let record = RefreshRecord(seq: h.seq, segment: segment, offset: entry.offset, length: h.recordLength)
-            if let bulk {
-                try bulk.addTTLRefresh(entry.key, renewing: renewedSeq, expiresAt: h.expiresAt, at: record)
-            } else if let change = try refreshChange(entry.key, refresh: h, renewing: renewedSeq, at: record) {
-                batch.keepNewest(entry.key, change)
-            }
-            records += 1
-            return
-        }
-        let change = KeyDirChange(h, segment: segment, offset: entry.offset)
+        records += 1
         if let bulk {
-            try bulk.add(entry.key, change)
-        } else {
+            try bulk.add(entry, segment: segment)
+        } else if !h.isTTLRefresh {
+            batch.keepNewest(entry.key, KeyDirChange(h, segment: segment, offset: entry.offset))
+        } else if let renewedSeq = RecordCodec.renewedSeq(entry.value),  // the scanner checked its length
+                  let change = try refreshChange(entry.key, refresh: h, renewing: renewedSeq, at: RefreshRecord(entry, segment: segment)) {
             batch.keepNewest(entry.key, change)
         }
-        records += 1
     }
 
     /// The change a TTL refresh met in log order makes, judged against the

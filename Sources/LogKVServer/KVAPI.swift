@@ -42,6 +42,10 @@ public final class KVAPI: Sendable {
 
     // MARK: Routes
 
+    /// Keys with a TTL a held listing remembers from its page, soonest first
+    /// (bounds its memory whatever the page size).
+    static let expiriesTrackedPerListing = 64
+
     /// Largest value answered as JSON on the event loop itself.
     static let inlineJSONLimit = 64 * 1024
 
@@ -326,9 +330,11 @@ public final class KVAPI: Sendable {
                     for key in due { _ = try? store.noticeExpiry(key) }
                     let index = watches.prefixIndex(prefix, track: true)
                     let (response, keys) = try page(index)
+                    // The first few to expire are enough: the re-read then reads the page again.
                     let expiries = keys.compactMap { info in info.expiresAt.map { (info.key, $0) } }
-                    expiring.withLockedValue { $0 = Dictionary(expiries, uniquingKeysWith: min) }
-                    return HeldRead.Outcome(response: response, index: index, expiresAt: expiries.map(\.1).min())
+                        .sorted { $0.1 < $1.1 }.prefix(Self.expiriesTrackedPerListing)
+                    expiring.withLockedValue { $0 = Dictionary(Array(expiries), uniquingKeysWith: min) }
+                    return HeldRead.Outcome(response: response, index: index, expiresAt: expiries.first?.1)
                 }
             })
         }
