@@ -8,6 +8,41 @@ import NIOPosix
 struct HelloServer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "hello-server", shouldDisplay: false)
     @Option var port = 18182
+    @Flag var raw = false
+    @Flag var decoderOnly = false
+
+    /// NIO's request decoder, the answer written as bytes.
+    final class DecodedHello: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            let out = context.channel.allocator.buffer(string: RawHello.answer)
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        }
+    }
+
+    /// No HTTP parser at all: one fixed answer per blank line seen. NIO's own ceiling.
+    final class RawHello: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        var state = 0
+        static let answer = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            var count = 0
+            buffer.withUnsafeReadableBytes { bytes in
+                for b in bytes {
+                    if b == 13 { continue }
+                    if b == 10 { state += 1; if state == 2 { count += 1; state = 0 } } else { state = 0 }
+                }
+            }
+            guard count > 0 else { return }
+            var out = context.channel.allocator.buffer(capacity: 80 * count)
+            for _ in 0..<count { out.writeString(Self.answer) }
+            context.writeAndFlush(wrapOutboundOut(out), promise: nil)
+        }
+    }
 
     final class Hello: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
@@ -34,8 +69,15 @@ struct HelloServer: ParsableCommand {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Hello())
+                    if decoderOnly {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+                        try channel.pipeline.syncOperations.addHandler(DecodedHello())
+                    } else if raw {
+                        try channel.pipeline.syncOperations.addHandler(RawHello())
+                    } else {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(Hello())
+                    }
                 }
             }
             .bind(host: "127.0.0.1", port: port).wait()

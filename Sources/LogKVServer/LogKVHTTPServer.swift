@@ -66,10 +66,10 @@ public final class LogKVHTTPServer: Service, Sendable {
         let api = self.api
         let config = configuration
         let connections = self.connections
-        let guardSettings = RequestGuardHandler.Settings(
-            routes: routes, token: config.token, corsOrigins: config.corsOrigins, bodyLimit: bodyLimit, budget: bodyBudget,
+        let settings = HTTPConnectionHandler.Settings(
+            requestGuard: RequestGuard(routes: routes, token: config.token, corsOrigins: config.corsOrigins,
+                                       bodyLimit: bodyLimit, budget: bodyBudget),
             idleTimeout: config.idleTimeout, requestTimeout: config.requestTimeout)
-        let limit = bodyLimit
         let quiescing = ServerQuiescingHelper(group: group)
         self.quiescing.withLockedValue { $0.append(quiescing) }
         return try await ServerBootstrap(group: group)
@@ -85,25 +85,25 @@ public final class LogKVHTTPServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             // Few reads per wake-up: bounds what one connection gets parsed and
-            // queued (by the pipelining handler) before backpressure applies.
+            // queued (while an answer is under way) before backpressure applies.
             .childChannelOption(.maxMessagesPerRead, value: 2)
             .childChannelOption(.writeBufferWaterMark,
                                 value: .init(low: config.writeBufferHighWater / 2, high: config.writeBufferHighWater))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ConnectionLimitHandler(counter: connections))
-                    // A client that does not read its responses stops being read.
-                    try sync.addHandler(BackPressureHandler())
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-                    try sync.addHandler(ProtocolErrorHandler())
-                    try sync.addHandler(RequestGuardHandler(settings: guardSettings))
-                    // After the guard: its refusals and `100 Continue` answers
-                    // do not pass the compressor, which pairs every response
-                    // with the request head it saw.
-                    try sync.addHandler(ResponseCompression.handler())
-                    try sync.addHandler(NIOHTTPServerRequestAggregator(maxContentLength: limit))
-                    try sync.addHandler(HTTPHandler(api: api, routes: routes))
+                    guard connections.tryOpen() else {
+                        try sync.addHandler(ConnectionRefusalHandler(limit: connections.limit))
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in connections.close() }
+                    // No other handler: every one a request crosses costs. A client
+                    // that does not read its answers stops being read (the
+                    // connection handler holds its reads).
+                    // NIO's parser (llhttp); everything after it is one handler
+                    // that writes its answers as bytes.
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try sync.addHandler(HTTPConnectionHandler(api: api, settings: settings))
                 }
             }
             .bind(host: address.host, port: address.port)

@@ -1,30 +1,81 @@
-import NIOHTTP1
-import NIOHTTPCompression
+import CZlib
 
-/// gzip (or deflate) for JSON and metrics responses of at least
-/// `minimumBytes`, when the client's `Accept-Encoding` allows it
-/// (swift-nio-extras' `HTTPResponseCompressor`). Raw values
-/// (`application/octet-stream`), backups and small answers go as they are;
-/// a response marked `identityMarker` (HEAD answers, which carry no body)
-/// is never touched.
+/// gzip (or deflate) for JSON and text responses of at least
+/// `minimumBytes`, when the client's `Accept-Encoding` allows it, done with
+/// zlib in one call (responses are whole in memory). Raw values
+/// (`application/octet-stream`), backups, HEAD answers and small answers go
+/// as they are.
+///
+/// The negotiation follows swift-nio-extras' `HTTPResponseCompressor`, which
+/// did this before the server wrote its own responses: q-values honoured,
+/// gzip preferred to deflate at equal weight, `*` means gzip.
 enum ResponseCompression {
     static let minimumBytes = 1024
-    /// Set by the handler on responses that must not be encoded; removed here.
-    static let identityMarker = "x-logkv-identity"
     static let compressedTypes = ["application/json", "text/plain"]
 
-    static func handler() -> HTTPResponseCompressor {
-        HTTPResponseCompressor(initialByteBufferCapacity: 4096) { head, supported in
-            if head.headers.contains(name: identityMarker) {
-                head.headers.remove(name: identityMarker)
-                return .doNotCompress
+    enum Algorithm {
+        case gzip, deflate
+        var token: String { self == .gzip ? "gzip" : "deflate" }
+        /// zlib's window bits: 16 + 15 writes a gzip wrapper, 15 a zlib one
+        /// (HTTP's "deflate" is the zlib format, RFC 9110 §8.4.1.2).
+        var windowBits: Int32 { self == .gzip ? 31 : 15 }
+    }
+
+    /// Whether a response of this type and size is worth compressing.
+    static func eligible(contentType: String?, bodyCount: Int) -> Bool {
+        guard bodyCount >= minimumBytes, let contentType else { return false }
+        return compressedTypes.contains(where: { contentType.hasPrefix($0) })
+    }
+
+    /// The algorithm the client accepts best, or nil for none.
+    static func negotiate(_ acceptEncoding: [String]) -> Algorithm? {
+        var gzip: Float = -1, deflate: Float = -1, any: Float = -1
+        for header in acceptEncoding {
+            for item in header.split(separator: ",") {
+                let entry = item.drop(while: { $0 == " " })
+                let name = entry.prefix(while: { $0 != ";" && $0 != " " }).lowercased()
+                switch name {
+                case "gzip", "x-gzip": gzip = qValue(entry)
+                case "deflate": deflate = qValue(entry)
+                case "*": any = qValue(entry)
+                default: break
+                }
             }
-            guard supported,
-                  let type = head.headers.first(name: "content-type"),
-                  compressedTypes.contains(where: { type.hasPrefix($0) }),
-                  let length = head.headers.first(name: "content-length").flatMap(Int.init),
-                  length >= minimumBytes else { return .doNotCompress }
-            return .compressIfPossible
         }
+        if gzip > 0 || deflate > 0 { return gzip >= deflate ? .gzip : .deflate }
+        return any > 0 ? .gzip : nil
+    }
+
+    /// The `q` parameter of one `Accept-Encoding` entry: 1 when absent, 0
+    /// when malformed or out of range.
+    private static func qValue(_ entry: Substring) -> Float {
+        let parts = entry.split(separator: ";", maxSplits: 1)
+        guard parts.count > 1 else { return 1 }
+        let param = parts[1].trimmingCharacters(in: .whitespaces)
+        guard param.count > 2, param.first == "q" || param.first == "Q", param.dropFirst().first == "=",
+              let q = Float(param.dropFirst(2)), q >= 0, q <= 1 else { return 0 }
+        return q
+    }
+
+    /// `body` compressed whole, or nil if zlib fails (the caller then sends
+    /// it as it is).
+    static func compress(_ body: [UInt8], _ algorithm: Algorithm) -> [UInt8]? {
+        var stream = z_stream()
+        guard deflateInit2_(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, algorithm.windowBits, 8, Z_DEFAULT_STRATEGY,
+                            ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { deflateEnd(&stream) }
+        var out = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(body.count))))
+        let status: Int32 = body.withUnsafeBufferPointer { input in
+            out.withUnsafeMutableBufferPointer { output in
+                stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+                stream.avail_in = uInt(input.count)
+                stream.next_out = output.baseAddress
+                stream.avail_out = uInt(output.count)
+                return deflate(&stream, Z_FINISH)
+            }
+        }
+        guard status == Z_STREAM_END else { return nil }
+        out.removeLast(out.count - Int(stream.total_out))
+        return out
     }
 }

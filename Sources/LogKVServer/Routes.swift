@@ -52,23 +52,21 @@ extension KVAPI {
     /// Finds the route for a request, or the error to answer: 404 for an
     /// unknown path, 405 (with `Allow`) for a known path and another method.
     static func match(_ request: inout Request, in table: [Route] = routes) -> Result<Route, APIError> {
-        var pathMatches: [Route] = []
+        var pathMatched = false
         for route in table {
-            if let key = matchTemplate(route, request.path) {
-                pathMatches.append(route)
-                if route.method == request.method {
-                    if let key {
-                        guard let decoded = percentDecode(key) else {
-                            return .failure(.badRequest("malformed percent-encoding in key"))
-                        }
-                        request.key = decoded
-                    }
-                    return .success(route)
+            guard let key = matchTemplate(route, request.path) else { continue }
+            pathMatched = true
+            guard route.method == request.method else { continue }
+            if let key {
+                guard let decoded = percentDecode(key) else {
+                    return .failure(.badRequest("malformed percent-encoding in key"))
                 }
+                request.key = decoded
             }
+            return .success(route)
         }
-        if pathMatches.isEmpty { return .failure(.notFound("no route for \(request.path)")) }
-        let allow = pathMatches.map(\.method.rawValue).joined(separator: ", ")
+        if !pathMatched { return .failure(.notFound("no route for \(request.path)")) }
+        let allow = table.filter { matchTemplate($0, request.path) != nil }.map(\.method.rawValue).joined(separator: ", ")
         return .failure(APIError(.methodNotAllowed, "method \(request.method.rawValue) not allowed on \(request.path)",
                                  headers: [("Allow", allow)]))
     }

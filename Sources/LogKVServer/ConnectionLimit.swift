@@ -23,40 +23,25 @@ final class ConnectionCounter: Sendable {
     var count: Int { open.withLockedValue { $0 } }
 }
 
-/// First in every connection's pipeline: a connection over the cap gets a
-/// plain 503 (JSON body, `Connection: close`) and is closed before any of
-/// its bytes are parsed, so a flood of sockets cannot exhaust descriptors
-/// or memory.
-final class ConnectionLimitHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The whole pipeline of a connection over the cap: a plain 503 (JSON body,
+/// `Connection: close`), then the connection closes; none of its bytes are
+/// parsed, so a flood of sockets cannot exhaust descriptors or memory.
+/// Connections under the cap never see this handler (the cap is checked
+/// once, when the connection's pipeline is built).
+final class ConnectionRefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
-    private let counter: ConnectionCounter
-    private var counted = false
+    private let limit: Int
 
-    init(counter: ConnectionCounter) { self.counter = counter }
+    init(limit: Int) { self.limit = limit }
 
     func channelActive(context: ChannelHandlerContext) {
-        if counter.tryOpen() {
-            counted = true
-            context.fireChannelActive()
-            return
-        }
-        let body = #"{"success":false,"message":"too many connections (limit \#(counter.limit)); retry later"}"#
+        let body = #"{"success":false,"message":"too many connections (limit \#(limit)); retry later"}"#
         let text = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
             + "retry-after: 1\r\nconnection: close\r\n\r\n" + body
         let buffer = context.channel.allocator.buffer(string: text)
         context.writeAndFlush(NIOAny(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if counted { context.fireChannelRead(data) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if counted {
-            counted = false
-            counter.close()
-        }
-        context.fireChannelInactive()
-    }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }

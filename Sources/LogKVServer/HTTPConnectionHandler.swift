@@ -1,0 +1,457 @@
+import Foundation
+import LogKV
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP/1.1 connection, from NIO's request parser to the bytes of the
+/// answers: the guard on each head, body aggregation, routing, the answer's
+/// encoding, pipelining order and the connection's clocks, in one handler
+/// (a handler per concern cost a third of the server's throughput: every
+/// request part and response part crossed several of them as boxed
+/// messages). The work is done by `KVAPI`.
+///
+/// Requests are answered strictly in order, one at a time:
+/// - while an answer is under way (from the blocking pool, a held blocking
+///   query, a stream, or held because the client is not reading), later
+///   request parts are queued and the socket is not read again, so a
+///   pipelining client is held to what one read brought in;
+/// - answers written while handling a read are flushed once, when the read
+///   is done.
+///
+/// Clocks: a keep-alive connection must send its next request head within
+/// `idleTimeout` of the last answer (slowloris and idle sockets close); a
+/// request's body must arrive within `requestTimeout` of its head (408). No
+/// clock runs while the engine works on a request (an fsync may take long).
+///
+/// A refusal (`RequestGuard`, a parse error, a body over a limit) is a JSON
+/// error; the connection closes unless nothing of the request is left
+/// unread.
+///
+/// Runs on its channel's event loop only.
+final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    struct Settings: Sendable {
+        var requestGuard: RequestGuard
+        var idleTimeout: TimeAmount
+        var requestTimeout: TimeAmount
+    }
+
+    private let api: KVAPI
+    private let settings: Settings
+
+    /// What reached the handler, in order: request parts, or the parser's
+    /// refusal of the bytes after them.
+    private enum Inbound {
+        case part(HTTPServerRequestPart)
+        case malformed(APIError)
+    }
+
+    /// A request whose head was accepted and whose body is arriving.
+    private struct Incoming {
+        var head: HTTPRequestHead
+        var request: Request
+        var route: Result<Route, APIError>
+        var body: ByteBuffer?
+        var bodyBytes = 0
+    }
+
+    private var queue = CircularBuffer<Inbound>(initialCapacity: 4)
+    private var incoming: Incoming?
+    /// An answer is under way: input waits in `queue`.
+    private var answering = false
+    /// A complete request waiting for the client to read earlier answers.
+    private var heldUntilWritable: Incoming?
+    /// The rest of a refused request is dropped: up to its end (the
+    /// connection stays open), or everything (it is closing).
+    private var skippingToEnd = false
+    private var closing = false
+    /// Graceful shutdown: close after the answer under way.
+    private var quiescing = false
+    /// A `read()` held back while input is queued.
+    private var readPending = false
+    private var needsFlush = false
+    /// Whether `channelRead` is on the stack (writes then wait for
+    /// `channelReadComplete`'s flush).
+    private var inRead = false
+    /// Request-body bytes reserved from the server-wide budget.
+    private var reserved = 0
+    private let connectionEvents = ConnectionEvents()
+
+    /// The connection's one clock: what happens once `deadline.at` passes
+    /// (nil: no clock runs). A per-connection ticker checks it, so a request
+    /// only writes a time instead of scheduling and cancelling timers; a
+    /// timeout is acted on at most a quarter of the shorter timeout late.
+    private enum Expiry { case idle, body(HTTPVersion) }
+    private var deadline: (at: NIODeadline, then: Expiry)?
+    private var tick: Scheduled<Void>?
+
+    init(api: KVAPI, settings: Settings) {
+        self.api = api
+        self.settings = settings
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { armIdleTimer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armIdleTimer(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stopClock()
+        releaseBudget()
+        queue.removeAll()
+        heldUntilWritable = nil
+        incoming = nil
+        closing = true
+        connectionEvents.closed()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stopClock()
+        releaseBudget()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            quiescing = true
+            if !answering && incoming == nil && heldUntilWritable == nil && queue.isEmpty {
+                closing = true
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+        receive(context, .malformed(APIError(status, "malformed HTTP request: \(parserError)")))
+    }
+
+    // MARK: Reading
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inRead = true
+        receive(context, .part(unwrapInboundIn(data)))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inRead = false
+        flushIfNeeded(context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Holds the socket's next read while input waits: a client is never
+    /// read ahead of the answers it has not taken.
+    func read(context: ChannelHandlerContext) {
+        if answering || heldUntilWritable != nil || !queue.isEmpty {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let held = heldUntilWritable {
+            heldUntilWritable = nil
+            dispatch(context, held)
+            drain(context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func receive(_ context: ChannelHandlerContext, _ inbound: Inbound) {
+        guard !closing else { return }
+        if answering || heldUntilWritable != nil || !queue.isEmpty {
+            queue.append(inbound)
+            return
+        }
+        process(context, inbound)
+    }
+
+    /// Handles queued input once an answer is done, until the next answer
+    /// goes asynchronous; then lets the socket be read again.
+    private func drain(_ context: ChannelHandlerContext) {
+        while !answering && heldUntilWritable == nil && !closing, let next = queue.popFirst() {
+            process(context, next)
+        }
+        if !inRead { flushIfNeeded(context) }
+        if readPending && !answering && heldUntilWritable == nil && queue.isEmpty && !closing {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func process(_ context: ChannelHandlerContext, _ inbound: Inbound) {
+        switch inbound {
+        case let .malformed(error):
+            refuse(context, error, version: incoming?.head.version ?? .http1_1, keepAlive: false)
+        case let .part(.head(head)):
+            skippingToEnd = false
+            armRequestTimer(context, version: head.version)
+            var request = Request(head: head, body: nil, eventLoop: context.eventLoop)
+            let route = KVAPI.match(&request, in: settings.requestGuard.routes)
+            if let error = settings.requestGuard.check(head, route: route, remote: context.channel.remoteAddress,
+                                                      reserved: &reserved) {
+                // Without a body to skip, the connection can stay open.
+                refuse(context, error, version: head.version,
+                       keepAlive: head.isKeepAlive && !RequestGuard.hasBody(head))
+                return
+            }
+            if let expect = head.headers.first(name: "expect") {
+                guard expect.lowercased() == "100-continue" else {
+                    refuse(context, APIError(.expectationFailed, "unsupported expectation \"\(expect)\""),
+                           version: head.version, keepAlive: false)
+                    return
+                }
+                // Everything on the head is acceptable: ask for the body.
+                context.writeAndFlush(wrapOutboundOut(ResponseEncoder.continueLine(
+                    version: head.version, allocator: context.channel.allocator)), promise: nil)
+            }
+            incoming = Incoming(head: head, request: request, route: route)
+        case var .part(.body(buffer)):
+            guard !skippingToEnd, var current = incoming else { return }
+            incoming = nil  // appended to without a copy
+            current.bodyBytes += buffer.readableBytes
+            if let error = settings.requestGuard.checkBody(bodyBytes: current.bodyBytes, reserved: &reserved) {
+                refuse(context, error, version: current.head.version, keepAlive: false)
+                return
+            }
+            if current.body == nil {
+                current.body = buffer
+            } else {
+                current.body!.writeBuffer(&buffer)
+            }
+            incoming = current
+        case .part(.end):
+            if skippingToEnd {
+                skippingToEnd = false
+                armIdleTimer(context)
+                return
+            }
+            guard var current = incoming else { return }
+            incoming = nil
+            // The whole request is in; the answer may take as long as the
+            // engine needs (an fsync), so no clock runs until it is written.
+            deadline = nil
+            current.request.body = current.body
+            dispatch(context, current)
+        }
+    }
+
+    // MARK: Answering
+
+    private func dispatch(_ context: ChannelHandlerContext, _ full: Incoming) {
+        // Requests still queued for a client that has gone are not worth
+        // answering (a pipelining client that hangs up must cost nothing).
+        guard context.channel.isActive else { return }
+        if !context.channel.isWritable {
+            // A client that does not read its answers gets no more work done.
+            heldUntilWritable = full
+            return
+        }
+        let started = DispatchTime.now().uptimeNanoseconds
+        var request = full.request
+        request.connection = connectionEvents
+        let head = full.head
+        let framing = ResponseEncoder.Framing(version: head.version, keepAlive: head.isKeepAlive, isHEAD: head.method == .HEAD,
+                                              acceptEncoding: head.headers["accept-encoding"])
+        var routeLabel = "unmatched"
+        let reply: Reply
+        switch full.route {
+        case let .failure(error):
+            reply = .now(.error(error))
+        case let .success(route):
+            // Auth and admin access were checked on the head.
+            routeLabel = route.template
+            do {
+                reply = try route.handler(api, request)
+            } catch {
+                reply = .now(.error(APIError.from(error)))
+            }
+        }
+        let method = head.method
+        let label = routeLabel
+        let extraHeaders = api.configuration.corsHeaders(origin: head.headers.first(name: "origin"))
+        switch reply {
+        case let .now(response):
+            answer(context, response, framing, extraHeaders: extraHeaders)
+            api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
+                                            nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+        case let .later(future):
+            answering = true
+            future.assumeIsolated().whenComplete { result in
+                let response: Response
+                switch result {
+                case let .success(r): response = r
+                case let .failure(error): response = .error(APIError.from(error))
+                }
+                self.answering = false
+                self.answer(context, response, framing, extraHeaders: extraHeaders)
+                self.api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
+                                                     nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                self.drain(context)
+            }
+        case let .stream(stream):
+            let streams = api.streams
+            guard streams.begin(context.channel) else {
+                let busy = Response.error(APIError(.tooManyRequests, "another stream (a backup) is running; retry later",
+                                                   headers: [("Retry-After", "5")]))
+                answer(context, busy, framing, extraHeaders: extraHeaders)
+                return
+            }
+            answering = true
+            let streaming = ResponseStreaming(channel: context.channel, framing: framing, extraHeaders: extraHeaders,
+                                              stallTimeout: api.configuration.streamStallTimeout)
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let metrics = api.serverMetrics
+            api.blockingPool.submit { state in
+                let outcome: ResponseStreaming.Outcome = state == .active ? streaming.run(stream) : .broken
+                streams.end(streaming.channel)
+                streaming.channel.eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.answering = false
+                    switch outcome {
+                    case let .sent(status):
+                        metrics.recordRequest(method: method, route: label, status: status,
+                                              nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                        handler.answered(context, keepAlive: framing.keepAlive)
+                    case let .failedBeforeStart(response):
+                        handler.answer(context, response, framing, extraHeaders: extraHeaders)
+                        metrics.recordRequest(method: method, route: label, status: response.status,
+                                              nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                    case .broken:
+                        handler.closing = true
+                        context.close(promise: nil)
+                    }
+                    handler.drain(context)
+                }
+            }
+        }
+    }
+
+    /// Writes one answer, then readies the connection for the next request
+    /// (or closes it once the answer is out).
+    private func answer(_ context: ChannelHandlerContext, _ response: Response, _ framing: ResponseEncoder.Framing,
+                        extraHeaders: [(String, String)]) {
+        guard !closing else { return }  // the client has gone
+        var framing = framing
+        if quiescing { framing.keepAlive = false }
+        let bytes = ResponseEncoder.encode(response, framing, extraHeaders: extraHeaders, allocator: context.channel.allocator)
+        if framing.keepAlive {
+            context.write(wrapOutboundOut(bytes), promise: nil)
+            needsFlush = true
+            answered(context, keepAlive: true)
+        } else {
+            close(context, after: bytes)
+        }
+    }
+
+    /// An answer is out (or queued for the socket): wait for the next
+    /// request, or close.
+    private func answered(_ context: ChannelHandlerContext, keepAlive: Bool) {
+        releaseBudget()
+        if keepAlive && !quiescing {
+            armIdleTimer(context)
+        } else {
+            close(context, after: nil)
+        }
+    }
+
+    /// Closes the connection once `last` (and every answer before it) is
+    /// written; input still queued is dropped.
+    private func close(_ context: ChannelHandlerContext, after last: ByteBuffer?) {
+        guard !closing else { return }
+        closing = true
+        releaseBudget()
+        queue.removeAll()
+        stopClock()
+        needsFlush = false
+        let written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
+        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    /// Answers `error`; the connection closes unless `keepAlive` (nothing of
+    /// the request is left but its end).
+    private func refuse(_ context: ChannelHandlerContext, _ error: APIError, version: HTTPVersion, keepAlive: Bool) {
+        incoming = nil
+        deadline = nil
+        let framing = ResponseEncoder.Framing(version: version, keepAlive: keepAlive, isHEAD: false, acceptEncoding: [])
+        answer(context, .error(error), framing, extraHeaders: [])
+        if !closing { skippingToEnd = true }
+    }
+
+    private func flushIfNeeded(_ context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+    }
+
+    private func releaseBudget() {
+        settings.requestGuard.budget.release(reserved)
+        reserved = 0
+    }
+
+    // MARK: Clocks
+
+    private func stopClock() {
+        tick?.cancel()
+        tick = nil
+        deadline = nil
+    }
+
+    private func armIdleTimer(_ context: ChannelHandlerContext) {
+        // Idle between requests, or a head that never completed.
+        deadline = (.now() + settings.idleTimeout, .idle)
+        startTicker(context)
+    }
+
+    private func armRequestTimer(_ context: ChannelHandlerContext, version: HTTPVersion) {
+        deadline = (.now() + settings.requestTimeout, .body(version))
+        startTicker(context)
+    }
+
+    /// Schedules the next check unless one is pending; each check schedules
+    /// the next while the connection lives (not a `RepeatedTask`, which
+    /// reschedules itself even on a loop that is shutting down).
+    private func startTicker(_ context: ChannelHandlerContext) {
+        guard tick == nil, context.channel.isActive, !closing else { return }
+        let shorter = min(settings.idleTimeout, settings.requestTimeout).nanoseconds
+        let period = TimeAmount.nanoseconds(max(10_000_000, shorter / 4))
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        tick = context.eventLoop.scheduleTask(in: period) {
+            let (handler, context) = loopBound.value
+            handler.tick = nil
+            handler.checkDeadline(context)
+            if handler.deadline != nil { handler.startTicker(context) }
+        }
+    }
+
+    private func checkDeadline(_ context: ChannelHandlerContext) {
+        guard let deadline, NIODeadline.now() >= deadline.at else { return }
+        self.deadline = nil
+        switch deadline.then {
+        case .idle:
+            closing = true
+            context.close(promise: nil)
+        case let .body(version):
+            let seconds = settings.requestTimeout.nanoseconds / 1_000_000_000
+            refuse(context, APIError(.requestTimeout, "request body not received within \(seconds) s"),
+                   version: version, keepAlive: false)
+        }
+    }
+}
