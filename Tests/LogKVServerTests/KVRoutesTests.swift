@@ -386,6 +386,54 @@ import Testing
         }
     }
 
+    @Test func pipelinedRequestsAnsweredFromThePoolStayInOrderAndAMalformedOneEndsTheConnectionAfterThem() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            var bytes: [UInt8] = []
+            for i in 0..<10 {
+                bytes += HTTPTestClient.encode("PUT", "/v1/kv/p\(i)", body: utf8("v\(i)"))  // on the event loop
+                bytes += HTTPTestClient.encode("DELETE", "/v1/kv/gone\(i)")  // on the blocking pool: 404
+                bytes += HTTPTestClient.encode("GET", "/metrics")  // on the blocking pool
+                bytes += HTTPTestClient.encode("GET", "/v1/kv/p\(i)?raw")
+            }
+            bytes += Array("NOT HTTP\r\n\r\n".utf8)
+            try c.sendRaw(bytes)
+            for i in 0..<10 {
+                #expect(try c.readResponse().status == 204)
+                #expect(try c.readResponse().status == 404)
+                #expect(try c.readResponse().headers["content-type"]?.hasPrefix("text/plain") == true)
+                #expect(try c.readResponse().text == "v\(i)")
+            }
+            let malformed = try c.readResponse()
+            #expect(malformed.status == 400)
+            #expect(malformed.headers["connection"] == "close")
+            #expect(malformed.json["success"] as? Bool == false)
+        }
+    }
+
+    @Test func answersAreFramedByTheirStatusMethodAndVersion() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            // 204: neither a length nor a body.
+            let put = try c.request("PUT", "/v1/kv/framed", body: utf8("value"))
+            #expect(put.status == 204 && put.headers["content-length"] == nil)
+            // HEAD: the length of the body a GET would carry, and no body.
+            try c.sendRaw(HTTPTestClient.encode("HEAD", "/v1/kv/missing"))
+            let head = try c.readResponse(method: "HEAD")
+            let get = try c.request("GET", "/v1/kv/missing")
+            #expect(head.status == 404 && get.status == 404)
+            #expect(head.headers["content-length"] == String(get.body.count))
+            #expect(try c.request("GET", "/v1/kv/framed?raw").text == "value")  // nothing left over from HEAD
+            // HTTP/1.0 asking for keep-alive is told so and kept open; without it, closed.
+            let old = try s.client()
+            try old.sendRaw(Array("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".utf8))
+            #expect(try old.readResponse().headers["connection"] == "keep-alive")
+            try old.sendRaw(Array("GET /health HTTP/1.0\r\n\r\n".utf8))
+            let last = try old.readResponse()
+            #expect(last.text == "ok" && last.headers["connection"] == "close")
+        }
+    }
+
     @Test func fullDiskAnswers503() {
         #expect(APIError.from(LogKVError.diskFull).status == .serviceUnavailable)
         #expect(APIError.from(LogKVError.readOnly(reason: "x")).status == .serviceUnavailable)
