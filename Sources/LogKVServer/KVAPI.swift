@@ -413,7 +413,7 @@ public final class KVAPI: Sendable {
 
 /// The JSON write body `{"key", "value", "ttl"?, "encoding"?}`, as the
 /// logkv-store clients send it. Also one operation of a batch.
-struct WriteBody: Decodable {
+struct WriteBody: Decodable, Equatable {
     var op: String?
     var key: String?
     var value: String?
@@ -422,6 +422,9 @@ struct WriteBody: Decodable {
 
     static func decode<T: Decodable>(_ type: T.Type, from request: Request) throws -> T {
         guard let body = request.body, body.readableBytes > 0 else { throw APIError.badRequest("request body is empty") }
+        if T.self == WriteBody.self, let read = body.withUnsafeReadableBytes({ WriteBodyReader.read($0) }) {
+            return read as! T
+        }
         try checkStrictTypes(body)
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
