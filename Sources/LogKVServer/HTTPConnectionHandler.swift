@@ -76,6 +76,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Whether `channelRead` is on the stack (writes then wait for
     /// `channelReadComplete`'s flush).
     private var inRead = false
+    /// Whether `drain` is on the stack: an answer completed inline (an
+    /// already fulfilled future) leaves the queue to that loop instead of
+    /// nesting a drain per queued request.
+    private var draining = false
     /// Request-body bytes reserved from the server-wide budget.
     private var reserved = 0
     private let connectionEvents = ConnectionEvents()
@@ -84,7 +88,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// (nil: no clock runs). A per-connection ticker checks it, so a request
     /// only writes a time instead of scheduling and cancelling timers; a
     /// timeout is acted on at most a quarter of the shorter timeout late.
-    private enum Expiry { case idle, body(HTTPVersion) }
+    private enum Expiry { case idle, body(HTTPRequestHead) }
     private var deadline: (at: NIODeadline, then: Expiry)?
     private var tick: Scheduled<Void>?
 
@@ -154,10 +158,18 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.fireChannelReadComplete()
     }
 
+    /// Input waits (and the socket is not read) while an answer is under
+    /// way, while a request waits for the client to take earlier answers,
+    /// and while the client is not reading: no answer, not even a refusal,
+    /// is produced for a client that takes none.
+    private func inputMustWait(_ context: ChannelHandlerContext) -> Bool {
+        answering || heldUntilWritable != nil || !context.channel.isWritable
+    }
+
     /// Holds the socket's next read while input waits: a client is never
     /// read ahead of the answers it has not taken.
     func read(context: ChannelHandlerContext) {
-        if answering || heldUntilWritable != nil || !queue.isEmpty {
+        if closing || inputMustWait(context) || !queue.isEmpty {
             readPending = true
         } else {
             context.read()
@@ -165,9 +177,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let held = heldUntilWritable {
-            heldUntilWritable = nil
-            dispatch(context, held)
+        if context.channel.isWritable {
+            if let held = heldUntilWritable {
+                heldUntilWritable = nil
+                dispatch(context, held)
+            }
             drain(context)
         }
         context.fireChannelWritabilityChanged()
@@ -175,7 +189,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     private func receive(_ context: ChannelHandlerContext, _ inbound: Inbound) {
         guard !closing else { return }
-        if answering || heldUntilWritable != nil || !queue.isEmpty {
+        if inputMustWait(context) || !queue.isEmpty {
             queue.append(inbound)
             return
         }
@@ -185,11 +199,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Handles queued input once an answer is done, until the next answer
     /// goes asynchronous; then lets the socket be read again.
     private func drain(_ context: ChannelHandlerContext) {
-        while !answering && heldUntilWritable == nil && !closing, let next = queue.popFirst() {
+        guard !draining else { return }
+        draining = true
+        while !inputMustWait(context) && !closing, let next = queue.popFirst() {
             process(context, next)
         }
+        draining = false
         if !inRead { flushIfNeeded(context) }
-        if readPending && !answering && heldUntilWritable == nil && queue.isEmpty && !closing {
+        if readPending && !inputMustWait(context) && queue.isEmpty && !closing {
             readPending = false
             context.read()
         }
@@ -198,28 +215,28 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func process(_ context: ChannelHandlerContext, _ inbound: Inbound) {
         switch inbound {
         case let .malformed(error):
-            refuse(context, error, version: incoming?.head.version ?? .http1_1, keepAlive: false)
+            refuse(context, error, to: incoming?.head, keepAlive: false)
         case let .part(.head(head)):
             skippingToEnd = false
-            armRequestTimer(context, version: head.version)
+            armRequestTimer(context, head: head)
             var request = Request(head: head, body: nil, eventLoop: context.eventLoop)
             let route = KVAPI.match(&request, in: settings.requestGuard.routes)
             if let error = settings.requestGuard.check(head, route: route, remote: context.channel.remoteAddress,
                                                       reserved: &reserved) {
                 // Without a body to skip, the connection can stay open.
-                refuse(context, error, version: head.version,
-                       keepAlive: head.isKeepAlive && !RequestGuard.hasBody(head))
+                refuse(context, error, to: head, keepAlive: head.isKeepAlive && !RequestGuard.hasBody(head))
                 return
             }
             if let expect = head.headers.first(name: "expect") {
                 guard expect.lowercased() == "100-continue" else {
                     refuse(context, APIError(.expectationFailed, "unsupported expectation \"\(expect)\""),
-                           version: head.version, keepAlive: false)
+                           to: head, keepAlive: false)
                     return
                 }
-                // Everything on the head is acceptable: ask for the body.
-                context.writeAndFlush(wrapOutboundOut(ResponseEncoder.continueLine(
-                    version: head.version, allocator: context.channel.allocator)), promise: nil)
+                // Everything on the head is acceptable: ask for the body
+                // (HTTP/1.0 has no interim answers).
+                if head.version.major == 1 && head.version.minor >= 1 { context.writeAndFlush(wrapOutboundOut(ResponseEncoder.continueLine(
+                    version: head.version, allocator: context.channel.allocator)), promise: nil) }
             }
             incoming = Incoming(head: head, request: request, route: route)
         case var .part(.body(buffer)):
@@ -227,7 +244,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             incoming = nil  // appended to without a copy
             current.bodyBytes += buffer.readableBytes
             if let error = settings.requestGuard.checkBody(bodyBytes: current.bodyBytes, reserved: &reserved) {
-                refuse(context, error, version: current.head.version, keepAlive: false)
+                refuse(context, error, to: current.head, keepAlive: false)
                 return
             }
             if current.body == nil {
@@ -259,10 +276,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // answering (a pipelining client that hangs up must cost nothing).
         guard context.channel.isActive else { return }
         if !context.channel.isWritable {
-            // A client that does not read its answers gets no more work done.
+            // A client that does not read its answers gets no more work
+            // done, and is closed if it takes nothing for the idle timeout.
             heldUntilWritable = full
+            armIdleTimer(context)
             return
         }
+        deadline = nil
         let started = DispatchTime.now().uptimeNanoseconds
         var request = full.request
         request.connection = connectionEvents
@@ -378,7 +398,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         closing = true
         releaseBudget()
         queue.removeAll()
-        stopClock()
+        // A client that takes nothing more cannot keep the connection (and
+        // its slot) open: the close is forced after the idle timeout.
+        deadline = (.now() + settings.idleTimeout, .idle)
+        startTicker(context)
         needsFlush = false
         let written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
         written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
@@ -386,10 +409,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Answers `error`; the connection closes unless `keepAlive` (nothing of
     /// the request is left but its end).
-    private func refuse(_ context: ChannelHandlerContext, _ error: APIError, version: HTTPVersion, keepAlive: Bool) {
+    private func refuse(_ context: ChannelHandlerContext, _ error: APIError, to head: HTTPRequestHead?, keepAlive: Bool) {
         incoming = nil
         deadline = nil
-        let framing = ResponseEncoder.Framing(version: version, keepAlive: keepAlive, isHEAD: false, acceptEncoding: [])
+        let framing = ResponseEncoder.Framing(version: head?.version ?? .http1_1, keepAlive: keepAlive,
+                                              isHEAD: head?.method == .HEAD, acceptEncoding: [])
         answer(context, .error(error), framing, extraHeaders: [])
         if !closing { skippingToEnd = true }
     }
@@ -420,8 +444,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         startTicker(context)
     }
 
-    private func armRequestTimer(_ context: ChannelHandlerContext, version: HTTPVersion) {
-        deadline = (.now() + settings.requestTimeout, .body(version))
+    private func armRequestTimer(_ context: ChannelHandlerContext, head: HTTPRequestHead) {
+        deadline = (.now() + settings.requestTimeout, .body(head))
         startTicker(context)
     }
 
@@ -429,7 +453,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// the next while the connection lives (not a `RepeatedTask`, which
     /// reschedules itself even on a loop that is shutting down).
     private func startTicker(_ context: ChannelHandlerContext) {
-        guard tick == nil, context.channel.isActive, !closing else { return }
+        guard tick == nil, context.channel.isActive else { return }
         let shorter = min(settings.idleTimeout, settings.requestTimeout).nanoseconds
         let period = TimeAmount.nanoseconds(max(10_000_000, shorter / 4))
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -448,10 +472,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .idle:
             closing = true
             context.close(promise: nil)
-        case let .body(version):
+        case let .body(head):
             let seconds = settings.requestTimeout.nanoseconds / 1_000_000_000
             refuse(context, APIError(.requestTimeout, "request body not received within \(seconds) s"),
-                   version: version, keepAlive: false)
+                   to: head, keepAlive: false)
         }
     }
 }

@@ -178,8 +178,10 @@ public final class LogKVHTTPServer: Service, Sendable {
         api.watches.close()
         api.store.setChangeObserver(nil)
         quiescing.withLockedValue { $0.removeAll() }
-        try await group.shutdownGracefully()
+        // The pool first: its work (offloaded requests, a stream's end)
+        // hands results back to the event loops, which must still run.
         try await blockingPool.shutdownGracefully()
+        try await group.shutdownGracefully()
         try await controlGroup.shutdownGracefully()
     }
 }

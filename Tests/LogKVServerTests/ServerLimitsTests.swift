@@ -198,6 +198,54 @@ import Testing
         }
     }
 
+    @Test func refusalsToAClientThatDoesNotReadAreNotBufferedEither() async throws {
+        try await withServer(configure: { $0.writeBufferHighWater = 64 * 1024 }) { s in
+            let c = try s.client()
+            c.setSendTimeout(seconds: 2)
+            // Each 31-byte request (no Host) earns a 400 of about 140 bytes
+            // and leaves the connection open: 3.1 GB of them would ask for
+            // 14 GB of answers.
+            let thousand = [UInt8]((0..<1000).map { _ in Array("GET /health HTTP/1.1\r\nX: y\r\n\r\n".utf8) }.joined())
+            var sent = 0
+            for _ in 0..<100_000 {
+                if (try? c.sendRaw(thousand)) == nil { break }
+                sent += 1
+            }
+            #expect(sent < 100_000, "the server read every refused request without the client reading")
+            #expect(try s.client().request("GET", "/health").status == 200)
+        }
+    }
+
+    @Test func aRefusedHEADCarriesNoBodyAndTheConnectionStaysUsable() async throws {
+        try await withServer(configure: { $0.token = "secret" }) { s in
+            let c = try s.client()
+            try c.sendRaw(HTTPTestClient.encode("HEAD", "/v1/kv/x"))  // no token: 401
+            let refused = try c.readResponse(method: "HEAD")
+            #expect(refused.status == 401)
+            #expect(Int(refused.headers["content-length"] ?? "") ?? 0 > 0)
+            let next = try c.request("GET", "/health")
+            #expect(next.status == 200 && next.text == "ok")
+        }
+    }
+
+    @Test func thousandsOfPipelinedAnswersReadyAtOnceDoNotNestTheirCallbacks() async throws {
+        try await withServer { s in
+            try s.store.put(Array("a".utf8), Array("v".utf8))
+            let c = try s.client()
+            // The DELETE is answered from the blocking pool; the blocking
+            // reads behind it (an index already passed) are answered as
+            // soon as they are looked at, each from a fulfilled future.
+            var bytes = HTTPTestClient.encode("DELETE", "/v1/kv/missing")
+            for _ in 0..<3000 { bytes += HTTPTestClient.encode("GET", "/v1/kv/a?raw&index=1&wait=1s") }
+            try c.sendRaw(bytes)
+            #expect(try c.readResponse().status == 404)
+            for _ in 0..<3000 {
+                let r = try c.readResponse()
+                #expect(r.status == 200 && r.text == "v")
+            }
+        }
+    }
+
     @Test func batchResponsesStayWithinTheirByteBudget() async throws {
         try await withServer(configure: { $0.maxBatchResponseBytes = 100_000 }) { s in
             try s.store.put(Array("v".utf8), [UInt8](repeating: 0x61, count: 40_000))
