@@ -288,8 +288,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         request.connection = connectionEvents
         let head = full.head
         let framing = ResponseEncoder.Framing(version: head.version, keepAlive: head.isKeepAlive, isHEAD: head.method == .HEAD,
-                                              acceptEncoding: head.headers["accept-encoding"])
+                                              requestHeaders: head.headers)
         var routeLabel = "unmatched"
+        var routeSlot: Int?
         let reply: Reply
         switch full.route {
         case let .failure(error):
@@ -297,6 +298,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case let .success(route):
             // Auth and admin access were checked on the head.
             routeLabel = route.template
+            routeSlot = route.slot
             do {
                 reply = try route.handler(api, request)
             } catch {
@@ -305,11 +307,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         let method = head.method
         let label = routeLabel
-        let extraHeaders = api.configuration.corsHeaders(origin: head.headers.first(name: "origin"))
+        let slot = routeSlot
+        let extraHeaders = api.configuration.corsOrigins.isEmpty
+            ? [] : api.configuration.corsHeaders(origin: head.headers.first(name: "origin"))
         switch reply {
         case let .now(response):
             answer(context, response, framing, extraHeaders: extraHeaders)
-            api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
+            api.serverMetrics.recordRequest(slot: slot, method: method, route: label, status: response.status,
                                             nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
         case let .later(future):
             answering = true
@@ -321,7 +325,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 }
                 self.answering = false
                 self.answer(context, response, framing, extraHeaders: extraHeaders)
-                self.api.serverMetrics.recordRequest(method: method, route: label, status: response.status,
+                self.api.serverMetrics.recordRequest(slot: slot, method: method, route: label, status: response.status,
                                                      nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 self.drain(context)
             }
@@ -346,12 +350,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     handler.answering = false
                     switch outcome {
                     case let .sent(status):
-                        metrics.recordRequest(method: method, route: label, status: status,
+                        metrics.recordRequest(slot: slot, method: method, route: label, status: status,
                                               nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                         handler.answered(context, keepAlive: framing.keepAlive)
                     case let .failedBeforeStart(response):
                         handler.answer(context, response, framing, extraHeaders: extraHeaders)
-                        metrics.recordRequest(method: method, route: label, status: response.status,
+                        metrics.recordRequest(slot: slot, method: method, route: label, status: response.status,
                                               nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                     case .broken:
                         handler.closing = true
@@ -413,7 +417,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         incoming = nil
         deadline = nil
         let framing = ResponseEncoder.Framing(version: head?.version ?? .http1_1, keepAlive: keepAlive,
-                                              isHEAD: head?.method == .HEAD, acceptEncoding: [])
+                                              isHEAD: head?.method == .HEAD, requestHeaders: [:])
         answer(context, .error(error), framing, extraHeaders: [])
         if !closing { skippingToEnd = true }
     }

@@ -15,8 +15,9 @@ enum ResponseEncoder {
         var version: HTTPVersion
         var keepAlive: Bool
         var isHEAD: Bool
-        /// The request's `Accept-Encoding` values.
-        var acceptEncoding: [String]
+        /// The request's headers (`Accept-Encoding` is read only for an
+        /// answer worth compressing).
+        var requestHeaders: HTTPHeaders
     }
 
     static func encode(_ response: Response, _ framing: Framing, extraHeaders: [(String, String)] = [],
@@ -27,7 +28,7 @@ enum ResponseEncoder {
         if !mayHaveBody || framing.isHEAD {
             body = []
         } else if ResponseCompression.eligible(contentType: headers.first(name: "content-type"), bodyCount: body.count),
-                  let algorithm = ResponseCompression.negotiate(framing.acceptEncoding),
+                  let algorithm = ResponseCompression.negotiate(framing.requestHeaders["accept-encoding"]),
                   let compressed = ResponseCompression.compress(body, algorithm) {
             body = compressed
             headers.add(name: "content-encoding", value: algorithm.token)

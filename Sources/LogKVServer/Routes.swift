@@ -11,6 +11,9 @@ struct Route: Sendable {
     var handler: @Sendable (KVAPI, Request) throws -> Reply
     /// The part before `{key}`, or nil for a fixed path (computed once).
     let keyPrefix: String?
+    /// The route's position in `KVAPI.routes`: its metric series, without
+    /// hashing strings per request.
+    fileprivate(set) var slot = -1
     /// Admin routes answer only loopback clients while no token is set.
     var isAdmin: Bool { template.hasPrefix("/v1/admin/") }
     /// Whether requests carry a body: only writes and batches do. Any other
@@ -28,7 +31,7 @@ struct Route: Sendable {
 }
 
 extension KVAPI {
-    static let routes: [Route] = [
+    static let routes: [Route] = numbered([
         Route(method: .GET, template: "/health", requiresAuth: false) { api, r in api.health(r) },
         Route(method: .HEAD, template: "/health", requiresAuth: false) { api, r in api.health(r) },
         Route(method: .GET, template: "/metrics", requiresAuth: false) { api, r in api.metricsText(r) },
@@ -44,7 +47,15 @@ extension KVAPI {
         Route(method: .POST, template: "/v1/batch", requiresAuth: true) { api, r in try api.batch(r) },
         Route(method: .POST, template: "/v1/admin/compact", requiresAuth: true) { api, r in api.compact(r) },
         Route(method: .GET, template: "/v1/admin/backup", requiresAuth: true) { api, r in api.backup(r) },
-    ]
+    ])
+
+    private static func numbered(_ table: [Route]) -> [Route] {
+        table.enumerated().map { slot, route in
+            var numbered = route
+            numbered.slot = slot
+            return numbered
+        }
+    }
 
     /// What a separate metrics listener (`--metrics-addr`) serves.
     static let metricsRoutes = routes.filter { $0.template == "/metrics" || $0.template == "/health" }

@@ -26,15 +26,15 @@ final class ServerMetrics: Sendable {
     init(factory: (any MetricsFactory)?, routes: [(HTTPMethod, String)]) {
         let f = factory ?? MetricsSystem.factory
         self.factory = f
-        var series: [String: RouteSeries] = [:]
+        var series: [RouteSeries] = []
         for (method, template) in routes {
-            series[Self.routeKey(method, template)] = RouteSeries(
+            series.append(RouteSeries(
                 counters: (1...5).map { klass in
                     Counter(label: "logkv_http_requests_total",
                             dimensions: [("method", method.rawValue), ("route", template), ("status", "\(klass)xx")], factory: f)
                 },
                 timer: Metrics.Timer(label: "logkv_http_request_duration_seconds",
-                                     dimensions: [("method", method.rawValue), ("route", template)], factory: f))
+                                     dimensions: [("method", method.rawValue), ("route", template)], factory: f)))
         }
         routeSeries = series
         keys = Gauge(label: "logkv_keys", factory: f)
@@ -53,13 +53,15 @@ final class ServerMetrics: Sendable {
     /// Handles of every route's series, made once: the hot path does no
     /// string work and takes no lock for matched routes.
     private struct RouteSeries: Sendable { var counters: [Counter]; var timer: Metrics.Timer }
-    private let routeSeries: [String: RouteSeries]
+    /// Indexed by `Route.slot` (the order of `KVAPI.routes`).
+    private let routeSeries: [RouteSeries]
 
-    private static func routeKey(_ method: HTTPMethod, _ template: String) -> String { method.rawValue + " " + template }
-
-    func recordRequest(method: HTTPMethod, route: String, status: HTTPResponseStatus, nanoseconds: UInt64) {
+    /// Counts one answered request: `slot` is its route's (nil when no route
+    /// matched), `route` the label used then.
+    func recordRequest(slot: Int?, method: HTTPMethod, route: String, status: HTTPResponseStatus, nanoseconds: UInt64) {
         let klass = Int(status.code / 100)
-        if let series = routeSeries[Self.routeKey(method, route)], (1...5).contains(klass) {
+        if let slot, routeSeries.indices.contains(slot), (1...5).contains(klass) {
+            let series = routeSeries[slot]
             series.counters[klass - 1].increment()
             series.timer.recordNanoseconds(Int64(nanoseconds))
             return
