@@ -91,6 +91,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private enum Expiry { case idle, body(HTTPRequestHead) }
     private var deadline: (at: NIODeadline, then: Expiry)?
     private var tick: Scheduled<Void>?
+    /// Answer bytes still unsent when the idle clock last ran out: a client
+    /// still taking a large answer, however slowly, is not idle.
+    private var unsentAtLastIdleCheck: Int?
 
     init(api: KVAPI, settings: Settings) {
         self.api = api
@@ -128,8 +131,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         if event is ChannelShouldQuiesceEvent {
             quiescing = true
             if !answering && incoming == nil && heldUntilWritable == nil && queue.isEmpty {
-                closing = true
-                context.close(promise: nil)
+                close(context, after: nil)  // once the answers already written are out
             }
             return
         }
@@ -405,6 +407,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // A client that takes nothing more cannot keep the connection (and
         // its slot) open: the close is forced after the idle timeout.
         deadline = (.now() + settings.idleTimeout, .idle)
+        unsentAtLastIdleCheck = nil
         startTicker(context)
         needsFlush = false
         let written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
@@ -445,6 +448,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func armIdleTimer(_ context: ChannelHandlerContext) {
         // Idle between requests, or a head that never completed.
         deadline = (.now() + settings.idleTimeout, .idle)
+        unsentAtLastIdleCheck = nil
         startTicker(context)
     }
 
@@ -474,6 +478,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.deadline = nil
         switch deadline.then {
         case .idle:
+            let unsent = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            if unsent > 0 && unsent < (unsentAtLastIdleCheck ?? .max) {
+                // Still taking its answers: not idle.
+                unsentAtLastIdleCheck = unsent
+                self.deadline = (.now() + settings.idleTimeout, .idle)
+                return
+            }
             closing = true
             context.close(promise: nil)
         case let .body(head):

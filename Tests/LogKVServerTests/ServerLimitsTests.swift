@@ -160,6 +160,26 @@ import Testing
         }
     }
 
+    @Test func aClientSlowlyTakingALargeAnswerIsNotIdle() async throws {
+        try await withServer(configure: { $0.idleTimeout = .milliseconds(400) }) { s in
+            let value = [UInt8](repeating: 0x62, count: 8 << 20)
+            try s.store.put(Array("large".utf8), value)
+            let c = try s.client()
+            // The last answer of the connection, taken 64 KiB at a time over
+            // several idle timeouts.
+            try c.sendRaw(HTTPTestClient.encode("GET", "/v1/kv/large?raw", headers: ["Connection": "close"]))
+            var received = 0
+            let started = Date()
+            while Date().timeIntervalSince(started) < 30 {
+                guard let bytes = try? c.readAvailable() else { break }  // closed
+                received += bytes.count
+                usleep(10_000)
+            }
+            #expect(received > value.count, "the answer was cut off after \(received) bytes")
+            #expect(Date().timeIntervalSince(started) > 0.8, "the client read faster than the test means")
+        }
+    }
+
     @Test func connectionsBeyondTheCapGet503AndTheServerRecovers() async throws {
         try await withServer(configure: { $0.maxConnections = 4 }) { s in
             var held: [HTTPTestClient] = []
