@@ -174,21 +174,6 @@ import Testing
         let group = DispatchGroup()
         // Plain threads: these loops block, and must not starve the
         // cooperative pool.
-        for w in 0..<2 {
-            DispatchQueue.global().async(group: group) {
-                var n = 0
-                while !shared.lock.withLock({ shared.stop }) {
-                    n += 1
-                    let k = w * (keys / 2) + n % (keys / 2)
-                    do {
-                        try store.put("key\(k)", "\(n)" + String(repeating: "p", count: 150))
-                        shared.lock.withLock { shared.versions[k] = n }
-                    } catch {
-                        shared.lock.withLock { shared.errors.append("\(error)") }
-                    }
-                }
-            }
-        }
         for _ in 0..<2 {
             DispatchQueue.global().async(group: group) {
                 while !shared.lock.withLock({ shared.stop }) {
@@ -204,10 +189,30 @@ import Testing
                 }
             }
         }
-        // Compactions that found garbage, while the writers keep making more;
-        // a deadline rather than a fixed count, for slow or loaded machines.
+        // A first compaction with the readers only: it moves the live half
+        // of every segment written so far (more keys than one slice).
         var compactions = 0
         var mostMoved = 0
+        let first = try store.compact()
+        compactions += first.segmentsCompacted > 0 ? 1 : 0
+        mostMoved = first.keysMoved
+        for w in 0..<2 {
+            DispatchQueue.global().async(group: group) {
+                var n = 0
+                while !shared.lock.withLock({ shared.stop }) {
+                    n += 1
+                    let k = w * (keys / 2) + n % (keys / 2)
+                    do {
+                        try store.put("key\(k)", "\(n)" + String(repeating: "p", count: 150))
+                        shared.lock.withLock { shared.versions[k] = n }
+                    } catch {
+                        shared.lock.withLock { shared.errors.append("\(error)") }
+                    }
+                }
+            }
+        }
+        // Compactions that found garbage, while the writers keep making more;
+        // a deadline rather than a fixed count, for slow or loaded machines.
         let deadline = Date().addingTimeInterval(20)
         while compactions < 4 && Date() < deadline {
             usleep(50_000)
