@@ -3,13 +3,16 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The HTTP ceiling for `scripts/bench-http.sh`: a bare SwiftNIO NIOHTTP1
-/// server answering every request with "ok", nothing else.
+/// HTTP ceilings for `scripts/bench-http.sh` and the README: a bare SwiftNIO
+/// server answering every request with "ok", nothing else. By default NIO's
+/// whole HTTP/1.1 pipeline (NIOHTTP1); `--decoder-only`, NIO's request parser
+/// and the answer written as bytes (the shape logkvd's server has);
+/// `--raw`, no HTTP parsing at all (NIO's own ceiling).
 struct HelloServer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "hello-server", shouldDisplay: false)
     @Option var port = 18182
-    @Flag var raw = false
-    @Flag var decoderOnly = false
+    @Flag(help: "No HTTP parser: one fixed answer per blank line.") var raw = false
+    @Flag(help: "NIO's request parser, the answer written as bytes.") var decoderOnly = false
 
     /// NIO's request decoder, the answer written as bytes.
     final class DecodedHello: ChannelInboundHandler {
