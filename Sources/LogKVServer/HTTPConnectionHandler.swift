@@ -226,13 +226,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             if let error = settings.requestGuard.check(head, route: route, remote: context.channel.remoteAddress,
                                                       reserved: &reserved) {
                 // Without a body to skip, the connection can stay open.
-                refuse(context, error, to: head, keepAlive: head.isKeepAlive && !RequestGuard.hasBody(head))
+                refuse(context, error, to: head, route: route, keepAlive: head.isKeepAlive && !RequestGuard.hasBody(head))
                 return
             }
             if let expect = head.headers.first(name: "expect") {
                 guard expect.lowercased() == "100-continue" else {
                     refuse(context, APIError(.expectationFailed, "unsupported expectation \"\(expect)\""),
-                           to: head, keepAlive: false)
+                           to: head, route: route, keepAlive: false)
                     return
                 }
                 // Everything on the head is acceptable: ask for the body
@@ -246,7 +246,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             incoming = nil  // appended to without a copy
             current.bodyBytes += buffer.readableBytes
             if let error = settings.requestGuard.checkBody(bodyBytes: current.bodyBytes, reserved: &reserved) {
-                refuse(context, error, to: current.head, keepAlive: false)
+                refuse(context, error, to: current.head, route: current.route, keepAlive: false)
                 return
             }
             if current.body == nil {
@@ -337,6 +337,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 let busy = Response.error(APIError(.tooManyRequests, "another stream (a backup) is running; retry later",
                                                    headers: [("Retry-After", "5")]))
                 answer(context, busy, framing, extraHeaders: extraHeaders)
+                api.serverMetrics.recordRequest(slot: slot, method: method, route: label, status: busy.status,
+                                                nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 return
             }
             answering = true
@@ -416,9 +418,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Answers `error`; the connection closes unless `keepAlive` (nothing of
     /// the request is left but its end).
-    private func refuse(_ context: ChannelHandlerContext, _ error: APIError, to head: HTTPRequestHead?, keepAlive: Bool) {
+    /// Counted in the request metrics under its route (when one matched).
+    private func refuse(_ context: ChannelHandlerContext, _ error: APIError, to head: HTTPRequestHead?,
+                        route: Result<Route, APIError>? = nil, keepAlive: Bool) {
         incoming = nil
         deadline = nil
+        let matched = try? route?.get()
+        api.serverMetrics.recordRequest(slot: matched?.slot, method: head?.method ?? .GET,
+                                        route: matched?.template ?? "unmatched", status: error.status, nanoseconds: 0)
         let framing = ResponseEncoder.Framing(version: head?.version ?? .http1_1, keepAlive: keepAlive,
                                               isHEAD: head?.method == .HEAD, requestHeaders: [:])
         answer(context, .error(error), framing, extraHeaders: [])
@@ -490,7 +497,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case let .body(head):
             let seconds = settings.requestTimeout.nanoseconds / 1_000_000_000
             refuse(context, APIError(.requestTimeout, "request body not received within \(seconds) s"),
-                   to: head, keepAlive: false)
+                   to: head, route: incoming?.route, keepAlive: false)
         }
     }
 }

@@ -14,7 +14,13 @@ final class HTTPTestClient {
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:] }
     }
 
-    enum ClientError: Error { case connect(Int32), closed, malformed(String) }
+    /// `timedOut`: nothing arrived for `receiveTimeout` (a server that never
+    /// answered, or a test run starved of CPU), told apart from `closed`.
+    enum ClientError: Error { case connect(Int32), closed, timedOut, malformed(String) }
+
+    /// Generous: the whole suite runs in parallel on two cores, and a
+    /// starved run once took 20 s to deliver one answer.
+    static let receiveTimeout = 60
 
     private let fd: Int32
     private var buffer: [UInt8] = []
@@ -25,7 +31,7 @@ final class HTTPTestClient {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, host, &addr.sin_addr)
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        var timeout = timeval(tv_sec: Self.receiveTimeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -86,6 +92,7 @@ final class HTTPTestClient {
     private func fill() throws {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw ClientError.timedOut }
         if n <= 0 { throw ClientError.closed }
         buffer.append(contentsOf: chunk[0..<n])
     }

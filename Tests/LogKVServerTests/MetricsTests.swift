@@ -34,6 +34,10 @@ import Testing
             for i in 0..<4 { #expect(try c.request("GET", "/v1/kv/missing\(i)").status == 404) }
             for i in 0..<3 { #expect(try c.request("DELETE", "/v1/kv/k\(i)").status == 204) }
             #expect(try c.request("PUT", "/v1/kv", json: "{bad").status == 400)
+            // Refused on its head (no Host): counted under its route all the same.
+            let noHost = try s.client()
+            try noHost.sendRaw(Array("GET /v1/stats HTTP/1.1\r\n\r\n".utf8))
+            #expect(try noHost.readResponse().status == 400)
             try await Task.sleep(for: .milliseconds(1100))
             #expect(try c.request("GET", "/v1/kv/j0").status == 404)  // expired on read
             try s.store.flushIndex()
@@ -52,6 +56,7 @@ import Testing
             #expect(m[#"logkv_http_requests_total{method="PUT",route="/v1/kv",status="2xx"}"#] == 5)
             #expect(m[#"logkv_http_requests_total{method="PUT",route="/v1/kv",status="4xx"}"#] == 1)
             #expect(m[#"logkv_http_requests_total{method="GET",route="/v1/kv/{key}",status="4xx"}"#] == 5)
+            #expect(m[#"logkv_http_requests_total{method="GET",route="/v1/stats",status="4xx"}"#] == 1)
             #expect(m[#"logkv_http_request_duration_seconds_count{method="DELETE",route="/v1/kv/{key}"}"#] == 3)
             #expect(m["logkv_keys"] == 26)
             #expect(m["logkv_segments"] == 1)

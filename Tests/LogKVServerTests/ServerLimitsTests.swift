@@ -111,6 +111,33 @@ import Testing
         }
     }
 
+    @Test func aChunkedBodyArrivingInPiecesIsStoredWhole() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            try c.sendRaw(Array("PUT /v1/kv/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".utf8))
+            for piece in ["hello", ", ", "chunked ", "world"] {
+                usleep(20_000)
+                try c.sendRaw(Array((String(piece.utf8.count, radix: 16) + "\r\n" + piece + "\r\n").utf8))
+            }
+            try c.sendRaw(Array("0\r\n\r\n".utf8))
+            #expect(try c.readResponse().status == 204)
+            #expect(try c.request("GET", "/v1/kv/chunked?raw").text == "hello, chunked world")
+        }
+    }
+
+    @Test func aRequestWithBothContentLengthAndChunkedIsRefusedAndWritesNothing() async throws {
+        try await withServer { s in
+            let c = try s.client()
+            // The framing a smuggling attack relies on: refused, not guessed.
+            try c.sendRaw(Array(("PUT /v1/kv/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").utf8))
+            let r = try c.readResponse()
+            #expect(r.status == 400)
+            #expect(r.json["success"] as? Bool == false)
+            #expect(try s.client().request("GET", "/v1/kv/smuggled").status == 404)
+        }
+    }
+
     @Test func chunkedBodyOverTheLimitIs413WithJSON() async throws {
         var options = LogKVOptions()
         options.fsync = .never
