@@ -11,6 +11,9 @@ import CZlib
 /// gzip preferred to deflate at equal weight, `*` means gzip.
 enum ResponseCompression {
     static let minimumBytes = 1024
+    /// Larger answers go as they are: compression runs on the event loop,
+    /// and a large value's JSON would hold it for many milliseconds.
+    static let maximumBytes = 1 << 20
     static let compressedTypes = ["application/json", "text/plain"]
 
     enum Algorithm {
@@ -23,11 +26,13 @@ enum ResponseCompression {
 
     /// Whether a response of this type and size is worth compressing.
     static func eligible(contentType: String?, bodyCount: Int) -> Bool {
-        guard bodyCount >= minimumBytes, let contentType else { return false }
+        guard bodyCount >= minimumBytes, bodyCount <= maximumBytes, let contentType else { return false }
         return compressedTypes.contains(where: { contentType.hasPrefix($0) })
     }
 
-    /// The algorithm the client accepts best, or nil for none.
+    /// The algorithm the client accepts best, or nil for none. `*` stands
+    /// only for codings the header does not name (RFC 9110 §12.5.3):
+    /// `gzip;q=0, *` accepts deflate, not gzip.
     static func negotiate(_ acceptEncoding: [String]) -> Algorithm? {
         var gzip: Float = -1, deflate: Float = -1, any: Float = -1
         for header in acceptEncoding {
@@ -42,8 +47,10 @@ enum ResponseCompression {
                 }
             }
         }
-        if gzip > 0 || deflate > 0 { return gzip >= deflate ? .gzip : .deflate }
-        return any > 0 ? .gzip : nil
+        if gzip < 0 { gzip = any }
+        if deflate < 0 { deflate = any }
+        guard gzip > 0 || deflate > 0 else { return nil }
+        return gzip >= deflate ? .gzip : .deflate
     }
 
     /// The `q` parameter of one `Accept-Encoding` entry: 1 when absent, 0
