@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(
             name: "LogKVServerTests",
             dependencies: [
-                "LogKVServer", "LogKV", "logkvd", "LogKVCLI", "LogKVTestSupport",
+                "LogKVServer", "LogKV", "logkvd", "LogKVCLI", "LogKVTestSupport", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
