@@ -36,10 +36,10 @@ final class ConnectionRefusalHandler: ChannelInboundHandler, RemovableChannelHan
     init(limit: Int) { self.limit = limit }
 
     func channelActive(context: ChannelHandlerContext) {
-        let body = #"{"success":false,"message":"too many connections (limit \#(limit)); retry later"}"#
-        let text = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: \(body.utf8.count)\r\n"
-            + "retry-after: 1\r\nconnection: close\r\n\r\n" + body
-        let buffer = context.channel.allocator.buffer(string: text)
+        let refusal = Response.error(APIError(.serviceUnavailable, "too many connections (limit \(limit)); retry later",
+                                              headers: [("Retry-After", "1")]))
+        let framing = ResponseEncoder.Framing(version: .http1_1, keepAlive: false, isHEAD: false, requestHeaders: [:])
+        let buffer = ResponseEncoder.encode(refusal, framing, allocator: context.channel.allocator)
         context.writeAndFlush(NIOAny(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 

@@ -12,9 +12,10 @@ import NIOHTTP1
 ///
 /// Requests are answered strictly in order, one at a time:
 /// - while an answer is under way (from the blocking pool, a held blocking
-///   query, a stream, or held because the client is not reading), later
-///   request parts are queued and the socket is not read again, so a
-///   pipelining client is held to what one read brought in;
+///   query, a stream), or while the client is not taking its answers (the
+///   channel is not writable), later request parts are queued and the
+///   socket is not read again, so a pipelining client is held to what one
+///   read brought in;
 /// - answers written while handling a read are flushed once, when the read
 ///   is done.
 ///
@@ -62,8 +63,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var incoming: Incoming?
     /// An answer is under way: input waits in `queue`.
     private var answering = false
-    /// A complete request waiting for the client to read earlier answers.
-    private var heldUntilWritable: Incoming?
     /// The rest of a refused request is dropped: up to its end (the
     /// connection stays open), or everything (it is closing).
     private var skippingToEnd = false
@@ -115,7 +114,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         stopClock()
         releaseBudget()
         queue.removeAll()
-        heldUntilWritable = nil
         incoming = nil
         closing = true
         connectionEvents.closed()
@@ -130,7 +128,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             quiescing = true
-            if !answering && incoming == nil && heldUntilWritable == nil && queue.isEmpty {
+            if !answering && incoming == nil && queue.isEmpty {
                 close(context, after: nil)  // once the answers already written are out
             }
             return
@@ -161,11 +159,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Input waits (and the socket is not read) while an answer is under
-    /// way, while a request waits for the client to take earlier answers,
-    /// and while the client is not reading: no answer, not even a refusal,
-    /// is produced for a client that takes none.
+    /// way and while the client is not taking its answers: no answer, not
+    /// even a refusal, is produced for a client that takes none (the idle
+    /// clock, armed by the last answer, closes it if it never does).
     private func inputMustWait(_ context: ChannelHandlerContext) -> Bool {
-        answering || heldUntilWritable != nil || !context.channel.isWritable
+        answering || !context.channel.isWritable
     }
 
     /// Holds the socket's next read while input waits: a client is never
@@ -179,13 +177,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            if let held = heldUntilWritable {
-                heldUntilWritable = nil
-                dispatch(context, held)
-            }
-            drain(context)
-        }
+        if context.channel.isWritable { drain(context) }
         context.fireChannelWritabilityChanged()
     }
 
@@ -277,13 +269,6 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // Requests still queued for a client that has gone are not worth
         // answering (a pipelining client that hangs up must cost nothing).
         guard context.channel.isActive else { return }
-        if !context.channel.isWritable {
-            // A client that does not read its answers gets no more work
-            // done, and is closed if it takes nothing for the idle timeout.
-            heldUntilWritable = full
-            armIdleTimer(context)
-            return
-        }
         deadline = nil
         let started = DispatchTime.now().uptimeNanoseconds
         var request = full.request

@@ -103,7 +103,8 @@ struct Response {
     var status: HTTPResponseStatus
     var headers: HTTPHeaders
     var body: [UInt8]
-    /// Set when `headers` already carries content-length (HEAD answers).
+    /// Set when `headers` already carries content-length (a streamed
+    /// answer's head, whose body follows separately).
     var hasContentLength = false
 
     init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: [UInt8] = [], headers: HTTPHeaders = [:]) {
