@@ -172,10 +172,16 @@ import Testing
         }
         let shared = Shared(keys)
         let group = DispatchGroup()
-        // Plain threads: these loops block, and must not starve the
-        // cooperative pool.
+        /// Each loop on a plain thread of its own: the loops block, and must
+        /// starve neither the cooperative pool nor each other (Dispatch's
+        /// pool, sized to the cores, ran only the first two loops started:
+        /// readers spinning forever kept the writers from ever starting).
+        func onOwnThread(_ group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
+            group.enter()
+            Thread { body(); group.leave() }.start()
+        }
         for _ in 0..<2 {
-            DispatchQueue.global().async(group: group) {
+            onOwnThread(group) {
                 while !shared.lock.withLock({ shared.stop }) {
                     let k = Int.random(in: 0..<keys)
                     let floor = shared.lock.withLock { shared.versions[k] }
@@ -197,7 +203,7 @@ import Testing
         compactions += first.segmentsCompacted > 0 ? 1 : 0
         mostMoved = first.keysMoved
         for w in 0..<2 {
-            DispatchQueue.global().async(group: group) {
+            onOwnThread(group) {
                 var n = 0
                 while !shared.lock.withLock({ shared.stop }) {
                     n += 1
