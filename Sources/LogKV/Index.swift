@@ -83,6 +83,17 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
+    /// Switches the index's journal (`wal`, `delete`); SQLite answers with
+    /// the mode in force, which is not the one asked for while another
+    /// connection has the index open or a transaction is under way.
+    func setJournalMode(_ mode: String) throws {
+        let stmt = try db.prepare("PRAGMA main.journal_mode=\(mode)")
+        let now = try stmt.step() ? stmt.text(0) : ""
+        guard now == mode else {
+            throw LogKVError.index(code: 1, message: "journal mode is \(now), not \(mode)")
+        }
+    }
+
     /// Bytes of a value whose record is `recordLength` long under `key`.
     static func valueSize(recordLength: Int64, keyCount: Int) -> Int64 {
         recordLength - Int64(RecordFormat.recordHeaderSize) - Int64(keyCount)

@@ -41,6 +41,9 @@ final class IndexBulkLoad {
         Self.removeScratch(scratchPath)
         let quoted = scratchPath.replacingOccurrences(of: "'", with: "''")
         try index.db.exec("ATTACH DATABASE '\(quoted)' AS rebuild")
+        // Appends only, read back once in order: large pages mean fewer
+        // B-tree pages to fill and write (at 10M keys 9.8 s to scan, not 11.3).
+        try index.db.exec("PRAGMA rebuild.page_size=65536")
         try index.db.exec("PRAGMA rebuild.journal_mode=OFF")
         try index.db.exec("PRAGMA rebuild.synchronous=OFF")
         try index.db.exec("""
@@ -112,13 +115,20 @@ final class IndexBulkLoad {
     /// Returns how long the two phases took, for the rebuild's log.
     func finish() throws -> (build: Double, accounting: Double) {
         try index.db.exec("COMMIT")
-        // The sorter may use both cores and more memory than a lookup needs.
+        // The sorter may use both cores. It sorts runs of `cache_size` pages
+        // and merges them: the default 2 MiB runs sort in the CPU's cache
+        // (at 10M keys the sort took 7.6 s, against 16 s with 128 MiB runs
+        // and 24 s with 512 MiB).
         try index.db.exec("PRAGMA threads = 2")
-        try index.db.exec("PRAGMA cache_size = -131072")
-        defer {
-            try? index.db.exec("PRAGMA threads = 0")
-            try? index.db.exec("PRAGMA cache_size = -2000")
-        }
+        defer { try? index.db.exec("PRAGMA threads = 0") }
+        // `keydir` is empty and only this connection has the index open:
+        // under a rollback journal its new pages are written once, where WAL
+        // writes each twice (into the WAL, then at the checkpoint). FULL
+        // makes the commit durable before the checkpoint that follows (in
+        // WAL again) can claim it; a crash before that leaves no checkpoint,
+        // and the next open rebuilds.
+        try index.setJournalMode("delete")
+        try index.db.exec("PRAGMA main.synchronous=FULL")
         var phases = (build: 0.0, accounting: 0.0)
         try index.inTransaction {
             var started = DispatchTime.now()
@@ -186,6 +196,8 @@ final class IndexBulkLoad {
             }
             phases.accounting = Self.seconds(since: started)
         }
+        try index.db.exec("PRAGMA main.synchronous=NORMAL")
+        try index.setJournalMode("wal")
         try index.db.exec("DETACH DATABASE rebuild")
         Self.removeScratch(scratchPath)
         return phases
@@ -198,6 +210,8 @@ final class IndexBulkLoad {
     /// Gives up (the caller is failing): the scratch goes.
     func abandon() {
         try? index.db.exec("ROLLBACK")
+        try? index.db.exec("PRAGMA main.synchronous=NORMAL")
+        try? index.setJournalMode("wal")
         try? index.db.exec("DETACH DATABASE rebuild")
         Self.removeScratch(scratchPath)
     }

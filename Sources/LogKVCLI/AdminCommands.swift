@@ -32,12 +32,19 @@ struct DirectoryOptions: ParsableArguments {
         options.autoCompaction = false
         options.expirySweepPerSecond = 0
         options.compactionBytesPerSecond = 0
-        var logger = Logger(label: "logkv")
-        logger.logLevel = .warning
-        options.logger = logger
+        options.logger = adminLogger()
         configure(&options)
         return try engine { try LogKV(path: path, options: options) }
     }
+}
+
+/// The engine's log for admin commands: warnings and worse unless
+/// `LOGKV_LOG_LEVEL` says otherwise (e.g. `info` shows a rebuild's phases).
+func adminLogger() -> Logger {
+    var logger = Logger(label: "logkv")
+    let level = ProcessInfo.processInfo.environment["LOGKV_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+    logger.logLevel = level ?? .warning
+    return logger
 }
 
 /// Runs engine work, turning its errors into one-line failures (exit 3).
@@ -134,9 +141,7 @@ struct Restore: ParsableCommand {
         var options = LogKVOptions()
         options.autoCompaction = false
         options.expirySweepPerSecond = 0
-        var logger = Logger(label: "logkv")
-        logger.logLevel = .warning
-        options.logger = logger
+        options.logger = adminLogger()
         let stats = try engine { try LogKV.restore(from: backup, to: directory.path, options: options) }
         print("restored \(stats.keys) keys into \(directory.path)")
     }
