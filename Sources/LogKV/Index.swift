@@ -83,12 +83,15 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
-    /// Switches the index's journal (`wal`, `delete`); SQLite answers with
-    /// the mode in force, which is not the one asked for while another
-    /// connection has the index open or a transaction is under way.
+    /// Switches the index's journal (`wal`, `delete`). The switch is a small
+    /// write of the file header, committed when the statement ends; SQLite
+    /// then answers with the mode in force, which is not the one asked for
+    /// while another connection has the index open.
     func setJournalMode(_ mode: String) throws {
-        let stmt = try db.prepare("PRAGMA main.journal_mode=\(mode)")
-        let now = try stmt.step() ? stmt.text(0) : ""
+        try db.prepare("PRAGMA main.journal_mode=\(mode)").run()
+        let check = try db.prepare("PRAGMA main.journal_mode")
+        let now = try check.step() ? check.text(0) : ""
+        check.reset()
         guard now == mode else {
             throw LogKVError.index(code: 1, message: "journal mode is \(now), not \(mode)")
         }

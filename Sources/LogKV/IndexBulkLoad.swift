@@ -121,14 +121,17 @@ final class IndexBulkLoad {
         // and 24 s with 512 MiB).
         try index.db.exec("PRAGMA threads = 2")
         defer { try? index.db.exec("PRAGMA threads = 0") }
-        // `keydir` is empty and only this connection has the index open:
-        // under a rollback journal its new pages are written once, where WAL
-        // writes each twice (into the WAL, then at the checkpoint). FULL
-        // makes the commit durable before the checkpoint that follows (in
-        // WAL again) can claim it; a crash before that leaves no checkpoint,
-        // and the next open rebuilds.
-        try index.setJournalMode("delete")
-        try index.db.exec("PRAGMA main.synchronous=FULL")
+        // `keydir` is empty and, during recovery, only this connection has
+        // the index open: under a rollback journal its new pages are written
+        // once, where WAL writes each twice (into the WAL, then at the
+        // checkpoint). Should another connection hold it (someone reading it
+        // with the sqlite3 tool), the build stays in WAL. A crash before the
+        // checkpoint that follows (in WAL again, durably) leaves an index
+        // with no checkpoint, which the next open rebuilds; EXTRA also syncs
+        // the directory after the journal's deletion, so a power loss cannot
+        // bring the journal back and undo a build the checkpoint claims.
+        try? index.setJournalMode("delete")
+        try index.db.exec("PRAGMA main.synchronous=EXTRA")
         var phases = (build: 0.0, accounting: 0.0)
         try index.inTransaction {
             var started = DispatchTime.now()

@@ -212,10 +212,10 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "-b"))
     }
 
-    /// A rebuild builds `keydir` under a rollback journal (not the WAL): a
-    /// process killed at any moment of it — scanning, sorting, inserting,
-    /// switching back to WAL — leaves an index the next open either trusts
-    /// whole or rebuilds, never one missing a key.
+    /// A process killed at any moment of a rebuild — scanning, sorting,
+    /// building `keydir` under its rollback journal, switching back to WAL —
+    /// leaves an index the next open either trusts whole or rebuilds, never
+    /// one missing a key.
     @Test func rebuildKilledAtAnyMomentLeavesAnIndexTheNextOpenTrustsOrRebuilds() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -247,23 +247,18 @@ import Testing
             }
             try store.close()
         }
-        // Kills spread over the whole rebuild, then (if none hit it yet)
-        // aimed at the build under the journal, until one leaves a journal
-        // for the next open to roll back. Every state left is opened.
+        // Kills spread over the whole rebuild; every state left is opened.
+        // (`RecoveryTests` leaves a hot journal behind deterministically.)
         var generator = SystemRandomNumberGenerator()
-        var killedMidway = 0, journalsLeft = 0
-        for round in 0..<40 where round < 12 || journalsLeft == 0 {
+        var killedMidway = 0
+        for _ in 0..<12 {
             let process = try rebuildProcess()
-            let fraction = round < 12 ? Double.random(in: 0.05...0.98, using: &generator)
-                : Double.random(in: 0.6...0.98, using: &generator)
-            usleep(UInt32(duration * fraction * 1_000_000))
-            kill(process.processIdentifier, SIGKILL)
+            usleep(UInt32(duration * Double.random(in: 0.05...0.98, using: &generator) * 1_000_000))
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             if waitForExit(process) == .signaled(SIGKILL) { killedMidway += 1 }
-            if FileManager.default.fileExists(atPath: dir + "/index.sqlite-journal") { journalsLeft += 1 }
             try expectEveryKey()
         }
         #expect(killedMidway > 0, "no rebuild was killed before it ended")
-        #expect(journalsLeft > 0, "no kill landed while keydir was being built")
         let check = try Self.logkv(["check", "--data-dir", dir])
         #expect(check.status == 0, "\(check.text) \(check.stderr)")
     }

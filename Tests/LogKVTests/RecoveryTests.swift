@@ -154,6 +154,51 @@ import Testing
         #expect(dir.segmentFiles().count > 3)
     }
 
+    /// What a process killed while a rebuild fills `keydir` leaves: the
+    /// index file part-written — here down to a checkpoint row claiming the
+    /// whole log — beside its hot rollback journal. The next open rolls the
+    /// journal back, finds no checkpoint and rebuilds: every key, nothing
+    /// from the unfinished build.
+    @Test func indexKilledMidBuildIsRolledBackByItsJournalAndRebuilt() throws {
+        let dir = TempDir()
+        try populate(dir, count: 200)
+        let (storeID, checkpoint) = try {
+            let index = try IndexWriter(path: dir.indexPath)
+            return (try index.storeID()!, try index.checkpoint()!)
+        }()
+        _ = try Recovery.freshIndex(DataDirectory(path: dir.path), storeID: storeID)
+        let files = [dir.indexPath, dir.indexPath + "-journal"]
+        var killed: [Data] = []
+        do {
+            let db = try SQLiteConnection(path: dir.indexPath)
+            try db.exec("PRAGMA journal_mode=DELETE; PRAGMA cache_size=2; BEGIN IMMEDIATE")
+            try db.exec("""
+                INSERT INTO checkpoint(id, segment, offset, max_seq)
+                VALUES (1, \(checkpoint.position.segment), \(checkpoint.position.offset), \(checkpoint.maxSeq))
+                """)
+            for i in 0..<5_000 {
+                try db.exec("INSERT INTO keydir(key, segment, offset, length, seq) VALUES (x'\(String(format: "%08x", i))', 1, 0, 40, 1)")
+            }
+            // The files as a SIGKILL now would leave them (the page cache).
+            killed = try files.map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+            try db.exec("ROLLBACK")
+        }
+        // Without its journal the file would be trusted: it claims the log.
+        let alone = TempDir()
+        try killed[0].write(to: URL(fileURLWithPath: alone.path + "/index.sqlite"))
+        #expect(try IndexWriter(path: alone.path + "/index.sqlite").checkpoint()?.maxSeq == checkpoint.maxSeq)
+
+        for (file, data) in zip(files, killed) { try data.write(to: URL(fileURLWithPath: file)) }
+        let result = try Recovery.open(path: dir.path, options: .testing())
+        #expect(result.rebuilt)
+        _ = consume result
+        #expect(!FileManager.default.fileExists(atPath: dir.indexPath + "-journal"))
+        let store = try LogKV(path: dir.path, options: .testing())
+        defer { try? store.close() }
+        #expect(try store.stats().keys == 200)
+        for i in 0..<200 { #expect(try store.get("k\(i)")?.value == bytes("v\(i)")) }
+    }
+
     @Test func indexBehindTheLogIsCaughtUpByReplay() throws {
         let dir = TempDir()
         try populate(dir, count: 50)
