@@ -47,10 +47,15 @@ extension LogKV {
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
-            if !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 && flushWaiters == 0 {
-                // Gather a bigger batch, unless someone is waiting (backpressure
-                // or flushIndex broadcasts) — then go at once.
-                _ = state.wait(until: Date(timeIntervalSinceNow: interval))
+            // Gather a bigger batch for one interval, unless someone is
+            // waiting (flushIndex) or the backlog nears its budget — then go
+            // at once. Other wake-ups do not end the gathering: under
+            // `always` every fsync publishes and broadcasts, and flushing at
+            // each one indexed about nine keys per SQLite transaction.
+            let gatherUntil = Date(timeIntervalSinceNow: interval)
+            while !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 && flushWaiters == 0
+                    && backlogFill < 0.5 && Date() < gatherUntil {
+                _ = state.wait(until: gatherUntil)
             }
             if lastSeq > durableSeq && keyDir.pending.count >= syncTarget && writeFailure == nil {
                 // Under `.interval` only durable changes may be indexed: a
