@@ -51,11 +51,15 @@ extension LogKV {
             // waiting (flushIndex) or the backlog nears its budget — then go
             // at once. Other wake-ups do not end the gathering: under
             // `always` every fsync publishes and broadcasts, and flushing at
-            // each one indexed about nine keys per SQLite transaction.
-            let gatherUntil = Date(timeIntervalSinceNow: interval)
+            // each one indexed about 49 keys per SQLite transaction (190 now).
+            // The deadline is monotonic: a wall clock stepping back must not
+            // stretch it.
+            let gatherUntil = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, interval) * 1e9)
             while !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 && flushWaiters == 0
-                    && backlogFill < 0.5 && Date() < gatherUntil {
-                _ = state.wait(until: gatherUntil)
+                    && backlogFill < 0.5 {
+                let now = DispatchTime.now().uptimeNanoseconds
+                guard now < gatherUntil else { break }
+                _ = state.wait(until: Date(timeIntervalSinceNow: Double(gatherUntil - now) / 1e9))
             }
             if lastSeq > durableSeq && keyDir.pending.count >= syncTarget && writeFailure == nil {
                 // Under `.interval` only durable changes may be indexed: a
