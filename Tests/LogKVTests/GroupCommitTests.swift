@@ -53,14 +53,23 @@ import Testing
         let (store, probe, tmp) = try makeStore()
         defer { withExtendedLifetime(tmp) {} }
         // A slow disk: writes arriving during an fsync wait for the next one.
-        probe.lock.withLock { probe.duringSync = { usleep(2_000); return nil } }
+        probe.lock.withLock { probe.duringSync = { usleep(10_000); return nil } }
         let threads = 8, perThread = 40
         let answers = Answers()
-        DispatchQueue.concurrentPerform(iterations: threads) { t in
-            for i in 0..<perThread {
-                try? store.put(Array("t\(t)-\(i)".utf8), Array("v\(t)-\(i)".utf8)) { answers.add($0) }
-            }
+        // Each writer on a thread of its own: on Dispatch's pool (two
+        // threads, shared with the tests running beside this one) the
+        // writers ran one or two at a time and each fsync found few writes.
+        let group = DispatchGroup()
+        for t in 0..<threads {
+            group.enter()
+            Thread {
+                for i in 0..<perThread {
+                    try? store.put(Array("t\(t)-\(i)".utf8), Array("v\(t)-\(i)".utf8)) { answers.add($0) }
+                }
+                group.leave()
+            }.start()
         }
+        group.wait()
         let results = answers.wait(for: threads * perThread)
         #expect(results.count == threads * perThread)
         #expect(results.allSatisfy { (try? $0.get()) != nil })
