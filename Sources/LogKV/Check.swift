@@ -28,7 +28,7 @@ extension LogKV {
         defer { withExtendedLifetime(lock) {} }
         var report = CheckReport()
         let scratchPath = NSTemporaryDirectory() + "logkv-check-\(UUID().uuidString).sqlite"
-        defer { for f in [scratchPath, scratchPath + "-wal", scratchPath + "-shm", scratchPath + "-journal"] { try? dir.remove(f) } }
+        defer { for f in [scratchPath] + DataDirectory.sqliteSidecars(of: scratchPath) { try? dir.remove(f) } }
         let scratch = try IndexWriter(path: scratchPath)
         // The same bulk rebuild an open uses: each key's newest record wins,
         // whatever order the segments come in.

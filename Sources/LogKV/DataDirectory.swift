@@ -33,7 +33,10 @@ struct DataDirectory: Sendable {
     /// In a backup directory only: written last by `backup(to:)`.
     static let backupCompleteMarker = "BACKUP_COMPLETE"
     var backupCompleteMarkerPath: String { path + "/" + Self.backupCompleteMarker }
-    var indexSidecars: [String] { [indexPath + "-wal", indexPath + "-shm", indexPath + "-journal"] }
+    var indexSidecars: [String] { Self.sqliteSidecars(of: indexPath) }
+
+    /// The files SQLite keeps beside a database at `path`.
+    static func sqliteSidecars(of path: String) -> [String] { [path + "-wal", path + "-shm", path + "-journal"] }
 
     func segmentPath(_ id: UInt64) -> String {
         segmentsPath + "/" + Self.segmentName(id)

@@ -51,9 +51,9 @@ extension LogKV {
             // waiting (flushIndex) or the backlog nears its budget — then go
             // at once. Other wake-ups do not end the gathering: under
             // `always` every fsync publishes and broadcasts, and flushing at
-            // each one indexed about 49 keys per SQLite transaction (190 now).
-            // The deadline is monotonic: a wall clock stepping back must not
-            // stretch it.
+            // each one made many small SQLite transactions (their fixed cost
+            // took CPU from the event loops). The deadline is monotonic: a
+            // wall clock stepping back must not stretch it.
             let gatherUntil = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, interval) * 1e9)
             while !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 && flushWaiters == 0
                     && backlogFill < 0.5 {

@@ -199,11 +199,16 @@ final class IndexBulkLoad {
             }
             phases.accounting = Self.seconds(since: started)
         }
-        try index.db.exec("PRAGMA main.synchronous=NORMAL")
-        try index.setJournalMode("wal")
+        try backToWAL()
         try index.db.exec("DETACH DATABASE rebuild")
         Self.removeScratch(scratchPath)
         return phases
+    }
+
+    /// The index's ordinary journal and sync level (see `IndexWriter`).
+    private func backToWAL() throws {
+        try index.db.exec("PRAGMA main.synchronous=NORMAL")
+        try index.setJournalMode("wal")
     }
 
     private static func seconds(since start: DispatchTime) -> Double {
@@ -213,8 +218,7 @@ final class IndexBulkLoad {
     /// Gives up (the caller is failing): the scratch goes.
     func abandon() {
         try? index.db.exec("ROLLBACK")
-        try? index.db.exec("PRAGMA main.synchronous=NORMAL")
-        try? index.setJournalMode("wal")
+        try? backToWAL()
         try? index.db.exec("DETACH DATABASE rebuild")
         Self.removeScratch(scratchPath)
     }

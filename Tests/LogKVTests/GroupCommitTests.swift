@@ -22,6 +22,11 @@ import Testing
     }
 
     func makeStore() throws -> (LogKV, SyncProbe, TempDir) {
+        let (store, probe, root, _) = try makeStoreOnDisk()
+        return (store, probe, root)
+    }
+
+    func makeStoreOnDisk() throws -> (LogKV, SyncProbe, TempDir, SimulatedDisk) {
         let root = TempDir("group-commit")
         let disk = SimulatedDisk(root: root.path + "/data")
         let probe = SyncProbe()
@@ -32,7 +37,7 @@ import Testing
         options.autoCompaction = false
         options.expirySweepPerSecond = 0
         options.logger.logLevel = .critical
-        return (try LogKV(path: disk.root, options: options), probe, root)
+        return (try LogKV(path: disk.root, options: options), probe, root, disk)
     }
 
     /// Collects callback results and lets a test wait for a number of them.
@@ -50,21 +55,37 @@ import Testing
     }
 
     @Test func oneFsyncAcknowledgesWritersFromEveryThread() throws {
-        let (store, probe, tmp) = try makeStore()
+        let (store, probe, tmp, disk) = try makeStoreOnDisk()
         defer { withExtendedLifetime(tmp) {} }
         // A slow disk: writes arriving during an fsync wait for the next one.
-        probe.lock.withLock { probe.duringSync = { usleep(10_000); return nil } }
+        disk.beforeSync = { path in if path.hasSuffix(".seg") { usleep(10_000) } }
         let threads = 8, perThread = 40
+        // Which writer each acknowledgement answered, and how many fsyncs
+        // had begun by then: acknowledgements that saw the same count came
+        // from one fsync.
+        final class Acks: @unchecked Sendable {
+            let lock = NSLock()
+            var byFsync: [Int: Set<Int>] = [:]
+            var failures = 0
+        }
+        let acks = Acks()
         let answers = Answers()
         // Each writer on a thread of its own: on Dispatch's pool (two
         // threads, shared with the tests running beside this one) the
-        // writers ran one or two at a time and each fsync found few writes.
+        // writers ran one or two at a time.
         let group = DispatchGroup()
         for t in 0..<threads {
             group.enter()
             Thread {
                 for i in 0..<perThread {
-                    try? store.put(Array("t\(t)-\(i)".utf8), Array("v\(t)-\(i)".utf8)) { answers.add($0) }
+                    try? store.put(Array("t\(t)-\(i)".utf8), Array("v\(t)-\(i)".utf8)) { result in
+                        let fsyncs = probe.lock.withLock { probe.segmentSyncs }
+                        acks.lock.withLock {
+                            if case .failure = result { acks.failures += 1 }
+                            acks.byFsync[fsyncs, default: []].insert(t)
+                        }
+                        answers.add(result)
+                    }
                 }
                 group.leave()
             }.start()
@@ -72,9 +93,11 @@ import Testing
         group.wait()
         let results = answers.wait(for: threads * perThread)
         #expect(results.count == threads * perThread)
-        #expect(results.allSatisfy { (try? $0.get()) != nil })
+        #expect(acks.lock.withLock { acks.failures } == 0)
         let syncs = probe.lock.withLock { probe.segmentSyncs }
         #expect(syncs < threads * perThread / 4, "\(syncs) fsyncs for \(threads * perThread) writes")
+        let mostWriters = acks.lock.withLock { acks.byFsync.values.map(\.count).max() ?? 0 }
+        #expect(mostWriters >= 2, "no fsync acknowledged writers of two threads")
         for t in 0..<threads {
             for i in 0..<perThread {
                 #expect(try store.get(Array("t\(t)-\(i)".utf8))?.value == Array("v\(t)-\(i)".utf8))

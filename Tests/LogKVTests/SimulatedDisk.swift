@@ -59,6 +59,9 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
     var crashPoint: ((Operation, String) -> Void)?
     /// An errno to fail the operation with, or nil to let it run.
     var fault: ((Operation, String) -> Int32?)?
+    /// Runs at the start of every file fsync, outside the disk's lock: a
+    /// slow disk, during which other threads go on writing.
+    var beforeSync: ((String) -> Void)?
 
     init(root: String) {
         self.root = root
@@ -325,6 +328,7 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
     }
 
     fileprivate func sync(_ inode: Inode, path: String) throws {
+        beforeSync?(path)
         try withLock {
             try check(.sync, path)
             inode.durable = inode.current
