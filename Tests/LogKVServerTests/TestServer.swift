@@ -31,6 +31,12 @@ final class TestServer: @unchecked Sendable {
         config.token = token
         config.eventLoopThreads = 2
         config.metricsRegistry = registry
+        // A test starved of CPU by the suites running beside it can sit
+        // between two requests for a minute on a loaded 2-core machine: the
+        // server's idle clock must not close its connection meanwhile (a
+        // fresh-clone CI run failed with `.closed` so). Tests of the idle
+        // clock set their own.
+        config.idleTimeout = .seconds(600)
         configure(&config)
         server = LogKVHTTPServer(store: store, configuration: config, metricsFactory: factory)
         channels = try await server.bind()
