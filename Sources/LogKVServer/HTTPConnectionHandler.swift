@@ -276,32 +276,26 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let head = full.head
         let framing = ResponseEncoder.Framing(version: head.version, keepAlive: head.isKeepAlive, isHEAD: head.method == .HEAD,
                                               requestHeaders: head.headers)
-        var routeLabel = "unmatched"
-        var routeSlot: Int?
+        let record = RequestRecord(metrics: api.serverMetrics, route: try? full.route.get(), method: head.method,
+                                   started: started)
         let reply: Reply
         switch full.route {
         case let .failure(error):
             reply = .now(.error(error))
         case let .success(route):
             // Auth and admin access were checked on the head.
-            routeLabel = route.template
-            routeSlot = route.slot
             do {
                 reply = try route.handler(api, request)
             } catch {
                 reply = .now(.error(APIError.from(error)))
             }
         }
-        let method = head.method
-        let label = routeLabel
-        let slot = routeSlot
         let extraHeaders = api.configuration.corsOrigins.isEmpty
             ? [] : api.configuration.corsHeaders(origin: head.headers.first(name: "origin"))
         switch reply {
         case let .now(response):
             answer(context, response, framing, extraHeaders: extraHeaders)
-            api.serverMetrics.recordRequest(slot: slot, method: method, route: label, status: response.status,
-                                            nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+            record(response.status)
         case let .later(future):
             answering = true
             future.assumeIsolated().whenComplete { result in
@@ -312,8 +306,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 }
                 self.answering = false
                 self.answer(context, response, framing, extraHeaders: extraHeaders)
-                self.api.serverMetrics.recordRequest(slot: slot, method: method, route: label, status: response.status,
-                                                     nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                record(response.status)
                 self.drain(context)
             }
         case let .stream(stream):
@@ -322,15 +315,13 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 let busy = Response.error(APIError(.tooManyRequests, "another stream (a backup) is running; retry later",
                                                    headers: [("Retry-After", "5")]))
                 answer(context, busy, framing, extraHeaders: extraHeaders)
-                api.serverMetrics.recordRequest(slot: slot, method: method, route: label, status: busy.status,
-                                                nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                record(busy.status)
                 return
             }
             answering = true
             let streaming = ResponseStreaming(channel: context.channel, framing: framing, extraHeaders: extraHeaders,
                                               stallTimeout: api.configuration.streamStallTimeout)
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let metrics = api.serverMetrics
             api.blockingPool.submit { state in
                 let outcome: ResponseStreaming.Outcome = state == .active ? streaming.run(stream) : .broken
                 streams.end(streaming.channel)
@@ -339,13 +330,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     handler.answering = false
                     switch outcome {
                     case let .sent(status):
-                        metrics.recordRequest(slot: slot, method: method, route: label, status: status,
-                                              nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                        record(status)
                         handler.answered(context, keepAlive: framing.keepAlive)
                     case let .failedBeforeStart(response):
                         handler.answer(context, response, framing, extraHeaders: extraHeaders)
-                        metrics.recordRequest(slot: slot, method: method, route: label, status: response.status,
-                                              nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                        record(response.status)
                     case .broken:
                         handler.closing = true
                         context.close(promise: nil)
@@ -408,9 +397,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                         route: Result<Route, APIError>? = nil, keepAlive: Bool) {
         incoming = nil
         deadline = nil
-        let matched = try? route?.get()
-        api.serverMetrics.recordRequest(slot: matched?.slot, method: head?.method ?? .GET,
-                                        route: matched?.template ?? "unmatched", status: error.status, nanoseconds: 0)
+        api.serverMetrics.recordRequest(try? route?.get(), method: head?.method ?? .GET, status: error.status, nanoseconds: 0)
         let framing = ResponseEncoder.Framing(version: head?.version ?? .http1_1, keepAlive: keepAlive,
                                               isHEAD: head?.method == .HEAD, requestHeaders: [:])
         answer(context, .error(error), framing, extraHeaders: [])
@@ -484,5 +471,19 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             refuse(context, APIError(.requestTimeout, "request body not received within \(seconds) s"),
                    to: head, route: incoming?.route, keepAlive: false)
         }
+    }
+}
+
+/// Counts one request in the metrics once its answer's status is known,
+/// wherever that happens (at once, from a future, after a stream).
+private struct RequestRecord: Sendable {
+    let metrics: ServerMetrics
+    let route: Route?
+    let method: HTTPMethod
+    let started: UInt64
+
+    func callAsFunction(_ status: HTTPResponseStatus) {
+        metrics.recordRequest(route, method: method, status: status,
+                              nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
     }
 }

@@ -56,11 +56,11 @@ final class ServerMetrics: Sendable {
     /// Indexed by `Route.slot` (the order of `KVAPI.routes`).
     private let routeSeries: [RouteSeries]
 
-    /// Counts one answered request: `slot` is its route's (nil when no route
-    /// matched), `route` the label used then.
-    func recordRequest(slot: Int?, method: HTTPMethod, route: String, status: HTTPResponseStatus, nanoseconds: UInt64) {
+    /// Counts one answered request under `route` (nil when none matched:
+    /// counted as "unmatched").
+    func recordRequest(_ route: Route?, method: HTTPMethod, status: HTTPResponseStatus, nanoseconds: UInt64) {
         let klass = Int(status.code / 100)
-        if let slot, routeSeries.indices.contains(slot), (1...5).contains(klass) {
+        if let slot = route?.slot, routeSeries.indices.contains(slot), (1...5).contains(klass) {
             let series = routeSeries[slot]
             series.counters[klass - 1].increment()
             series.timer.recordNanoseconds(Int64(nanoseconds))
@@ -68,7 +68,7 @@ final class ServerMetrics: Sendable {
         }
         // Unmatched requests: the method label is kept to the standard ones.
         let methodLabel = Self.knownMethods.contains(method.rawValue) ? method.rawValue : "OTHER"
-        recordSlow(method: methodLabel, route: route, status: "\(klass)xx", nanoseconds: nanoseconds)
+        recordSlow(method: methodLabel, route: route?.template ?? "unmatched", status: "\(klass)xx", nanoseconds: nanoseconds)
     }
 
     private static let knownMethods: Set<String> = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]

@@ -225,20 +225,25 @@ import Testing
         }
     }
 
+    /// Sends `batch` over and over without reading, until a send times out
+    /// (the server stopped reading) or `limit` sends went through; returns
+    /// how many did.
+    static func sends(of batch: [UInt8], by client: HTTPTestClient, upTo limit: Int) -> Int {
+        var sent = 0
+        while sent < limit, (try? client.sendRaw(batch)) != nil { sent += 1 }
+        return sent
+    }
+
     @Test func pipelinedRequestsFromAClientThatDoesNotReadAreNotBuffered() async throws {
         try await withServer(configure: { $0.writeBufferHighWater = 64 * 1024 }) { s in
             try s.store.put(Array("big".utf8), [UInt8](repeating: 0x61, count: 256 * 1024))
             let c = try s.client()
             c.setSendTimeout(seconds: 2)
             let thousand = [UInt8]((0..<1000).map { _ in HTTPTestClient.encode("GET", "/v1/kv/big?raw") }.joined())
-            var sent = 0
             // 500k pipelined requests (20 MB) would ask for 128 GB of
             // answers. Without reading, the server stops reading too: the
             // kernel's buffers fill and a send times out long before.
-            for _ in 0..<500 {
-                if (try? c.sendRaw(thousand)) == nil { break }
-                sent += 1
-            }
+            let sent = Self.sends(of: thousand, by: c, upTo: 500)
             #expect(sent < 500, "the server read every pipelined request without the client reading")
             // Other clients are served meanwhile.
             #expect(try s.client().request("GET", "/health").status == 200)
@@ -253,11 +258,7 @@ import Testing
             // and leaves the connection open: 3.1 GB of them would ask for
             // 14 GB of answers.
             let thousand = [UInt8]((0..<1000).map { _ in Array("GET /health HTTP/1.1\r\nX: y\r\n\r\n".utf8) }.joined())
-            var sent = 0
-            for _ in 0..<100_000 {
-                if (try? c.sendRaw(thousand)) == nil { break }
-                sent += 1
-            }
+            let sent = Self.sends(of: thousand, by: c, upTo: 100_000)
             #expect(sent < 100_000, "the server read every refused request without the client reading")
             #expect(try s.client().request("GET", "/health").status == 200)
         }
