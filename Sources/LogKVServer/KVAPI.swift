@@ -591,6 +591,9 @@ final class ActiveStreams: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
+    /// Streams running now.
+    var count: Int { channels.withLockedValue { $0.count } }
+
     func begin(_ channel: Channel) -> Bool {
         channels.withLockedValue { open in
             guard open.count < limit else { return false }

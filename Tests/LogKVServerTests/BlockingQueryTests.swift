@@ -44,7 +44,7 @@ import Testing
             let c = try s.client()
             #expect(try c.request("PUT", "/v1/kv/watched", body: utf8("v1")).status == 204)
             let seen = try #require(index(try c.request("GET", "/v1/kv/watched")))
-            let watcher = try hold(s, "/v1/kv/watched?raw&index=\(seen)&wait=20s")
+            let watcher = try hold(s, "/v1/kv/watched?raw&index=\(seen)&wait=10m")
             #expect(try stillHeld(watcher))
             // Other keys, a TTL refresh of this one and a failed conditional
             // write wake nobody.
@@ -55,20 +55,20 @@ import Testing
             let started = Date()
             #expect(try c.request("PUT", "/v1/kv/watched", body: utf8("v2")).status == 204)
             let answer = try watcher.readResponse()
-            #expect(Date().timeIntervalSince(started) < 2)
+            #expect(Date().timeIntervalSince(started) < 60, "woken by the write, not by its 10-minute wait")
             #expect(answer.status == 200)
             #expect(answer.text == "v2")
             let moved = try #require(index(answer))
             #expect(moved > seen)
             // Watching again from the new index holds again; a delete answers 404.
-            let again = try hold(s, "/v1/kv/watched?index=\(moved)&wait=20s")
+            let again = try hold(s, "/v1/kv/watched?index=\(moved)&wait=10m")
             #expect(try stillHeld(again))
             #expect(try c.request("DELETE", "/v1/kv/watched").status == 204)
             let deleted = try again.readResponse()
             #expect(deleted.status == 404)
             #expect(try #require(index(deleted)) > moved)
             // A missing key watched from its 404's index waits for its creation.
-            let created = try hold(s, "/v1/kv/watched?index=\(index(deleted)!)&wait=20s")
+            let created = try hold(s, "/v1/kv/watched?index=\(index(deleted)!)&wait=10m")
             #expect(try stillHeld(created))
             #expect(try c.request("PUT", "/v1/kv/watched", body: utf8("v3")).status == 204)
             #expect(try created.readResponse().json["value"] as? String == "v3")
@@ -78,16 +78,24 @@ import Testing
     @Test func anExpiryAnswersAHeldGetWithoutAnyOtherRead() async throws {
         try await withServer { s in
             let c = try s.client()
-            #expect(try c.request("PUT", "/v1/kv/lease?ttl=1", body: utf8("me")).status == 204)
-            let seen = try #require(index(try c.request("GET", "/v1/kv/lease")))
-            let watcher = try hold(s, "/v1/kv/lease?index=\(seen)&wait=30s")
+            // The index is read while the key lives (a starved run may take
+            // longer than its second between the two requests: write again).
+            var read = HTTPTestClient.Response(status: 0, headers: [:], body: [])
+            for _ in 0..<5 {
+                #expect(try c.request("PUT", "/v1/kv/lease?ttl=1", body: utf8("me")).status == 204)
+                read = try c.request("GET", "/v1/kv/lease")
+                if read.status == 200 { break }
+            }
+            #expect(read.status == 200)
+            let seen = try #require(index(read))
+            let watcher = try hold(s, "/v1/kv/lease?index=\(seen)&wait=10m")
             let started = Date()
             let answer = try watcher.readResponse()
             #expect(answer.status == 404)
             #expect(try #require(index(answer)) > seen)
-            #expect(Date().timeIntervalSince(started) < 3)
+            #expect(Date().timeIntervalSince(started) < 60, "woken by the expiry, not by its 10-minute wait")
             // From the expiry's index it waits again.
-            let next = try hold(s, "/v1/kv/lease?index=\(index(answer)!)&wait=20s")
+            let next = try hold(s, "/v1/kv/lease?index=\(index(answer)!)&wait=10m")
             #expect(try stillHeld(next))
         }
     }
@@ -95,17 +103,18 @@ import Testing
     @Test func aRefreshThatShortensTheTTLIsHonouredByAHeldRead() async throws {
         try await withServer { s in
             let c = try s.client()
-            #expect(try c.request("PUT", "/v1/kv/lease?ttl=60", body: utf8("me")).status == 204)
+            #expect(try c.request("PUT", "/v1/kv/lease?ttl=600", body: utf8("me")).status == 204)
             let seen = try #require(index(try c.request("GET", "/v1/kv/lease")))
-            let watcher = try hold(s, "/v1/kv/lease?index=\(seen)&wait=30s")
+            let watcher = try hold(s, "/v1/kv/lease?index=\(seen)&wait=10m")
             #expect(try stillHeld(watcher))
-            // A refresh moves no index: the watcher stays, timed to the new expiry.
-            #expect(try c.request("PATCH", "/v1/kv/lease?ttl=1").status == 200)
-            #expect(try stillHeld(watcher))
+            // A refresh moves no index: the watcher stays, timed to the new
+            // expiry (had the refresh woken it, the answer would be the
+            // value, 200; had it kept the old expiry, it would wait 10 min).
             let started = Date()
+            #expect(try c.request("PATCH", "/v1/kv/lease?ttl=1").status == 200)
             let answer = try watcher.readResponse()
             #expect(answer.status == 404)
-            #expect(Date().timeIntervalSince(started) < 3)
+            #expect(Date().timeIntervalSince(started) < 60)
         }
     }
 
@@ -114,7 +123,7 @@ import Testing
             let c = try s.client()
             #expect(try c.request("PUT", "/v1/kv/k", body: utf8("v")).status == 204)
             let current = try #require(index(try c.request("GET", "/v1/kv/k")))
-            let behind = try c.request("GET", "/v1/kv/k?index=\(current - 1)&wait=30s")
+            let behind = try c.request("GET", "/v1/kv/k?index=\(current - 1)&wait=10m")
             #expect(behind.status == 200)
             #expect(index(behind) == current)
             #expect(try c.request("GET", "/v1/kv/k?index=0").status == 200)
@@ -123,7 +132,7 @@ import Testing
             let elapsed = Date().timeIntervalSince(started)
             #expect(waited.status == 200)
             #expect(index(waited) == current)
-            #expect(elapsed >= 0.95 && elapsed < 3, "waited \(elapsed) s")
+            #expect(elapsed >= 0.95 && elapsed < 60, "waited \(elapsed) s")
         }
     }
 
@@ -133,7 +142,7 @@ import Testing
             #expect(try c.request("PUT", "/v1/kv/app/a", body: utf8("1")).status == 204)
             let listing = try c.request("GET", "/v1/keys?prefix=app/")
             let seen = try #require(index(listing))
-            let watcher = try hold(s, "/v1/keys?prefix=app/&index=\(seen)&wait=20s")
+            let watcher = try hold(s, "/v1/keys?prefix=app/&index=\(seen)&wait=10m")
             #expect(try stillHeld(watcher))
             for i in 0..<10 { #expect(try c.request("PUT", "/v1/kv/apple\(i)", body: utf8("x")).status == 204) }
             #expect(try stillHeld(watcher))
@@ -151,13 +160,21 @@ import Testing
         options.expirySweepPerSecond = 0  // no background sweep: the listing notices on its own
         try await withServer(options: options) { s in
             let c = try s.client()
-            #expect(try c.request("PUT", "/v1/kv/jobs/a?ttl=1", body: utf8("1")).status == 204)
             #expect(try c.request("PUT", "/v1/kv/jobs/b", body: utf8("2")).status == 204)
-            let seen = try #require(index(try c.request("GET", "/v1/keys?prefix=jobs/")))
-            let watcher = try hold(s, "/v1/keys?prefix=jobs/&index=\(seen)&wait=20s")
+            // The index is read while jobs/a lives (write it again if a
+            // starved run took longer than its second).
+            var listing = HTTPTestClient.Response(status: 0, headers: [:], body: [])
+            for _ in 0..<5 {
+                #expect(try c.request("PUT", "/v1/kv/jobs/a?ttl=1", body: utf8("1")).status == 204)
+                listing = try c.request("GET", "/v1/keys?prefix=jobs/")
+                if listing.json["keys"] as? [String] == ["jobs/a", "jobs/b"] { break }
+            }
+            #expect(listing.json["keys"] as? [String] == ["jobs/a", "jobs/b"])
+            let seen = try #require(index(listing))
+            let watcher = try hold(s, "/v1/keys?prefix=jobs/&index=\(seen)&wait=10m")
             let started = Date()
             let answer = try watcher.readResponse()
-            #expect(Date().timeIntervalSince(started) < 3)
+            #expect(Date().timeIntervalSince(started) < 60, "woken by the expiry, not by its 10-minute wait")
             #expect(answer.json["keys"] as? [String] == ["jobs/b"])
             #expect(try #require(index(answer)) > seen)
         }
@@ -197,8 +214,8 @@ import Testing
         do {
             let c = try second.client()
             let started = Date()
-            let answer = try c.request("GET", "/v1/keys?prefix=app/&index=\(before)&wait=10s")
-            #expect(Date().timeIntervalSince(started) < 2, "waited \(Date().timeIntervalSince(started)) s")
+            let answer = try c.request("GET", "/v1/keys?prefix=app/&index=\(before)&wait=10m")
+            #expect(Date().timeIntervalSince(started) < 60, "waited \(Date().timeIntervalSince(started)) s")
             #expect(answer.json["keys"] as? [String] == ["app/c"])
             let now = try #require(index(answer))
             // From the index it was given now, it waits again.
@@ -213,16 +230,21 @@ import Testing
             let c = try s.client()
             #expect(try c.request("PUT", "/v1/kv/k", body: utf8("v")).status == 204)
             let current = try #require(index(try c.request("GET", "/v1/kv/k")))
-            var first: HTTPTestClient? = try hold(s, "/v1/kv/k?index=\(current)&wait=30s")
-            let second = try hold(s, "/v1/kv/k?index=\(current)&wait=30s")
+            var first: HTTPTestClient? = try hold(s, "/v1/kv/k?index=\(current)&wait=10m")
+            let second = try hold(s, "/v1/kv/k?index=\(current)&wait=10m")
             #expect(try stillHeld(first!) && stillHeld(second))
-            let refused = try c.request("GET", "/v1/kv/k?index=\(current)&wait=30s")
+            // Both are held before the third asks (a starved server may not
+            // have read them yet).
+            let registered = Date().addingTimeInterval(60)
+            while s.server.api.watches.held < 2 && Date() < registered { usleep(20_000) }
+            #expect(s.server.api.watches.held == 2)
+            let refused = try c.request("GET", "/v1/kv/k?index=\(current)&wait=10m")
             #expect(refused.status == 429)
             #expect(refused.headers["retry-after"] != nil)
             // A read that need not wait is answered even at the limit.
             #expect(try c.request("GET", "/v1/kv/k?index=0").status == 200)
             first = nil  // the client goes: its slot frees
-            let deadline = Date().addingTimeInterval(5)
+            let deadline = Date().addingTimeInterval(60)
             while s.server.api.watches.held > 1 && Date() < deadline { usleep(20_000) }
             #expect(s.server.api.watches.held == 1)
             _ = first

@@ -92,11 +92,16 @@ import Testing
     }
 
     @Test func bodiesBeyondTheServerWideBudgetAre503BeforeBeingRead() async throws {
-        try await withServer(configure: { $0.maxBodyBytesInFlight = 10_000 }) { s in
+        try await withServer(configure: {
+            $0.maxBodyBytesInFlight = 10_000
+            $0.requestTimeout = .seconds(600)  // the slow upload waits on this test
+        }) { s in
             // One slow upload holds 8000 bytes of the budget...
             let slow = try s.client()
             try slow.sendRaw(Array("PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\nabc".utf8))
-            usleep(100_000)
+            let reserved = Date().addingTimeInterval(60)
+            while s.server.bodyBudget.inUse < 8000 && Date() < reserved { usleep(10_000) }
+            #expect(s.server.bodyBudget.inUse == 8000)
             // ...so a second one that would go over is refused at once.
             let c = try s.client()
             try c.sendRaw(Array("PUT /v1/kv/b HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".utf8))
@@ -164,21 +169,29 @@ import Testing
             $0.idleTimeout = .milliseconds(400)
             $0.requestTimeout = .milliseconds(400)
         }) { s in
-            // Idle after a response.
-            let idle = try s.client()
-            #expect(try idle.request("GET", "/health").status == 200)
-            #expect(readUntilClosed(idle, seconds: 3).closed)
-            // A head sent byte by byte (slowloris) never completes in time.
+            // Idle after a response. (The idle clock runs from the accept: a
+            // test thread starved before its first send finds the connection
+            // closed, and connects again, as clients do.)
+            var answered: (HTTPTestClient, Int)?
+            for _ in 0..<5 where answered == nil {
+                let idle = try s.client()
+                if let status = try? idle.request("GET", "/health").status { answered = (idle, status) }
+            }
+            let (idle, status) = try #require(answered)
+            #expect(status == 200)
+            #expect(readUntilClosed(idle, seconds: 60).closed)
+            // A head sent byte by byte (slowloris) never completes: it would
+            // take 10 s, 25 times the request timeout.
             let slow = try s.client()
-            let started = Date()
+            let head = Array("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: \(String(repeating: "s", count: 60))\r\n".utf8)
             var closed = false
-            for byte in Array("GET /health HTTP/1.1\r\nHost: x\r\n".utf8) {
+            for byte in head {
                 if (try? slow.sendRaw([byte])) == nil { closed = true; break }
                 usleep(100_000)
-                if Date().timeIntervalSince(started) > 3 { break }
             }
-            #expect(closed || readUntilClosed(slow, seconds: 1).closed)
-            #expect(Date().timeIntervalSince(started) < 3)
+            let rest = readUntilClosed(slow, seconds: 60)
+            #expect(closed || rest.closed)
+            #expect(!rest.text.contains("200 OK"), "the slow head was answered: \(rest.text)")
             // A body that stops arriving: 408.
             let stalled = try s.client()
             try stalled.sendRaw(Array("PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc".utf8))
@@ -188,22 +201,23 @@ import Testing
     }
 
     @Test func aClientSlowlyTakingALargeAnswerIsNotIdle() async throws {
-        try await withServer(configure: { $0.idleTimeout = .milliseconds(400) }) { s in
+        try await withServer(configure: { $0.idleTimeout = .seconds(2) }) { s in
             let value = [UInt8](repeating: 0x62, count: 8 << 20)
             try s.store.put(Array("large".utf8), value)
             let c = try s.client()
             // The last answer of the connection, taken 64 KiB at a time over
-            // several idle timeouts.
+            // several idle timeouts (at most 64 KiB every 50 ms: 8 MiB take
+            // over 6 s, three idle timeouts; the socket buffers hold part).
             try c.sendRaw(HTTPTestClient.encode("GET", "/v1/kv/large?raw", headers: ["Connection": "close"]))
             var received = 0
             let started = Date()
-            while Date().timeIntervalSince(started) < 30 {
+            while Date().timeIntervalSince(started) < 120 {
                 guard let bytes = try? c.readAvailable() else { break }  // closed
                 received += bytes.count
-                usleep(10_000)
+                usleep(50_000)
             }
             #expect(received > value.count, "the answer was cut off after \(received) bytes")
-            #expect(Date().timeIntervalSince(started) > 0.8, "the client read faster than the test means")
+            #expect(Date().timeIntervalSince(started) > 4, "the client read faster than the test means")
         }
     }
 
@@ -220,8 +234,14 @@ import Testing
             #expect(r.status == 503)
             #expect((r.json["message"] as? String)?.contains("too many connections") == true)
             held.removeAll()
-            usleep(200_000)
-            #expect(try s.client().request("GET", "/health").status == 200)
+            // The server notices the closes soon (a starved one, later).
+            var recovered = false
+            let deadline = Date().addingTimeInterval(60)
+            while !recovered && Date() < deadline {
+                recovered = (try? s.client().request("GET", "/health").status) == 200
+                if !recovered { usleep(50_000) }
+            }
+            #expect(recovered)
         }
     }
 
@@ -380,11 +400,14 @@ import Testing
     @Test func aSecondBackupWhileOneStreamsIs429() async throws {
         var options = LogKVOptions()
         options.fsync = .never
-        try await withServer(options: options, configure: { $0.streamStallTimeout = .seconds(5) }) { s in
+        try await withServer(options: options, configure: { $0.streamStallTimeout = .seconds(600) }) { s in
             for i in 0..<64 { try s.store.put(Array("k\(i)".utf8), [UInt8](repeating: UInt8(i), count: 64 * 1024)) }
             let slow = try s.client()
             try slow.sendRaw(HTTPTestClient.encode("GET", "/v1/admin/backup"))
-            usleep(300_000)  // the first stream fills the socket buffers and waits
+            // The first stream has begun (it fills the socket buffers and waits).
+            let begun = Date().addingTimeInterval(60)
+            while s.server.api.streams.count < 1 && Date() < begun { usleep(10_000) }
+            #expect(s.server.api.streams.count == 1)
             let second = try s.client().request("GET", "/v1/admin/backup")
             #expect(second.status == 429)
             #expect(second.headers["retry-after"] != nil)

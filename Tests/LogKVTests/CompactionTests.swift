@@ -72,7 +72,7 @@ import Testing
         defer { stop.lock.withLock { stop.stop = true } }
         let pinnedAt = store.state.withLock { store.indexedUpTo }
         var caughtUp = false
-        let deadline = Date().addingTimeInterval(15)
+        let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             usleep(100_000)
             let now = store.state.withLock { store.indexedUpTo }

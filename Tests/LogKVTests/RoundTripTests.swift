@@ -219,13 +219,13 @@ import Testing
             written.signal()
         }
         writer.start()
-        let deadline = Date().addingTimeInterval(5)
+        let deadline = Date().addingTimeInterval(60)
         while !store.writeWouldWait && Date() < deadline { usleep(2_000) }
         #expect(store.writeWouldWait)
         store.indexWriterLock.unlock()
         written.wait()
         try store.flushIndex()
-        while store.writeWouldWait && Date() < deadline.addingTimeInterval(5) { usleep(2_000) }
+        while store.writeWouldWait && Date() < deadline.addingTimeInterval(60) { usleep(2_000) }
         #expect(!store.writeWouldWait)
         #expect(try store.get(bytes("k199"))?.value == bytes("v"))
     }
