@@ -121,13 +121,20 @@ echo "loaded in $(( $(date +%s) - start )) s" >&2
 results="$dir/results"
 : > "$results"
 # run LABEL SYSTEM OP PORT [KEYS]
+lookups() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk '/^logkv_keydir_lookups_total/ {gsub(/.*path="|"}/, "", $1); printf "%s=%d ", $1, $2}
+    /^logkv_index_pending_entries/ {printf "pending=%d", $2}'
+}
 run() {
-  local out
+  local out before=""
+  case "$2" in logkv*) before=$(lookups "$4") ;; esac
   out=$(BENCH_SYSTEM="$2" BENCH_OP="$3" BENCH_KEYS="${5:-$keys}" \
     wrk -t2 -c"$conns" -d"${duration}s" --latency -s scripts/bench/workload.lua "http://127.0.0.1:$4" \
     | awk '/^RESULT/ {print $2, $3, $4, $5, $6}')
   echo "$1 $out" >> "$results"
   echo "  $1: $out" >&2
+  # Where logkvd's lookups went in this run (KeyDir memory or SQLite).
+  [ -z "$before" ] || echo "    lookups before: $before; after: $(lookups "$4")" >&2
 }
 always() { redis-cli -p "$p_redis" config set appendfsync "$1" >/dev/null; }
 
@@ -138,6 +145,10 @@ for round in $(seq "$rounds"); do
   run webdis-get webdis get "$p_webdis"
   run logkv-get logkv get "$p_logkv"
   run logkv-raw-get logkv-raw get "$p_logkv"
+  # Best case only: 10k hot keys, whose KeyDir entries all fit the cache.
+  run webdis-get-hot webdis get "$p_webdis" 10000
+  run logkv-get-hot logkv get "$p_logkv" 10000
+  run logkv-raw-get-hot logkv-raw get "$p_logkv" 10000
   [ "${BENCH_SKIP_ETCD:-0}" = 1 ] || run etcd-get etcd get "$p_etcd"
   run webdis-put webdis put "$p_webdis"
   run logkv-put logkv put "$p_logkv"
@@ -176,6 +187,8 @@ rows = [
     ("GET random key, JSON route", "logkv-get", "webdis-get", "Redis+webdis GET", 1.5),
     ("GET random key, `?raw`", "logkv-raw-get", "logkv-health", "logkvd /health", 0.9),
     ("GET random key, JSON (etcd gateway)", "logkv-get", "etcd-get", "etcd range", None),
+    ("best case only: GET 10k hot keys, JSON route", "logkv-get-hot", "webdis-get-hot", "Redis+webdis GET, same keys", None),
+    ("best case only: GET 10k hot keys, `?raw`", "logkv-raw-get-hot", "logkv-health", "logkvd /health", None),
     ("PUT overwrite, JSON route", "logkv-put", "webdis-put", "Redis+webdis SET", 1.5),
     ("PUT overwrite, raw body", "logkv-raw-put", "webdis-put", "Redis+webdis SET", None),
     ("PUT overwrite, JSON (etcd gateway)", "logkv-put", "etcd-put", "etcd put", None),

@@ -42,7 +42,23 @@ struct KeyDirCache {
             slots[i].referenced = true
             return
         }
-        while usedBytes + cost > budgetBytes, !slots.isEmpty { evictOne() }
+        while usedBytes + cost > budgetBytes, !slots.isEmpty {
+            let victim = nextVictim()
+            forget(slots[victim])
+            if usedBytes + cost <= budgetBytes {
+                // The new entry takes the victim's slot, just behind the
+                // hand: it gets a whole turn of the clock to be read again.
+                // (Appending it instead, with the hand parked on the slot
+                // the last entry was moved into, made every insert evict the
+                // one before: a full cache never took in a new working set.)
+                slots[victim] = Slot(key: key, location: location, referenced: false)
+                indexByKey[key] = victim
+                usedBytes += cost
+                hand = victim + 1
+                return
+            }
+            removeSlot(victim)
+        }
         indexByKey[key] = slots.count
         slots.append(Slot(key: key, location: location, referenced: false))
         usedBytes += cost
@@ -54,15 +70,9 @@ struct KeyDirCache {
     }
 
     mutating func remove(_ key: KeyBytes) {
-        guard let i = indexByKey.removeValue(forKey: key) else { return }
-        usedBytes -= slots[i].key.bytes.count + Self.entryOverhead
-        let last = slots.count - 1
-        if i != last {
-            slots[i] = slots[last]
-            indexByKey[slots[i].key] = i
-        }
-        slots.removeLast()
-        if hand >= slots.count { hand = 0 }
+        guard let i = indexByKey[key] else { return }
+        forget(slots[i])
+        removeSlot(i)
     }
 
     mutating func removeAll() {
@@ -72,16 +82,31 @@ struct KeyDirCache {
         hand = 0
     }
 
-    private mutating func evictOne() {
+    /// The slot the clock hand stops at: the first unreferenced entry from
+    /// the hand on; referenced ones it passes lose their mark (second chance).
+    private mutating func nextVictim() -> Int {
         while true {
             if hand >= slots.count { hand = 0 }
-            if slots[hand].referenced {
-                slots[hand].referenced = false
-                hand += 1
-            } else {
-                remove(slots[hand].key)
-                return
-            }
+            if !slots[hand].referenced { return hand }
+            slots[hand].referenced = false
+            hand += 1
         }
+    }
+
+    /// Drops a slot's entry from the map and the budget (the slot stays).
+    private mutating func forget(_ slot: Slot) {
+        indexByKey[slot.key] = nil
+        usedBytes -= slot.key.bytes.count + Self.entryOverhead
+    }
+
+    /// Removes a forgotten slot: the last one moves into its place.
+    private mutating func removeSlot(_ i: Int) {
+        let last = slots.count - 1
+        if i != last {
+            slots[i] = slots[last]
+            indexByKey[slots[i].key] = i
+        }
+        slots.removeLast()
+        if hand >= slots.count { hand = 0 }
     }
 }

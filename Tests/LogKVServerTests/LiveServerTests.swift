@@ -207,8 +207,9 @@ import Testing
         // All five held before the signal (a starved server may not have
         // read them yet; unread connections would just be closed).
         let registered = Date().addingTimeInterval(60)
-        while Date() < registered,
-              !(try c.request("GET", "/metrics").text.contains("logkv_blocking_queries_held 5")) { usleep(20_000) }
+        func allHeld() throws -> Bool { try c.request("GET", "/metrics").text.contains("logkv_blocking_queries_held 5") }
+        while Date() < registered, !(try allHeld()) { usleep(20_000) }
+        #expect(try allHeld())
         let started = Date()
         kill(server.process.processIdentifier, SIGTERM)
         for w in watchers {
@@ -236,12 +237,14 @@ import Testing
         kill(server.process.processIdentifier, SIGTERM)
         // The second signal counts once the drain has begun; a starved
         // server may not have begun it yet, so signal again until it exits.
+        // (`waitForExit` reaps the child itself if Foundation misses it.)
+        var exit = ChildExit.stillRunning
         let exited = Date().addingTimeInterval(60)
-        repeat {
-            usleep(500_000)
-            kill(server.process.processIdentifier, SIGINT)
-        } while server.process.isRunning && Date() < exited
-        #expect(waitForExit(server.process, timeout: 20).code == 0)
+        while exit == .stillRunning && Date() < exited {
+            exit = waitForExit(server.process, timeout: 0.5)
+            if exit == .stillRunning { kill(server.process.processIdentifier, SIGINT) }
+        }
+        #expect(exit == .exited(0))
         // The grace is 30 s: ended by the second signal, not by the grace.
         #expect(Date().timeIntervalSince(started) < 25)
         #expect(server.stderrText().contains("index checkpoint covers the log"))
