@@ -49,6 +49,51 @@ import Testing
         for n in stride(from: 0, to: 100, by: 2) { #expect(read(&cache, "k\(n)", n)) }
         for n in 0..<50 { _ = read(&cache, "new\(n)", n) }
         for n in stride(from: 0, to: 100, by: 2) { #expect(cache.get(key("k\(n)")) != nil, "k\(n)") }
+        // The newcomers pushed out the other half, not one another.
+        for n in 0..<50 { #expect(cache.get(key("new\(n)")) != nil, "new\(n)") }
+        for n in stride(from: 1, to: 100, by: 2) { #expect(cache.get(key("k\(n)")) == nil, "k\(n)") }
+        #expect(cache.isConsistent)
+    }
+
+    @Test func aNewEntryIsNotTheNextVictimWhateverTheKeySizes() {
+        // Room for 20 entries of 8-byte keys. A long key (costing about two)
+        // goes in first, then 18 short ones: full.
+        let small = 8 + KeyDirCache.entryOverhead
+        var cache = KeyDirCache(budgetBytes: 20 * small)
+        let long = String(repeating: "L", count: small)
+        cache.insert(key("a" + long), location(100))
+        for n in 0..<18 { cache.insert(key("k\(n)"), location(n)) }
+        // s1 evicts the long entry and leaves room for s2 with no eviction;
+        // then another long key needs two evictions: neither newcomer may
+        // be one of them (the oldest short keys are).
+        cache.insert(key("s1"), location(101))
+        cache.insert(key("s2"), location(102))
+        cache.insert(key("b" + long), location(103))
+        #expect(cache.get(key("a" + long)) == nil)
+        for name in ["s1", "s2", "b" + long] { #expect(cache.get(key(name)) != nil, "\(name)") }
+        #expect(cache.get(key("k0")) == nil)
+        #expect(cache.isConsistent)
+    }
+
+    @Test func randomInsertsReadsAndRemovalsKeepTheCacheConsistentAndBounded() {
+        var generator = SplitMix(seed: 42)
+        var cache = KeyDirCache(budgetBytes: 50 * (8 + KeyDirCache.entryOverhead))
+        for step in 0..<20_000 {
+            let name = "k\(Int.random(in: 0..<200, using: &generator))"
+            let padding = String(repeating: "p", count: Int.random(in: 0..<40, using: &generator))
+            let k = KeyBytes(Array((name + padding).utf8))
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<5: cache.insert(k, location(step))
+            case 5..<8: _ = cache.get(k)
+            case 8: cache.remove(k)
+            default: cache.updateIfPresent(k, location(step))
+            }
+            if step % 97 == 0 || step > 19_900 { #expect(cache.isConsistent, "after step \(step)") }
+        }
+        cache.removeAll()
+        #expect(cache.count == 0 && cache.usedBytes == 0 && cache.isConsistent)
+        cache.insert(key("again"), location(1))
+        #expect(cache.get(key("again")) == location(1))
     }
 
     @Test func removedAndUpdatedEntriesAreSeenAsSuch() {
@@ -63,5 +108,7 @@ import Testing
         for n in 10..<30 { cache.insert(key("k\(n)"), location(n)) }
         #expect(cache.count <= 10)
         #expect(cache.usedBytes <= cache.budgetBytes)
+        #expect(cache.isConsistent)
     }
 }
+
