@@ -166,7 +166,7 @@ echo "checking a sample of keys in every system…" >&2
 python3 scripts/bench/httpload.py check logkv "$p_logkv" "$keys" >&2
 python3 scripts/bench/httpload.py check webdis "$p_webdis" "$keys" >&2
 [ "${BENCH_SKIP_ETCD:-0}" = 1 ] || python3 scripts/bench/httpload.py check etcd "$p_etcd" "$keys" >&2
-hits=$(curl -s "http://127.0.0.1:$p_logkv/metrics" | awk '/^logkv_keydir_lookups_total/ {sub(/logkv_keydir_lookups_total/, ""); printf "%s %s, ", $1, $2}')
+hits=$(lookups "$p_logkv")
 
 python3 - "$results" "$keys" "$duration" "$conns" "$rounds" "$cache_bytes" "$hits" <<'PY'
 import statistics, sys
@@ -196,7 +196,7 @@ rows = [
     ("PUT, fsync per write", "logkv-put-always", "webdis-put-always", "Redis appendfsync always", 1.2),
 ]
 print(f"{int(keys):,} keys, 100-byte values, wrk -t2 -c{conns} -d{duration}s, medians of {rounds} interleaved rounds; "
-      f"logkvd --cache-bytes {int(cache) >> 20} MiB; KeyDir lookups by path: {hits.strip().rstrip(',')}")
+      f"logkvd --cache-bytes {int(cache) >> 20} MiB; KeyDir lookups by path: {hits.strip()}")
 print()
 print("| workload | logkvd req/s | p99 ms | peer | peer req/s | p99 ms | ratio | target | wrong answers |")
 print("|---|---|---|---|---|---|---|---|---|")

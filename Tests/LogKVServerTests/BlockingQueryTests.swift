@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import LogKV
 @testable import LogKVServer
 import Testing
@@ -235,18 +236,14 @@ import Testing
             #expect(try stillHeld(first!) && stillHeld(second))
             // Both are held before the third asks (a starved server may not
             // have read them yet).
-            let registered = Date().addingTimeInterval(60)
-            while s.server.api.watches.held < 2 && Date() < registered { usleep(20_000) }
-            #expect(s.server.api.watches.held == 2)
+            #expect(eventually { s.server.api.watches.held == 2 })
             let refused = try c.request("GET", "/v1/kv/k?index=\(current)&wait=90s")
             #expect(refused.status == 429)
             #expect(refused.headers["retry-after"] != nil)
             // A read that need not wait is answered even at the limit.
             #expect(try c.request("GET", "/v1/kv/k?index=0").status == 200)
             first = nil  // the client goes: its slot frees
-            let deadline = Date().addingTimeInterval(60)
-            while s.server.api.watches.held > 1 && Date() < deadline { usleep(20_000) }
-            #expect(s.server.api.watches.held == 1)
+            #expect(eventually { s.server.api.watches.held == 1 })
             _ = first
             #expect(try stillHeld(second))
         }

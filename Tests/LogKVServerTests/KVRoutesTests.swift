@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import LogKV
 @testable import LogKVServer
 import Testing
@@ -374,13 +375,7 @@ import Testing
             let r = try c.request("POST", "/v1/admin/compact", headers: auth)
             #expect(r.status == 202)
             #expect(r.json["success"] as? Bool == true)
-            var after = try s.store.stats()
-            let deadline = Date().addingTimeInterval(60)
-            while after.deadBytes >= before.deadBytes && Date() < deadline {
-                try await Task.sleep(for: .milliseconds(20))
-                after = try s.store.stats()
-            }
-            #expect(after.deadBytes < before.deadBytes)
+            #expect(try eventually { try s.store.stats().deadBytes < before.deadBytes })
             #expect(try c.request("GET", "/v1/kv/k7?raw", headers: auth).text == "round 2")
         }
     }

@@ -206,10 +206,7 @@ import Testing
         for w in watchers { try w.sendRaw(HTTPTestClient.encode("GET", "/v1/kv/k?raw&index=\(index)&wait=10m")) }
         // All five held before the signal (a starved server may not have
         // read them yet; unread connections would just be closed).
-        let registered = Date().addingTimeInterval(60)
-        func allHeld() throws -> Bool { try c.request("GET", "/metrics").text.contains("logkv_blocking_queries_held 5") }
-        while Date() < registered, !(try allHeld()) { usleep(20_000) }
-        #expect(try allHeld())
+        #expect(try eventually { try c.request("GET", "/metrics").text.contains("logkv_blocking_queries_held 5") })
         let started = Date()
         kill(server.process.processIdentifier, SIGTERM)
         for w in watchers {
@@ -292,8 +289,7 @@ import Testing
         }
         // Let writes flow (at least 200 acknowledged, or 60 s), then SIGTERM
         // while they are still in flight.
-        let flowing = Date().addingTimeInterval(60)
-        while acked.lock.withLock({ acked.keys.count }) < 200 && Date() < flowing { usleep(50_000) }
+        eventually { acked.lock.withLock { acked.keys.count } >= 200 }
         #expect(server.terminate() == 0)
         group.wait()
         let keys = acked.lock.withLock { acked.keys }

@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import LogKV
 @testable import LogKVServer
 import NIOCore
@@ -99,9 +100,7 @@ import Testing
             // One slow upload holds 8000 bytes of the budget...
             let slow = try s.client()
             try slow.sendRaw(Array("PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 8000\r\n\r\nabc".utf8))
-            let reserved = Date().addingTimeInterval(60)
-            while s.server.bodyBudget.inUse < 8000 && Date() < reserved { usleep(10_000) }
-            #expect(s.server.bodyBudget.inUse == 8000)
+            #expect(eventually { s.server.bodyBudget.inUse == 8000 })
             // ...so a second one that would go over is refused at once.
             let c = try s.client()
             try c.sendRaw(Array("PUT /v1/kv/b HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".utf8))
@@ -240,13 +239,7 @@ import Testing
             #expect((r.json["message"] as? String)?.contains("too many connections") == true)
             held.removeAll()
             // The server notices the closes soon (a starved one, later).
-            var recovered = false
-            let deadline = Date().addingTimeInterval(60)
-            while !recovered && Date() < deadline {
-                recovered = (try? s.client().request("GET", "/health").status) == 200
-                if !recovered { usleep(50_000) }
-            }
-            #expect(recovered)
+            #expect(eventually { (try? s.client().request("GET", "/health").status) == 200 })
         }
     }
 
@@ -410,9 +403,7 @@ import Testing
             let slow = try s.client()
             try slow.sendRaw(HTTPTestClient.encode("GET", "/v1/admin/backup"))
             // The first stream has begun (it fills the socket buffers and waits).
-            let begun = Date().addingTimeInterval(60)
-            while s.server.api.streams.count < 1 && Date() < begun { usleep(10_000) }
-            #expect(s.server.api.streams.count == 1)
+            #expect(eventually { s.server.api.streams.count == 1 })
             let second = try s.client().request("GET", "/v1/admin/backup")
             #expect(second.status == 429)
             #expect(second.headers["retry-after"] != nil)

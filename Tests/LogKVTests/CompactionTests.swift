@@ -71,12 +71,8 @@ import Testing
         writer.start()
         defer { stop.lock.withLock { stop.stop = true } }
         let pinnedAt = store.state.withLock { store.indexedUpTo }
-        var caughtUp = false
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            usleep(100_000)
-            let now = store.state.withLock { store.indexedUpTo }
-            if now.offset > pinnedAt.offset + 1 << 20 { caughtUp = true; break }
+        let caughtUp = eventually(pollingEvery: 100_000) {
+            store.state.withLock { store.indexedUpTo }.offset > pinnedAt.offset + 1 << 20
         }
         #expect(caughtUp, "the index checkpoint stayed at \(pinnedAt) while the log grew")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import Testing
 @testable import LogKV
 
@@ -219,14 +220,11 @@ import Testing
             written.signal()
         }
         writer.start()
-        let deadline = Date().addingTimeInterval(60)
-        while !store.writeWouldWait && Date() < deadline { usleep(2_000) }
-        #expect(store.writeWouldWait)
+        #expect(eventually(pollingEvery: 2_000) { store.writeWouldWait })
         store.indexWriterLock.unlock()
         written.wait()
         try store.flushIndex()
-        while store.writeWouldWait && Date() < deadline.addingTimeInterval(60) { usleep(2_000) }
-        #expect(!store.writeWouldWait)
+        #expect(eventually(pollingEvery: 2_000) { !store.writeWouldWait })
         #expect(try store.get(bytes("k199"))?.value == bytes("v"))
     }
 }
