@@ -119,7 +119,7 @@ extension LogKV {
             state.withLock {
                 if options.fsync == .always {
                     unpublished[k] = change.superseding(unpublished[k])
-                    unpublishedQueue.append((seq, k))
+                    unpublishedQueue.append((k, change))
                 } else {
                     publish(k, change, recordAt: LogPosition(segment: active.id, offset: offset))
                     if options.fsync == .never {
@@ -178,16 +178,15 @@ extension LogKV {
         if change.seq <= durableSeq { durablePublished = true }
     }
 
-    /// Publishes the `unpublished` changes an fsync now covers. Called with
-    /// `state` locked.
+    /// Publishes every change an fsync now covers, each once, in seq order
+    /// (rule 11); a key leaves `unpublished` with its newest change. Called
+    /// with `state` locked.
     func publishDurable(upTo seq: UInt64) {
-        while unpublishedHead < unpublishedQueue.count, unpublishedQueue[unpublishedHead].seq <= seq {
-            let (entrySeq, key) = unpublishedQueue[unpublishedHead]
+        while unpublishedHead < unpublishedQueue.count, unpublishedQueue[unpublishedHead].change.seq <= seq {
+            let (key, change) = unpublishedQueue[unpublishedHead]
             unpublishedHead += 1
-            if let change = unpublished[key], change.seq == entrySeq {
-                unpublished[key] = nil
-                publish(key, change)
-            }
+            if unpublished[key]?.seq == change.seq { unpublished[key] = nil }
+            publish(key, change)
         }
         if unpublishedHead == unpublishedQueue.count {
             unpublishedQueue.removeAll(keepingCapacity: unpublishedQueue.count < 65_536)

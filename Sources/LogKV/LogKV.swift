@@ -62,12 +62,16 @@ public final class LogKV: @unchecked Sendable {
 
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()
-    /// Under `.always`: changes appended but not yet covered by an fsync.
-    /// Writers see them (conditions are checked against them); readers do
-    /// not (rule 1). Published into `pending` once an fsync covers them.
+    /// Under `.always`: the newest change per key appended but not yet
+    /// covered by an fsync. Writers see them (conditions are checked
+    /// against them); readers do not (rule 1).
     var unpublished: [KeyBytes: KeyDirChange] = [:]
-    /// `unpublished` in append order, for publishing by seq.
-    var unpublishedQueue: [(seq: UInt64, key: KeyBytes)] = []
+    /// Every change appended but not yet covered by an fsync, in append
+    /// (seq) order, each as appended (not joined with the others of its
+    /// key). An fsync publishes every one it covers, in order (rule 11):
+    /// publishing only the newest per key would skip an acknowledged change
+    /// whenever another write to its key was appended during the fsync.
+    var unpublishedQueue: [(key: KeyBytes, change: KeyDirChange)] = []
     var unpublishedHead = 0
     /// The highest seq, and the log position just past it, that an fsync
     /// covers (under `.never`: that the kernel has). The flusher moves only

@@ -62,6 +62,10 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
     /// Runs at the start of every file fsync, outside the disk's lock: a
     /// slow disk, during which other threads go on writing.
     var beforeSync: ((String) -> Void)?
+    /// Runs at the end of every file fsync, after it made the file's bytes
+    /// durable and before it returns, outside the disk's lock: writes that
+    /// land now are not covered by it.
+    var afterSync: ((String) -> Void)?
 
     init(root: String) {
         self.root = root
@@ -333,6 +337,7 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
             try check(.sync, path)
             inode.durable = inode.current
         }
+        afterSync?(path)
     }
 
     fileprivate func truncate(_ inode: Inode, path: String, to length: Int) throws {
