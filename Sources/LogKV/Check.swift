@@ -53,7 +53,14 @@ extension LogKV {
         let activeID = files.last { $0.kind == .log }?.id
         for (n, file) in files.enumerated() {
             let id = file.id
-            var scanner = SegmentScanner(file: file)
+            // The log ends where an open would end it (the same rule).
+            var logEnd: Int64?
+            if id == activeID, let tail = try SegmentScanner.unsyncedTail(of: file, from: file.dataStart),
+               let hole = tail.hole, tail.recordsAfterHole > 0 {
+                logEnd = hole
+                report.problems.append("segment \(id) offset \(hole): unsynced tail cut by a power loss, \(file.size - hole) bytes with \(tail.recordsAfterHole) intact records after the hole, written after a write that was lost; the next open drops them")
+            }
+            var scanner = SegmentScanner(file: file, endingAt: logEnd)
             while true {
                 do {
                     guard let entry = try scanner.next() else { break }
@@ -64,7 +71,9 @@ extension LogKV {
                         report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); \(resumed - stop.offset) bytes unreadable, intact records follow (damage: the intact records are kept; `logkv compact` rewrites the segment without the damaged bytes unless a live key points into them)")
                         continue
                     }
-                    if id == activeID {
+                    if id == activeID && logEnd != nil {
+                        break  // reported above
+                    } else if id == activeID {
                         report.problems.append("segment \(id) offset \(stop.offset): torn tail (\(stop.reason)), \(file.size - stop.offset) bytes; the next open truncates it")
                     } else {
                         report.problems.append("segment \(id) offset \(stop.offset): \(stop.reason); the rest of this sealed segment (\(file.size - stop.offset) bytes) is unreadable")

@@ -82,7 +82,7 @@ extension LogKV {
                 state.unlock()
                 writerLock.lock()
                 holdingWriters = true
-                try? sync()
+                try? sync(writerLockHeld: true)
                 state.lock()
             }
             // Finding the durable part of the backlog scans it: only worth it

@@ -85,8 +85,8 @@ extension LogKV {
             if active.size + Int64(recordLength) > options.segmentSize
                 && active.size > Int64(RecordFormat.segmentHeaderSize) {
                 try rotate()
-            } else if kind == .ttlRefresh && active.header?.version ?? RecordFormat.formatVersion < 3 {
-                try rotate()  // an active segment from an older release cannot hold one
+            } else if active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince {
+                try rotate()  // an active segment from an older release holds no TTL refresh or commit record
             }
             let offset = active.size
             do {
@@ -100,6 +100,7 @@ extension LogKV {
                 throw error
             }
             nextSeq += 1
+            recordsSinceCommit += 1
             let location = RecordLocation(segment: active.id, offset: offset, length: recordLength,
                                           seq: seq, expiresAt: expiresAt)
             let k = KeyBytes(key)
@@ -299,12 +300,15 @@ extension LogKV {
         }
         syncState.withLock { syncFile = next }
         active = next
+        recordsSinceCommit = 0
         logger.debug("rotated segment", metadata: ["sealed": "\(sealed.id)", "size": "\(sealed.size)"])
     }
 
     /// Group commit: returns once an fsync covering `target` appended bytes has
     /// completed. One caller runs the fsync; the others wait for it.
-    func waitForSync(upTo target: UInt64) throws {
+    /// `writerLockHeld`: the caller holds the writer lock (and so may not
+    /// wait for it).
+    func waitForSync(upTo target: UInt64, writerLockHeld: Bool = false) throws {
         syncState.lock()
         defer { syncState.unlock() }
         while syncedBytes < target {
@@ -313,14 +317,51 @@ extension LogKV {
                 syncState.wait()
                 continue
             }
-            try runSync()
+            try runSync(writerLockHeld: writerLockHeld)
         }
     }
 
-    /// Runs one fsync of the active segment. Called with `syncState` locked;
-    /// unlocks it around the fsync itself.
-    func runSync() throws {
+    /// Runs one fsync of the active segment, after sealing what it covers
+    /// with a commit record (see `RecordFormat`). Called with `syncState`
+    /// locked and no fsync in progress; returns with it locked, and may
+    /// return without syncing when another thread started an fsync while
+    /// this one waited for the writer lock (callers loop).
+    ///
+    /// Ordering rules kept here:
+    /// - The commit record is appended under the writer lock, after every
+    ///   record it follows, and only once the previous fsync succeeded
+    ///   (`syncInProgress` serialises fsyncs; none runs after a failure):
+    ///   so an intact commit record proves the one before it synced.
+    /// - Nothing the fsync should have covered is published if it fails;
+    ///   under `.always` the records after the last good fsync, none of them
+    ///   acknowledged, are cut from the file (rule 1: a write the client was
+    ///   told failed never comes back).
+    func runSync(writerLockHeld: Bool = false) throws {
+        if !writerLockHeld {
+            // Lock order: writerLock → syncState.
+            syncState.unlock()
+            writerLock.lock()
+            syncState.lock()
+            if syncInProgress {
+                writerLock.unlock()
+                return
+            }
+        }
+        if let writeFailure {
+            if !writerLockHeld { writerLock.unlock() }
+            throw writeFailure
+        }
         syncInProgress = true
+        syncState.unlock()
+        var commitFailure: Error?
+        do { try appendCommitRecord() } catch { commitFailure = error }
+        if !writerLockHeld { writerLock.unlock() }
+        syncState.lock()
+        if let commitFailure {
+            syncInProgress = false
+            syncState.broadcast()
+            throw commitFailure
+        }
         let goal = appendedBytes
         let goalSeq = appendedSeq
         let goalEnd = appendedEnd
@@ -330,15 +371,19 @@ extension LogKV {
         var failure: Error?
         do { try file.sync() } catch { failure = error }
         metrics.fsyncDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+        if let failure {
+            // After a failed fsync the page cache may have dropped the data:
+            // the only honest answer is to stop taking writes.
+            let error = failWrites("fsync failed: \(failure)")
+            if options.fsync == .always { discardUnsynced(file, writerLockHeld: writerLockHeld) }
+            syncState.lock()
+            syncInProgress = false
+            syncState.broadcast()
+            throw error
+        }
         syncState.lock()
         syncInProgress = false
         syncState.broadcast()
-        if let failure {
-            // After a failed fsync the page cache may have dropped the data:
-            // the only honest answer is to stop taking writes. Nothing it
-            // should have covered is ever published.
-            throw failWrites("fsync failed: \(failure)")
-        }
         // Linux reports a write-back error once: a later fsync that
         // "succeeds" vouches for nothing after an earlier failure (rule 6).
         if let writeFailure { throw writeFailure }
@@ -351,6 +396,51 @@ extension LogKV {
             state.broadcast()
         }
         syncedBytes = max(syncedBytes, goal)
+    }
+
+    /// Seals the records appended to the active segment since the last
+    /// commit record with a new one. Called under the writer lock, just
+    /// before an fsync. Without room for it the fsync goes on: the records
+    /// it would seal stay unproven (read as the unsynced tail), never wrong.
+    /// `evenIfNothingNew`: one more, after a commit record whose fsync
+    /// completed, only to prove that it did (at close).
+    func appendCommitRecord(evenIfNothingNew: Bool = false) throws {
+        guard recordsSinceCommit > 0 || evenIfNothingNew,
+              (active.header?.version ?? 0) >= RecordFormat.commitRecordsSince else { return }
+        let offset = active.size
+        let record = RecordCodec.commitRecord(at: offset, lastSeq: nextSeq - 1, writtenAt: options.clock())
+        do {
+            try active.append(record)
+        } catch LogKVError.diskFull {
+            return
+        } catch {
+            throw failWrites("append of a commit record to segment \(active.id) failed: \(error)")
+        }
+        recordsSinceCommit = 0
+        let end = LogPosition(segment: active.id, offset: active.size)
+        state.withLock { logEnd = end }
+        syncState.withLock {
+            appendedBytes += UInt64(record.count)
+            appendedEnd = end
+        }
+    }
+
+    /// After a failed fsync under `.always`: cuts the records appended
+    /// since the last good fsync from `file`. None was acknowledged or
+    /// published; left in the file, a restart would bring them back.
+    private func discardUnsynced(_ file: SegmentFile, writerLockHeld: Bool) {
+        if !writerLockHeld { writerLock.lock() }
+        defer { if !writerLockHeld { writerLock.unlock() } }
+        let end = state.withLock { durableEnd }
+        guard end.segment == file.id, end.offset < file.size else { return }
+        do {
+            try file.truncate(to: end.offset, durably: false)
+            logger.warning("cut the records a failed fsync should have covered", metadata: [
+                "segment": "\(file.id)", "offset": "\(end.offset)"])
+        } catch {
+            logger.error("could not cut the records a failed fsync should have covered; the next open may read them",
+                         metadata: ["segment": "\(file.id)", "error": "\(error)"])
+        }
     }
 
     // MARK: Background fsync for `.interval`

@@ -44,6 +44,8 @@ public final class LogKV: @unchecked Sendable {
     /// The next segment id, for rotation and compaction output alike.
     var nextSegmentID: UInt64
     var writerClosed = false
+    /// Records appended to the active segment since its last commit record.
+    var recordsSinceCommit = 0
     /// Serialises use of `indexWriter` between the flusher and compaction.
     let indexWriterLock = NSLock()
     /// One compaction at a time.
@@ -456,8 +458,12 @@ public final class LogKV: @unchecked Sendable {
 
     /// Makes every acknowledged write durable now, whatever the fsync policy.
     public func sync() throws {
+        try sync(writerLockHeld: false)
+    }
+
+    func sync(writerLockHeld: Bool) throws {
         let target = syncState.withLock { appendedBytes }
-        try waitForSync(upTo: target)
+        try waitForSync(upTo: target, writerLockHeld: writerLockHeld)
     }
 
     /// Flushes the index, syncs the log and releases the directory.
@@ -472,7 +478,10 @@ public final class LogKV: @unchecked Sendable {
         state.withLock { closeRequested = true }
         stopMaintenance()
         compactionLock.withLock {}  // a running compaction abandons its work and returns
-        do { try sync() } catch { firstError = firstError ?? error }
+        do {
+            try sync()
+            try proveLastSync()
+        } catch { firstError = firstError ?? error }
         stopSyncer()
         stopCommitter()
         stopFlusher()
@@ -494,6 +503,17 @@ public final class LogKV: @unchecked Sendable {
         readers.drain()
         directoryLock = nil
         if let firstError { throw firstError }
+    }
+
+    /// After the last fsync of a run: one more commit record, synced,
+    /// proves that fsync completed (see `RecordFormat`), so damage found
+    /// later before it reads as damage, not as an unsynced tail.
+    private func proveLastSync() throws {
+        try writerLock.withLock {
+            guard writeFailure == nil, syncState.withLock({ appendedBytes > 0 }) else { return }
+            try appendCommitRecord(evenIfNothingNew: true)
+            do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
+        }
     }
 
     // MARK: Internals shared by the read and write paths

@@ -50,12 +50,24 @@ extension LogKV {
         var latest: [KeyBytes: Latest] = [:]
         var refreshes: [KeyBytes: (seq: UInt64, renews: UInt64, expiresAt: Int64)] = [:]
         var damaged = 0
+        var files: [SegmentFile] = []
         for id in try dir.segmentIDs() {
             let file = try SegmentFile.open(fs: dir.fs, id: id, path: dir.segmentPath(id), writable: false)
             guard (try? file.loadHeader()) != nil else { damaged += 1; continue }
+            files.append(file)
+        }
+        let activeID = files.last { $0.kind == .log }?.id
+        for file in files {
             file.markSealed()
             file.attach(to: handles)
-            var scanner = SegmentScanner(file: file)
+            // The log ends where an open would end it (the same rule).
+            var logEnd: Int64?
+            if file.id == activeID, let tail = try SegmentScanner.unsyncedTail(of: file, from: file.dataStart),
+               tail.recordsAfterHole > 0 {
+                logEnd = tail.hole
+                damaged += 1
+            }
+            var scanner = SegmentScanner(file: file, endingAt: logEnd)
             while true {
                 do {
                     guard let entry = try scanner.next() else { break }

@@ -6,8 +6,9 @@ import CZlib
 ///
 ///     segment header, versions 2 and 3 (64 bytes), all little-endian
 ///       magic       8  "LOGKVSEG"
-///       version     4  format version: 3 (may hold TTL refresh records);
-///                      2 (the same without them) and 1 are still read
+///       version     4  format version: 4 (may hold commit records); 3
+///                      (the same without them), 2 (without TTL refresh
+///                      records either) and 1 are still read
 ///       kind        4  1 = log segment (written by the writer, records in
 ///                      seq order), 2 = compaction output (copies of older
 ///                      records, any order; never replayed)
@@ -30,9 +31,11 @@ import CZlib
 ///       seq         8  store-wide sequence number, strictly increasing per write
 ///       written_at  8  unix time, milliseconds
 ///       expires_at  8  unix time, milliseconds; 0 = never
-///       flags       1  bit 0 = tombstone, bit 1 = TTL refresh (version 3)
-///       key_len     4  bytes
-///       value_len   4  bytes (0 for a tombstone, 8 for a TTL refresh)
+///       flags       1  bit 0 = tombstone, bit 1 = TTL refresh (version 3),
+///                      bit 2 = commit record (version 4); one bit at most
+///       key_len     4  bytes (0 for a commit record, > 0 otherwise)
+///       value_len   4  bytes (0 for a tombstone, 8 for a TTL refresh or
+///                      a commit record)
 ///       key         key_len bytes
 ///       value       value_len bytes
 ///
@@ -42,6 +45,24 @@ import CZlib
 /// value's version (ETag) unchanged and costs a few dozen bytes however
 /// large the value.
 ///
+/// A commit record marks a sync point of a log segment: the writer appends
+/// one just before each fsync of the active segment (`LogKV.runSync`), and
+/// recovery appends one after it made a recovered tail durable. Its `seq`
+/// is the last record's before it (it is not a write and issues no seq);
+/// its 8-byte value is its own offset in the segment (a copy found
+/// elsewhere is not one). The next fsync starts only after the previous
+/// one succeeded, and none runs after a failed one, so an intact commit
+/// record proves that every byte before the commit record preceding it is
+/// durable; it proves it for its own bytes as well when no damage lies
+/// between the two. Recovery reads everything before that sync point as
+/// durable (damage there is damage, rule 7) and cuts the log at the first
+/// damage after it, dropping whatever intact records follow: that is the
+/// unsynced tail a power loss wrote back out of order (rule 9). See
+/// `SegmentScanner.unsyncedTail`. The last fsync before a clean close, and
+/// the one that makes a recovered tail durable, are proven the same way: by
+/// one more commit record, synced. Readers of records never see commit
+/// records: the scanner consumes them.
+///
 /// The highest `seq` for a key wins, wherever its record lies; a tombstone or
 /// an expired record wins like any other and hides older values. A winning
 /// TTL refresh stands for the value record it names, with its own expiry;
@@ -50,15 +71,21 @@ import CZlib
 enum RecordFormat {
     static let segmentMagic: [UInt8] = Array("LOGKVSEG".utf8)
     /// The version new segments are written in.
-    static let formatVersion: UInt32 = 3
+    static let formatVersion: UInt32 = 4
     static let segmentHeaderSize = 64
     static let segmentHeaderSizeV1 = 32
     static let recordHeaderSize = 4 + 8 + 8 + 8 + 1 + 4 + 4  // 37
 
     static let tombstoneFlag: UInt8 = 1 << 0
     static let ttlRefreshFlag: UInt8 = 1 << 1
+    static let commitFlag: UInt8 = 1 << 2
     /// A TTL refresh record's value: the renewed record's seq.
     static let ttlRefreshValueSize = 8
+    /// A commit record's value: its own offset.
+    static let commitValueSize = 8
+    static let commitRecordSize = recordHeaderSize + commitValueSize
+    /// The first version whose log segments hold commit records.
+    static let commitRecordsSince: UInt32 = 4
 }
 
 /// What a segment file is (see the header layout above).
@@ -90,25 +117,22 @@ struct RecordHeader: Equatable, Sendable {
 
     var isTombstone: Bool { flags & RecordFormat.tombstoneFlag != 0 }
     var isTTLRefresh: Bool { flags & RecordFormat.ttlRefreshFlag != 0 }
+    var isCommit: Bool { flags & RecordFormat.commitFlag != 0 }
 
-    /// Whether the flags (and, for a TTL refresh, the value length) are a
-    /// combination a segment of this format version can hold.
+    /// Whether the flags and the lengths they imply are a combination a
+    /// segment of this format version can hold.
     func hasValidFlags(segmentVersion: UInt32) -> Bool {
         switch flags {
-        case 0, RecordFormat.tombstoneFlag: return true
+        case 0, RecordFormat.tombstoneFlag: return keyLength > 0
         case RecordFormat.ttlRefreshFlag:
-            return segmentVersion >= 3 && valueLength == UInt32(RecordFormat.ttlRefreshValueSize)
+            return segmentVersion >= 3 && keyLength > 0 && valueLength == UInt32(RecordFormat.ttlRefreshValueSize)
+        case RecordFormat.commitFlag:
+            return segmentVersion >= RecordFormat.commitRecordsSince && keyLength == 0
+                && valueLength == UInt32(RecordFormat.commitValueSize)
         default: return false
         }
     }
     var recordLength: Int { RecordFormat.recordHeaderSize + Int(keyLength) + Int(valueLength) }
-}
-
-/// A whole record as decoded from disk.
-struct Record: Sendable {
-    var header: RecordHeader
-    var key: [UInt8]
-    var value: [UInt8]
 }
 
 enum RecordCodec {
@@ -126,6 +150,14 @@ enum RecordCodec {
         var out: [UInt8] = []
         appendLE(&out, seq)
         return out
+    }
+
+    /// A commit record at `offset` following the record with `lastSeq`.
+    static func commitRecord(at offset: Int64, lastSeq: UInt64, writtenAt: Int64) -> [UInt8] {
+        var value: [UInt8] = []
+        appendLE(&value, UInt64(offset))
+        return encode(seq: lastSeq, writtenAt: writtenAt, expiresAt: 0, flags: RecordFormat.commitFlag,
+                      key: [], value: value)
     }
 
     /// The seq a TTL refresh record's value names, or nil if it is not one.
@@ -206,7 +238,7 @@ enum RecordCodec {
         switch version {
         case 1:
             return SegmentHeader(version: 1, kind: .log, storeID: Array(bytes[16..<32]), highWater: 0, minSeq: 0)
-        case 2, 3:
+        case 2, 3, 4:
             guard bytes.count >= RecordFormat.segmentHeaderSize else { return nil }
             return bytes.withUnsafeBytes { raw -> SegmentHeader? in
                 let crc: UInt32 = readLE(raw, 60)

@@ -16,12 +16,18 @@ import Logging
 ///    the checkpoint's on, in id order, applying only records with a seq above
 ///    the checkpoint's. Compaction outputs are never replayed: their records
 ///    are copies of records the index had already seen (rule 4).
-/// 4. Damage (rule 7): a bad record in the active log segment with nothing
+/// 4. The unsynced tail (rule 9): the active log segment's log ends at its
+///    first hole after its last proven sync point (see `RecordFormat` and
+///    `SegmentScanner.unsyncedTail`); the intact records after that hole
+///    are cut with it, counted and logged, so what survives is a prefix.
+/// 5. Damage (rule 7): a bad record in the active log segment with nothing
 ///    intact after it is a torn tail, cut and logged. Intact records after a
-///    bad one are never dropped: in sealed segments they stay where they are
-///    and are indexed; in the active segment they are copied into a new log
-///    segment (durably) before the damaged tail is cut. Both are logged as
-///    errors and counted in `damagedSpans`.
+///    bad one before the sync point are never dropped: in sealed segments
+///    they stay where they are and are indexed; in the active segment they
+///    are copied into a new log segment (durably) before the damaged tail is
+///    cut. Both are logged as errors and counted in `damagedSpans`.
+/// 6. The recovered active segment ends with a commit record, synced: what
+///    recovery kept is durable, and later damage in it reads as damage.
 ///
 /// Seq never goes backwards (rule 5): the result's `maxSeq` is the highest of
 /// the checkpoint's, every replayed record's and every segment header's
@@ -38,6 +44,8 @@ enum Recovery {
         var maxSeq: UInt64
         var replayedRecords: Int
         var truncatedBytes: Int
+        /// Intact records cut with the unsynced tail, after a hole.
+        var droppedTailRecords: Int
         /// Stretches of unreadable bytes with intact records after them.
         var damagedSpans: Int
         var rebuilt: Bool
@@ -156,7 +164,7 @@ enum Recovery {
         let active = segments.last { $0.kind == .log }!
         return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, active: active, index: replay.index,
                       maxSeq: maxSeq, replayedRecords: replay.records, truncatedBytes: replay.truncatedBytes,
-                      damagedSpans: replay.damagedSpans, rebuilt: rebuildReason != nil,
+                      droppedTailRecords: replay.droppedTailRecords, damagedSpans: replay.damagedSpans, rebuilt: rebuildReason != nil,
                       unindexedTail: replay.unindexedTail, unindexedSizes: replay.unindexedSizes,
                       unindexedTailStart: rebuildReason == nil ? start?.position : nil)
     }
@@ -268,7 +276,10 @@ private struct Replay {
     private(set) var unindexedSizes: [UInt64: Int64] = [:]
     var records = 0
     var truncatedBytes = 0
+    var droppedTailRecords = 0
     var damagedSpans = 0
+    /// The active segment when records follow its last commit record.
+    private var unsealedActive: UInt64?
     private var batch: [KeyBytes: KeyDirChange] = [:]
     private var sizes: [UInt64: Int64] = [:]
 
@@ -283,10 +294,12 @@ private struct Replay {
     /// segments from `from` on), applying records with seq above `aboveSeq`.
     mutating func run(_ segments: inout [SegmentFile], from: LogPosition?, aboveSeq: UInt64) throws {
         let activeID = segments.last { $0.kind == .log }!.id
+        let activeSegment = segments.first { $0.id == activeID }!
+        try cutUnsyncedTail(activeSegment, from: activeID == from?.segment ? from!.offset : activeSegment.dataStart)
         // A process crash leaves the active segment's tail in the page cache
         // only: make it durable before any index row or served read points
         // at it (sealed segments were synced when sealed).
-        try segments.first { $0.id == activeID }?.sync()
+        try activeSegment.sync()
         startCheckpoint = from
         let todo = segments.filter { segment in
             guard let from else { return true }
@@ -305,6 +318,7 @@ private struct Replay {
         }
         segments.sort { $0.id < $1.id }
         let active = segments.last { $0.kind == .log }!
+        try sealRecoveredTail(active, salvaged: active.id != activeID)
         maxSeq += seqLease
         if tailInMemoryLimit != nil {
             // The tail is served from memory from now on (synced above). The
@@ -330,6 +344,35 @@ private struct Replay {
         try commit(upTo: LogPosition(segment: active.id, offset: active.size), durable: true)
 
         if records > 0 { logger.info("replayed log into index", metadata: ["records": "\(records)"]) }
+    }
+
+    /// Cuts the active segment's unsynced tail at its first hole when
+    /// intact records follow it (a hole with nothing after it is the plain
+    /// torn tail `replaySegment` cuts).
+    private mutating func cutUnsyncedTail(_ segment: SegmentFile, from start: Int64) throws {
+        guard let tail = try SegmentScanner.unsyncedTail(of: segment, from: start) else { return }
+        // Records after the last commit record need one (see `sealRecoveredTail`).
+        unsealedActive = start < segment.size && !tail.endsWithCommit ? segment.id : nil
+        guard let hole = tail.hole, tail.recordsAfterHole > 0 else { return }
+        let cut = Int(segment.size - hole)
+        logger.warning("dropping the unsynced tail of the active segment from a hole on: the intact records after it were written after a write the power loss took", metadata: [
+            "segment": "\(segment.id)", "offset": "\(hole)", "bytes_cut": "\(cut)", "records_dropped": "\(tail.recordsAfterHole)"])
+        truncatedBytes += cut
+        droppedTailRecords += tail.recordsAfterHole
+        try segment.truncate(to: hole)
+    }
+
+    /// Ends the recovered active segment with a commit record, durably:
+    /// everything before it is now known durable, so damage found there
+    /// later is reported as damage, not cut as an unsynced tail.
+    private func sealRecoveredTail(_ active: SegmentFile, salvaged: Bool) throws {
+        guard (active.header?.version ?? 0) >= RecordFormat.commitRecordsSince, !active.isEmpty,
+              salvaged || unsealedActive == active.id else { return }
+        // The second proves the first's fsync completed.
+        for _ in 0..<2 {
+            try active.append(RecordCodec.commitRecord(at: active.size, lastSeq: maxSeq, writtenAt: LogKVOptions.systemMillis()))
+            try active.sync()
+        }
     }
 
     /// Replays one segment. For the active segment with intact records after

@@ -194,10 +194,10 @@ final class SegmentFile: @unchecked Sendable {
         try file.sync()
     }
 
-    /// Cuts the file and makes the cut durable.
-    func truncate(to length: Int64) throws {
+    /// Cuts the file and, when `durably`, makes the cut durable.
+    func truncate(to length: Int64, durably: Bool = true) throws {
         try file.truncate(to: length)
         size = length
-        try sync()
+        if durably { try sync() }
     }
 }

@@ -18,6 +18,7 @@ import LogKVTestSupport
         private var reached: Set<[Int]> = []
         private var opened: Set<[Int]> = []
         private var failing: Set<Int> = []
+        private var allOpen = false
         private func key(_ n: Int, _ phase: Phase) -> [Int] { [n, phase == .before ? 0 : 1] }
 
         /// Called by the disk at each phase of every segment fsync.
@@ -27,7 +28,7 @@ import LogKVTestSupport
                 let n = started
                 reached.insert(key(n, phase))
                 condition.broadcast()
-                while !opened.contains(key(n, phase)) { condition.wait() }
+                while !allOpen && !opened.contains(key(n, phase)) { condition.wait() }
                 return n
             }
         }
@@ -39,6 +40,8 @@ import LogKVTestSupport
             }
         }
         func openBoth(_ n: Int) { open(n, .before); open(n, .after) }
+        /// Lets every fsync from now on through (before a close, which syncs).
+        func openAll() { condition.withLock { allOpen = true; condition.broadcast() } }
         func shouldFail(_ n: Int) -> Bool { condition.withLock { failing.contains(n) } }
         func waitUntilReached(_ n: Int, _ phase: Phase) {
             condition.withLock {
@@ -130,6 +133,7 @@ import LogKVTestSupport
         s.gates.openBoth(2)
         _ = try second.wait()
         #expect(try s.store.get(bytes("k"))?.value == bytes("v2"))
+        s.gates.openAll()
         try s.store.close()
     }
 
@@ -140,6 +144,7 @@ import LogKVTestSupport
         s.gates.open(2, .after)
         #expect(throws: LogKVError.self) { _ = try second.wait() }
         #expect(try s.store.get(bytes("k"))?.value == bytes("v1"))
+        s.gates.openAll()
         try? s.store.close()
         s.disk.beforeSync = nil
         s.disk.afterSync = nil
@@ -159,6 +164,7 @@ import LogKVTestSupport
         s.gates.open(1, .after)
         #expect(throws: LogKVError.self) { _ = try first.wait() }
         #expect(try s.store.get(bytes("k"))?.value == bytes("v0"))
+        s.gates.openAll()
         try? s.store.close()
         s.disk.beforeSync = nil
         s.disk.afterSync = nil
@@ -193,7 +199,7 @@ import LogKVTestSupport
         // The flusher commits what fsync 2 published, with its checkpoint.
         try #require(eventually(timeout: 60) { (try? s.store.stats().pendingIndexEntries) == 0 })
         let image = s.disk.durableImage()  // v2 never reached the disk
-        s.gates.openBoth(3)
+        s.gates.openAll()
         _ = try second.wait()
         try s.store.close()
         let after = SimulatedDisk(root: TempDir("overlap-image").path + "/data", image: image)
