@@ -42,6 +42,10 @@ extension LogKV {
         compactionLock.lock()
         defer { compactionLock.unlock() }
         let started = DispatchTime.now()
+        // On a full disk compaction is what frees space: it may use the reserve.
+        if diskFullHint.load(ordering: .relaxed), reserve.release() {
+            logger.warning("disk full: gave up the reserve for a compaction", metadata: ["reserve_bytes": "\(reserve.size)"])
+        }
         // Expiry is judged at a time read under the writer lock, before the
         // flush: a TTL refresh that read its clock earlier was appended (and,
         // under `always`, is synced by the flush) and is in the index once

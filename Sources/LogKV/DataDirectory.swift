@@ -11,6 +11,7 @@ import Darwin
 ///     <dir>/segments/NNNNNNNNNNNN.seg
 ///     <dir>/index.sqlite          (+ -wal, -shm)
 ///     <dir>/COMPACTION            only while a compaction swaps segments
+///     <dir>/RESERVE               zeros kept for a full disk (`DiskReserve`)
 ///     <dir>/index.sqlite.rebuild  only during a full index rebuild (scratch)
 ///
 /// All file operations go through `fs` (see `FileSystem`), except the
@@ -30,6 +31,7 @@ struct DataDirectory: Sendable {
     /// Present while a compaction is between writing its outputs and removing
     /// its inputs: "old ID..." and "new ID..." lines.
     var compactionManifestPath: String { path + "/COMPACTION" }
+    var reservePath: String { path + "/RESERVE" }
     /// In a backup directory only: written last by `backup(to:)`.
     static let backupCompleteMarker = "BACKUP_COMPLETE"
     var backupCompleteMarkerPath: String { path + "/" + Self.backupCompleteMarker }

@@ -82,23 +82,40 @@ extension LogKV {
             let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, flags: kind.flags,
                                               key: key, value: recordValue, valueCRC: valueCRC)
             let recordLength = head.count + recordValue.count
-            if active.size + Int64(recordLength) > options.segmentSize
-                && active.size > Int64(RecordFormat.segmentHeaderSize) {
-                try rotate()
-            } else if active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince {
-                try rotate()  // an active segment from an older release holds no TTL refresh or commit record
-            }
-            let offset = active.size
-            do {
+            /// Rotates when due, then appends; returns the record's offset.
+            func place() throws -> Int64 {
+                if active.size + Int64(recordLength) > options.segmentSize
+                    && active.size > Int64(RecordFormat.segmentHeaderSize) {
+                    try rotate()
+                } else if active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince {
+                    try rotate()  // an active segment from an older release holds no TTL refresh or commit record
+                }
+                let offset = active.size
                 try active.append(head, recordValue)
+                return offset
+            }
+            let offset: Int64
+            do {
+                do {
+                    offset = try place()
+                } catch LogKVError.diskFull where kind == .tombstone && reserve.release() {
+                    // A delete frees space: it may use the reserve.
+                    logger.warning("disk full: gave up the reserve for a delete", metadata: ["reserve_bytes": "\(reserve.size)"])
+                    offset = try place()
+                }
             } catch let error as LogKVError {
                 switch error {
                 case .readOnly: writeFailure = error
-                case .diskFull: break  // nothing written; retry once space is freed
-                default: throw failWrites("append to segment \(active.id) failed: \(error)")  // EIO: rule 6
+                case .diskFull:
+                    // Nothing written; writes work again once space is freed.
+                    diskFullHint.store(true, ordering: .relaxed)
+                    metrics.writeRefusals.increment()
+                default:
+                    if writeFailure == nil { throw failWrites("append to segment \(active.id) failed: \(error)") }  // EIO: rule 6
                 }
                 throw error
             }
+            if diskFullHint.load(ordering: .relaxed) { diskFullHint.store(false, ordering: .relaxed) }
             nextSeq += 1
             recordsSinceCommit += 1
             let location = RecordLocation(segment: active.id, offset: offset, length: recordLength,
@@ -266,6 +283,13 @@ extension LogKV {
             try dir.syncDirectory(dir.segmentsPath)
             file.attach(to: segmentHandles)
             return file
+        } catch let error as LogKVError where error.isOutOfSpace {
+            // No room for the file or its header: nothing depends on the file yet, and
+            // writes work again once space is freed (only a failed fsync is
+            // final, rule 6).
+            try? dir.remove(dir.segmentPath(id))
+            diskFullHint.store(true, ordering: .relaxed)
+            throw LogKVError.diskFull
         } catch {
             try? dir.remove(dir.segmentPath(id))
             throw failWrites("creating segment \(id) failed: \(error)")
@@ -277,8 +301,8 @@ extension LogKV {
     func rotate() throws {
         do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
         let sealed = active
-        sealed.markSealed()
         let next = try createSegment(kind: .log, minSeq: nextSeq)
+        sealed.markSealed()
         // The sync above covers everything appended so far: publish it, and
         // let the checkpoint move to the start of the new segment.
         syncState.withLock {

@@ -35,6 +35,11 @@ public final class LogKV: @unchecked Sendable {
     let indexWriter: IndexWriter
     /// Bounds the open segment descriptors.
     let segmentHandles: SegmentHandleCache
+    /// Room kept for deletes and compaction on a full disk.
+    let reserve: DiskReserve
+    /// The last append found the disk full (and none succeeded since):
+    /// writes are refused until space is freed (`writeRefusal`).
+    let diskFullHint = Atomic<Bool>(false)
     private var directoryLock: AnyObject?
 
     // MARK: Writer state, guarded by `writerLock` (held across one append).
@@ -191,6 +196,8 @@ public final class LogKV: @unchecked Sendable {
         self.segments = Dictionary(uniqueKeysWithValues: recovered.segments.map { ($0.id, $0) })
         self.active = recovered.active
         self.segmentHandles = SegmentHandleCache(limit: options.maxOpenSegments)
+        self.reserve = DiskReserve(dir: recovered.dir, size: options.diskReserveBytes)
+        reserve.ensure()
         for segment in recovered.segments {
             // Recovery left every segment but the active one complete and synced.
             if segment !== recovered.active { segment.markSealed() }
@@ -543,10 +550,12 @@ public final class LogKV: @unchecked Sendable {
     }
 
     /// Why writes are refused now, or nil when they are accepted: a failed
-    /// fsync (until restart) or an index that cannot be written (until a
-    /// flush succeeds). For health checks.
+    /// fsync (until restart), a full disk (until an append succeeds: a
+    /// delete or a compaction frees space) or an index that cannot be
+    /// written (until a flush succeeds). For health checks.
     public var writeRefusal: LogKVError? {
         if let writeFailure { return writeFailure }
+        if diskFullHint.load(ordering: .relaxed) { return .diskFull }
         return state.withLock { flusherError }.map { .readOnly(reason: "index cannot be written: \($0)") }
     }
 

@@ -54,6 +54,18 @@ public enum LogKVError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+extension LogKVError {
+    /// The disk (or the user's quota) had no room: nothing was written,
+    /// and the same operation may succeed once space is freed.
+    var isOutOfSpace: Bool {
+        switch self {
+        case .diskFull: return true
+        case let .io(_, _, err): return err == ENOSPC || err == EDQUOT
+        default: return false
+        }
+    }
+}
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -30,6 +30,9 @@ public struct LogKVOptions: Sendable {
     public var cacheBudgetBytes: Int = 64 * 1024 * 1024
     /// How many unflushed index entries may wait before writers are held back.
     public var maxPendingEntries: Int = 200_000
+    /// Bytes kept free in the data directory (`RESERVE`) for deletes and
+    /// compaction once the disk is full; 0 keeps none.
+    public var diskReserveBytes: Int = 8 * 1024 * 1024
     /// Memory the unflushed index entries may take (keys plus bookkeeping)
     /// before writers are held back.
     public var maxPendingBytes: Int = 64 * 1024 * 1024

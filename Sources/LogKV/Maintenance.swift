@@ -31,6 +31,8 @@ extension LogKV {
                 return maintenanceRunning
             }
             guard running else { break }
+            // A reserve given up on a full disk comes back once writes work.
+            if !diskFullHint.load(ordering: .relaxed) && !reserve.isHeld { reserve.ensure() }
             if options.expirySweepPerSecond > 0 {
                 do { _ = try sweepExpired(limit: options.expirySweepPerSecond) } catch {
                     logger.error("expiry sweep failed", metadata: ["error": "\(error)"])

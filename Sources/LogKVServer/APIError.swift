@@ -20,6 +20,11 @@ public struct APIError: Error, Equatable, Sendable {
     public static func == (a: APIError, b: APIError) -> Bool { a.status == b.status && a.message == b.message }
 
     static func badRequest(_ m: String) -> APIError { APIError(.badRequest, m) }
+
+    /// SQLite's primary result codes for a disk that failed under it:
+    /// SQLITE_IOERR, SQLITE_CORRUPT (what it reports when a read came back
+    /// wrong), SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB.
+    static let sqliteIOCodes: Set<Int32> = [10, 11, 13, 14, 26]
     static func notFound(_ m: String) -> APIError { APIError(.notFound, m) }
 
     /// The status and message for any error thrown while serving a request.
@@ -37,7 +42,13 @@ public struct APIError: Error, Equatable, Sendable {
             return APIError(.preconditionFailed, kv.description)
         case .diskFull, .readOnly, .closed:
             return APIError(.serviceUnavailable, kv.description)
-        case .locked, .corruption, .io, .index:
+        case .io:
+            // The disk failed this request (EIO, ENOSPC, …): a retry may
+            // succeed elsewhere or later; nothing was served from it.
+            return APIError(.serviceUnavailable, "storage I/O error: \(kv.description)")
+        case let .index(code, _) where Self.sqliteIOCodes.contains(code & 0xFF):
+            return APIError(.serviceUnavailable, "the index could not be read from the disk: \(kv.description)")
+        case .locked, .corruption, .index:
             return APIError(.internalServerError, kv.description)
         }
     }

@@ -57,7 +57,7 @@ public final class KVAPI: Sendable {
     func health(_ request: Request) -> Reply {
         var response = Self.healthResponse
         if let refusal = store.writeRefusal {
-            response = .error(APIError(.serviceUnavailable, "store is read-only: \(refusal)"))
+            response = .error(APIError(.serviceUnavailable, "store cannot take writes: \(refusal)"))
         }
         return .now(response)  // a HEAD answer loses its body in the encoder
     }

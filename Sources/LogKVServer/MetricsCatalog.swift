@@ -13,6 +13,7 @@ public enum MetricsCatalog {
         "logkv_segments": "Segment files in the data directory.",
         "logkv_index_pending_entries": "Index changes acknowledged but not yet flushed to SQLite.",
         "logkv_store_read_only": "1 while the store refuses writes (a failed fsync until restart, or an index that cannot be written), else 0.",
+        "logkv_store_disk_full": "1 while writes are refused because the disk is full (until a delete or a compaction frees space), else 0.",
         "logkv_store_read_only_total": "Times the store started refusing writes (failed fsync, create or directory sync; index write failures).",
         // Engine activity
         "logkv_reads_total": "Key reads by result: hit, miss, expired, corrupt (checksum or index mismatch).",

@@ -18,6 +18,7 @@ final class ServerMetrics: Sendable {
     let totalBytes: Gauge
     let segments: Gauge
     let readOnly: Gauge
+    let diskFull: Gauge
     let residentMemory: Gauge
     let openFDs: Gauge
     let startTime: Gauge
@@ -43,6 +44,7 @@ final class ServerMetrics: Sendable {
         totalBytes = Gauge(label: "logkv_segment_bytes", factory: f)
         segments = Gauge(label: "logkv_segments", factory: f)
         readOnly = Gauge(label: "logkv_store_read_only", factory: f)
+        diskFull = Gauge(label: "logkv_store_disk_full", factory: f)
         residentMemory = Gauge(label: "process_resident_memory_bytes", factory: f)
         openFDs = Gauge(label: "process_open_fds", factory: f)
         startTime = Gauge(label: "process_start_time_seconds", factory: f)
@@ -104,7 +106,9 @@ final class ServerMetrics: Sendable {
             totalBytes.record(s.totalBytes)
             segments.record(s.segments)
         }
-        readOnly.record(store.writeRefusal == nil ? 0 : 1)
+        let refusal = store.writeRefusal
+        readOnly.record(refusal == nil || refusal == .diskFull ? 0 : 1)
+        diskFull.record(refusal == .diskFull ? 1 : 0)
         residentMemory.record(Self.residentBytes())
         openFDs.record(Self.openFileDescriptors())
     }

@@ -66,20 +66,24 @@ import Testing
         try reopened.put(Array("after".utf8), [1])  // writable again after a restart
     }
 
-    @Test func failedSegmentCreateSkipsItsIdAndLeavesNoFile() throws {
+    @Test func segmentCreateFailingForSpaceLeavesNoFileAndWritesResumeOnceSpaceIsBack() throws {
         let (store, disk, faults, tmp, options) = try makeStore()
         defer { withExtendedLifetime(tmp) {} }
         faults.set { op, _ in op == .create ? ENOSPC : nil }
         let (acked, error) = writeUntilRefused(store)
-        #expect(isReadOnly(error), "\(String(describing: error))")
+        // No room is not a failed fsync: refused for now, not for good.
+        #expect(error as? LogKVError == .diskFull, "\(String(describing: error))")
+        #expect(store.writeRefusal == .diskFull)
         let ids = try DataDirectory(path: disk.root, fs: disk).segmentIDs()
         #expect(ids == [1], "a half-created segment was left behind: \(ids)")
         faults.set(nil)  // space freed
-        try? store.close()
+        try store.put(Array("k\(acked)".utf8), value(acked))
+        #expect(store.writeRefusal == nil)
+        try store.close()
         let reopened = try LogKV(path: disk.root, options: options)
         defer { try? reopened.close() }
         // Rotation works again: no "File exists" from a leftover.
-        for i in acked..<(acked + 20) { try reopened.put(Array("k\(i)".utf8), value(i)) }
+        for i in (acked + 1)..<(acked + 20) { try reopened.put(Array("k\(i)".utf8), value(i)) }
         for i in 0..<(acked + 20) { #expect(try reopened.get(Array("k\(i)".utf8))?.value == value(i)) }
         #expect(try DataDirectory(path: disk.root, fs: disk).segmentIDs().count > 1)
     }

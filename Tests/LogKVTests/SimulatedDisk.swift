@@ -44,7 +44,7 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
         var index: [String: [UInt8]]?
     }
 
-    enum Operation: String { case write, sync, syncDirectory, create, rename, remove, indexCommit }
+    enum Operation: String { case write, truncate, sync, syncDirectory, create, rename, remove, indexCommit }
 
     let root: String
     private let lock = NSRecursiveLock()
@@ -342,7 +342,7 @@ final class SimulatedDisk: FileSystem, @unchecked Sendable {
 
     fileprivate func truncate(_ inode: Inode, path: String, to length: Int) throws {
         try withLock {
-            try check(.write, path)
+            try check(.truncate, path)
             if length < inode.current.count {
                 inode.current.removeLast(inode.current.count - length)
             } else {

@@ -43,6 +43,7 @@ extension LogKVOptions {
         var options = LogKVOptions()
         options.fsync = fsync
         options.cacheBudgetBytes = 1 << 20
+        options.diskReserveBytes = 0  // simulated disks keep every file in memory
         if let clock { options.clock = { clock.now } }
         return options
     }
