@@ -111,7 +111,7 @@ extension LogKV {
                     diskFullHint.store(true, ordering: .relaxed)
                     metrics.writeRefusals.increment()
                 default:
-                    if writeFailure == nil { throw failWrites("append to segment \(active.id) failed: \(error)") }  // EIO: rule 6
+                    if writeFailure == nil { throw failWritesCuttingUnsynced("append to segment \(active.id) failed: \(error)") }  // EIO: rule 6
                 }
                 throw error
             }
@@ -209,6 +209,11 @@ extension LogKV {
         if unpublishedHead == unpublishedQueue.count {
             unpublishedQueue.removeAll(keepingCapacity: unpublishedQueue.count < 65_536)
             unpublishedHead = 0
+        } else if unpublishedHead >= 4096 && unpublishedHead * 2 >= unpublishedQueue.count {
+            // Under steady load the queue is never empty after an fsync:
+            // drop the published head so it does not grow with every write.
+            unpublishedQueue.removeFirst(unpublishedHead)
+            unpublishedHead = 0
         }
     }
 
@@ -298,31 +303,44 @@ extension LogKV {
 
     /// Seals the active segment (durably) and starts the next one.
     /// Called under the writer lock.
+    ///
+    /// No other fsync of the active segment runs meanwhile: after one that
+    /// failed, this one's success would vouch for nothing (Linux reports a
+    /// write-back error once; rule 6). What the sync covers is published
+    /// before the next segment is created, so a failed create never leaves
+    /// a synced write unacknowledged.
     func rotate() throws {
-        do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
-        let sealed = active
-        let next = try createSegment(kind: .log, minSeq: nextSeq)
-        sealed.markSealed()
-        // The sync above covers everything appended so far: publish it, and
-        // let the checkpoint move to the start of the new segment.
+        try syncState.withLock {
+            while syncInProgress { syncState.wait() }
+            if let writeFailure { throw writeFailure }
+        }
+        do { try active.sync() } catch { throw failWritesCuttingUnsynced("fsync of segment \(active.id) failed: \(error)") }
         syncState.withLock {
             syncedBytes = appendedBytes
-            appendedEnd = LogPosition(segment: next.id, offset: next.size)
-            let seq = appendedSeq
+            let (seq, end) = (appendedSeq, appendedEnd)
             state.withLock {
-                durableSeq = seq
-                durableEnd = LogPosition(segment: next.id, offset: next.size)
-                logEnd = durableEnd
+                if seq > durableSeq { durableSeq = seq }
+                durableEnd = end
                 publishDurable(upTo: seq)
                 state.broadcast()
             }
             syncState.broadcast()
         }
-        state.withLock {
-            segments[next.id] = next
-            sealedSizes[sealed.id] = sealed.size
+        let sealed = active
+        let next = try createSegment(kind: .log, minSeq: nextSeq)
+        sealed.markSealed()
+        // The checkpoint may now move to the start of the new segment.
+        let start = LogPosition(segment: next.id, offset: next.size)
+        syncState.withLock {
+            appendedEnd = start
+            syncFile = next
+            state.withLock {
+                durableEnd = start
+                logEnd = start
+                segments[next.id] = next
+                sealedSizes[sealed.id] = sealed.size
+            }
         }
-        syncState.withLock { syncFile = next }
         active = next
         recordsSinceCommit = 0
         logger.debug("rotated segment", metadata: ["sealed": "\(sealed.id)", "size": "\(sealed.size)"])
@@ -399,10 +417,16 @@ extension LogKV {
             // After a failed fsync the page cache may have dropped the data:
             // the only honest answer is to stop taking writes.
             let error = failWrites("fsync failed: \(failure)")
-            if options.fsync == .always { discardUnsynced(file, writerLockHeld: writerLockHeld) }
+            // Waiters (a rotation among them) learn it before the cut,
+            // which needs the writer lock one of them may hold.
+            syncState.withLock {
+                syncInProgress = false
+                syncState.broadcast()
+            }
+            if !writerLockHeld { writerLock.lock() }
+            cutUnsynced()
+            if !writerLockHeld { writerLock.unlock() }
             syncState.lock()
-            syncInProgress = false
-            syncState.broadcast()
             throw error
         }
         syncState.lock()
@@ -438,7 +462,7 @@ extension LogKV {
         } catch LogKVError.diskFull {
             return
         } catch {
-            throw failWrites("append of a commit record to segment \(active.id) failed: \(error)")
+            throw failWritesCuttingUnsynced("append of a commit record to segment \(active.id) failed: \(error)")
         }
         recordsSinceCommit = 0
         let end = LogPosition(segment: active.id, offset: active.size)
@@ -449,21 +473,32 @@ extension LogKV {
         }
     }
 
-    /// After a failed fsync under `.always`: cuts the records appended
-    /// since the last good fsync from `file`. None was acknowledged or
-    /// published; left in the file, a restart would bring them back.
-    private func discardUnsynced(_ file: SegmentFile, writerLockHeld: Bool) {
-        if !writerLockHeld { writerLock.lock() }
-        defer { if !writerLockHeld { writerLock.unlock() } }
+    /// `failWrites`, then `cutUnsynced`. Called under the writer lock.
+    func failWritesCuttingUnsynced(_ reason: String) -> LogKVError {
+        let error = failWrites(reason)
+        cutUnsynced()
+        return error
+    }
+
+    /// Once the store is read-only under `.always`: cuts the records
+    /// appended since the last good fsync from the active segment, then
+    /// tries to make the cut durable. None was acknowledged or published;
+    /// left in the file, a restart would bring back writes their clients
+    /// were told failed. (If power fails before the cut reaches the disk,
+    /// they may still come back: nothing written after a failed fsync can
+    /// be relied on either way.) Called under the writer lock.
+    func cutUnsynced() {
+        guard options.fsync == .always else { return }
         let end = state.withLock { durableEnd }
-        guard end.segment == file.id, end.offset < file.size else { return }
+        guard end.segment == active.id, end.offset < active.size else { return }
         do {
-            try file.truncate(to: end.offset, durably: false)
-            logger.warning("cut the records a failed fsync should have covered", metadata: [
-                "segment": "\(file.id)", "offset": "\(end.offset)"])
+            try active.truncate(to: end.offset, durably: false)
+            try? active.sync()
+            logger.warning("cut the records a failed write or fsync left unacknowledged", metadata: [
+                "segment": "\(active.id)", "offset": "\(end.offset)"])
         } catch {
-            logger.error("could not cut the records a failed fsync should have covered; the next open may read them",
-                         metadata: ["segment": "\(file.id)", "error": "\(error)"])
+            logger.error("could not cut the records a failed write or fsync left unacknowledged; the next open may read them",
+                         metadata: ["segment": "\(active.id)", "error": "\(error)"])
         }
     }
 

@@ -278,8 +278,6 @@ private struct Replay {
     var truncatedBytes = 0
     var droppedTailRecords = 0
     var damagedSpans = 0
-    /// The active segment when records follow its last commit record.
-    private var unsealedActive: UInt64?
     private var batch: [KeyBytes: KeyDirChange] = [:]
     private var sizes: [UInt64: Int64] = [:]
 
@@ -318,7 +316,7 @@ private struct Replay {
         }
         segments.sort { $0.id < $1.id }
         let active = segments.last { $0.kind == .log }!
-        try sealRecoveredTail(active, salvaged: active.id != activeID)
+        try sealRecoveredTail(active)
         maxSeq += seqLease
         if tailInMemoryLimit != nil {
             // The tail is served from memory from now on (synced above). The
@@ -350,10 +348,8 @@ private struct Replay {
     /// intact records follow it (a hole with nothing after it is the plain
     /// torn tail `replaySegment` cuts).
     private mutating func cutUnsyncedTail(_ segment: SegmentFile, from start: Int64) throws {
-        guard let tail = try SegmentScanner.unsyncedTail(of: segment, from: start) else { return }
-        // Records after the last commit record need one (see `sealRecoveredTail`).
-        unsealedActive = start < segment.size && !tail.endsWithCommit ? segment.id : nil
-        guard let hole = tail.hole, tail.recordsAfterHole > 0 else { return }
+        guard let tail = try SegmentScanner.unsyncedTail(of: segment, from: start),
+              let hole = tail.hole, tail.recordsAfterHole > 0 else { return }
         let cut = Int(segment.size - hole)
         logger.warning("dropping the unsynced tail of the active segment from a hole on: the intact records after it were written after a write the power loss took", metadata: [
             "segment": "\(segment.id)", "offset": "\(hole)", "bytes_cut": "\(cut)", "records_dropped": "\(tail.recordsAfterHole)"])
@@ -365,9 +361,9 @@ private struct Replay {
     /// Ends the recovered active segment with a commit record, durably:
     /// everything before it is now known durable, so damage found there
     /// later is reported as damage, not cut as an unsynced tail.
-    private func sealRecoveredTail(_ active: SegmentFile, salvaged: Bool) throws {
+    private func sealRecoveredTail(_ active: SegmentFile) throws {
         guard (active.header?.version ?? 0) >= RecordFormat.commitRecordsSince, !active.isEmpty,
-              salvaged || unsealedActive == active.id else { return }
+              try !SegmentScanner.endsWithCommitRecord(active) else { return }
         // The second proves the first's fsync completed.
         for _ in 0..<2 {
             try active.append(RecordCodec.commitRecord(at: active.size, lastSeq: maxSeq, writtenAt: LogKVOptions.systemMillis()))

@@ -41,6 +41,8 @@ struct SegmentScanner {
     /// skipped since it (or since the start).
     private(set) var lastCommitEnd: Int64?
     private var damagedSinceCommit = false
+    /// Commit records read so far (never returned by `next()`).
+    private(set) var commitRecords = 0
     private var buffer: [UInt8] = []
     private var bufferStart: Int64 = 0
 
@@ -70,6 +72,7 @@ struct SegmentScanner {
             validEnd = offset + Int64(entry.header.recordLength)
             lastSeq = entry.header.seq
             if entry.header.isCommit {
+                commitRecords += 1
                 passCommit(entry)
                 continue
             }
@@ -169,11 +172,9 @@ extension SegmentScanner {
         /// The first damage at or after the sync point: the log ends here.
         /// Nil when nothing after the sync point is damaged.
         var hole: Int64?
-        /// Intact records after `hole`: written after a write the power
-        /// loss took, they are dropped with it (rule 9).
+        /// Intact records (commit records too) after `hole`: written after
+        /// a write the power loss took, they are dropped with it (rule 9).
         var recordsAfterHole = 0
-        /// The segment ends with a commit record (nothing unsynced after it).
-        var endsWithCommit = false
     }
 
     /// Reads a log segment from `start` (a durable record boundary) to its
@@ -193,15 +194,29 @@ extension SegmentScanner {
                 guard try scanner.next() != nil else { break }
                 records += 1
             } catch is Stop {
-                holes.append((scanner.validEnd, records))
+                holes.append((scanner.validEnd, records + scanner.commitRecords))
                 if try scanner.skipDamage() == nil { break }
             }
         }
-        var tail = UnsyncedTail(endsWithCommit: scanner.lastCommitEnd == file.size)
+        var tail = UnsyncedTail()
         if let hole = holes.first(where: { $0.offset >= scanner.syncPoint }) {
             tail.hole = hole.offset
-            tail.recordsAfterHole = records - hole.recordsBefore
+            tail.recordsAfterHole = records + scanner.commitRecords - hole.recordsBefore
         }
         return tail
+    }
+
+    /// Whether a log segment's last bytes are one of its commit records:
+    /// nothing after its last sync point (read from the end, in O(1)).
+    static func endsWithCommitRecord(_ file: SegmentFile) throws -> Bool {
+        let size = Int64(RecordFormat.commitRecordSize)
+        let offset = file.size - size
+        guard offset >= file.dataStart, (file.header?.version ?? 0) >= RecordFormat.commitRecordsSince else { return false }
+        let bytes = try file.read(at: offset, count: Int(size))
+        let header = bytes.withUnsafeBytes { RecordCodec.decodeHeader($0) }
+        guard header.isCommit, header.hasValidFlags(segmentVersion: file.header?.version ?? 0),
+              bytes.withUnsafeBytes({ RecordCodec.crcMatches($0, expected: header.crc) }) else { return false }
+        let named: UInt64 = bytes.withUnsafeBytes { RecordCodec.readLE($0, RecordFormat.recordHeaderSize) }
+        return named == UInt64(offset)
     }
 }

@@ -142,6 +142,7 @@ import LogKVTestSupport
         let (v1, second) = try overlap(s)
         s.gates.open(2, .before, failing: true)
         s.gates.open(2, .after)
+        s.gates.openBoth(3)  // the fsync of the cut that follows the failure
         #expect(throws: LogKVError.self) { _ = try second.wait() }
         #expect(try s.store.get(bytes("k"))?.value == bytes("v1"))
         s.gates.openAll()
@@ -162,6 +163,7 @@ import LogKVTestSupport
         let first = Background { try s.store.put(bytes("k"), bytes("refused")) }
         s.gates.open(1, .before, failing: true)
         s.gates.open(1, .after)
+        s.gates.openBoth(2)  // the fsync of the cut that follows the failure
         #expect(throws: LogKVError.self) { _ = try first.wait() }
         #expect(try s.store.get(bytes("k"))?.value == bytes("v0"))
         s.gates.openAll()
