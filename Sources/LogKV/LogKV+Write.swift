@@ -54,6 +54,11 @@ extension LogKV {
         // of the append (compaction relies on it for TTL refreshes).
         let now = options.clock()
         var acknowledgedAt: UInt64 = 0
+        // A write that changes nothing (a failed condition, a delete or
+        // refresh of a missing key) judged against a change not yet synced
+        // answers only once that change is durable: otherwise a power loss
+        // could take the change its answer was based on (rule 1).
+        var refusedOnUnsynced: (error: LogKVError, syncTarget: UInt64)?
         let seq: UInt64
         do {
             defer {
@@ -64,17 +69,22 @@ extension LogKV {
             if let writeFailure { throw writeFailure }
             var renewed: RecordLocation?
             if kind != .value || condition != .none {
-                let currentLocation = try self.currentLocation(key, now: now)
-                let current = currentLocation?.seq
-                switch condition {
-                case .none: break
-                case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
-                case .ifPresent: if current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
-                case let .ifVersion(wanted): if current != wanted { throw LogKVError.preconditionFailed(currentSeq: current) }
-                case let .ifAnyVersion(wanted):
-                    guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
+                let (currentLocation, unsynced) = try self.currentLocation(key, now: now)
+                do {
+                    let current = currentLocation?.seq
+                    switch condition {
+                    case .none: break
+                    case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
+                    case .ifPresent: if current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
+                    case let .ifVersion(wanted): if current != wanted { throw LogKVError.preconditionFailed(currentSeq: current) }
+                    case let .ifAnyVersion(wanted):
+                        guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
+                    }
+                    if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
+                } catch let error as LogKVError where unsynced {
+                    refusedOnUnsynced = (error, syncState.withLock { appendedBytes })
+                    throw error
                 }
-                if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
                 if kind == .ttlRefresh { renewed = currentLocation }
             }
             seq = nextSeq
@@ -155,6 +165,16 @@ extension LogKV {
                 return appendedBytes
             }
             metrics.writtenBytes.increment(by: recordLength)
+        } catch let error as LogKVError {
+            guard let (refusal, target) = refusedOnUnsynced else { throw error }
+            switch acknowledge {
+            case .waitHere:
+                try waitForSync(upTo: target)
+                throw refusal
+            case let .notify(done):
+                awaitDurable(upTo: target) { result in done(result.flatMap { .failure(refusal) }) }
+                return nil
+            }
         }
         switch acknowledge {
         case .waitHere:
@@ -170,21 +190,22 @@ extension LogKV {
         }
     }
 
-    /// Where the key's live version is, or nil. Called under the writer
-    /// lock, so no other write can change it meanwhile.
-    private func currentLocation(_ key: [UInt8], now: Int64) throws -> RecordLocation? {
+    /// Where the key's live version is, or nil, and whether that answer
+    /// rests on a change not yet synced (`.always`). Called under the
+    /// writer lock, so no other write can change it meanwhile.
+    private func currentLocation(_ key: [UInt8], now: Int64) throws -> (RecordLocation?, unsynced: Bool) {
         let unsynced = state.withLock { unpublished[KeyBytes(key)] }
         let location: RecordLocation?
         switch unsynced {
         case let .put(l)?: location = l
-        case .delete?, .expire?: return nil
+        case .delete?, .expire?: return (nil, true)
         case let .renew(renewal)?:
             // A refresh not yet synced, of a value readers already see.
             location = try locate(key).map { $0.seq == renewal.valueSeq ? $0.renewed(by: renewal) : $0 }
         case nil: location = try locate(key)
         }
-        guard let location, !location.isExpired(now: now) else { return nil }
-        return location
+        guard let location, !location.isExpired(now: now) else { return (nil, unsynced != nil) }
+        return (location, unsynced != nil)
     }
 
     /// Makes a change visible to readers (see `KeyDir.publish`). Called with

@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import Testing
 @testable import LogKV
 

@@ -1,3 +1,4 @@
+import LogKVTestSupport
 import Testing
 @testable import LogKV
 

@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import Testing
 @testable import LogKV
 
@@ -319,13 +320,4 @@ final class PowerLossTally: @unchecked Sendable {
     private(set) var total = 0
     @discardableResult
     func add(_ n: Int) -> Int { lock.withLock { total += n; return total } }
-}
-
-/// A value handed from a callback thread to the test.
-final class LockedBox<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func set(_ new: T) { lock.withLock { value = new } }
-    func get() -> T { lock.withLock { value } }
 }
