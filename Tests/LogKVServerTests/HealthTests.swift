@@ -14,6 +14,13 @@ import Testing
             get { lock.withLock { _failing } }
             set { lock.withLock { _failing = newValue } }
         }
+        /// While set, writes to segment files fail with ENOSPC; removing
+        /// the reserve file makes room again.
+        private var _full = false
+        var full: Bool {
+            get { lock.withLock { _full } }
+            set { lock.withLock { _full = newValue } }
+        }
 
         final class File: StorageFile, @unchecked Sendable {
             let inner: any StorageFile
@@ -22,6 +29,7 @@ import Testing
             var path: String { inner.path }
             func size() throws -> Int64 { try inner.size() }
             func write(_ head: UnsafeRawBufferPointer, _ tail: UnsafeRawBufferPointer, at offset: Int64) throws {
+                if fs.full && path.contains("/segments/") { throw LogKVError.io(operation: "write", path: path, errno: ENOSPC) }
                 try inner.write(head, tail, at: offset)
             }
             func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
@@ -42,7 +50,10 @@ import Testing
         func makeDirectory(_ path: String) throws { try posix.makeDirectory(path) }
         func syncDirectory(_ directory: String) throws { try posix.syncDirectory(directory) }
         func rename(_ from: String, to: String) throws { try posix.rename(from, to: to) }
-        func remove(_ path: String) throws { try posix.remove(path) }
+        func remove(_ path: String) throws {
+            try posix.remove(path)
+            if path.hasSuffix("/RESERVE") { full = false }
+        }
         func exists(_ path: String) -> Bool { posix.exists(path) }
         func lockDirectory(lockPath: String, holder: String) throws -> AnyObject {
             try posix.lockDirectory(lockPath: lockPath, holder: holder)
@@ -78,6 +89,36 @@ import Testing
         }
         // close() reports the failed fsync; the directory is released all the same.
         await #expect(throws: LogKVError.self) { try await s.stop() }
+        try? FileManager.default.removeItem(atPath: s.dir)
+    }
+
+    @Test func healthIs503NamingAFullDiskAndADeleteStillFreesSpace() async throws {
+        let fs = FailingSyncFileSystem()
+        var options = LogKVOptions()
+        options.fsync = .always
+        options.fileSystem = fs
+        options.diskReserveBytes = 64 * 1024
+        options.logger.logLevel = .critical
+        let s = try await TestServer(options: options)
+        do {
+            let c = try s.client()
+            #expect(try c.request("PUT", "/v1/kv/a", body: utf8("1")).status == 204)
+            fs.full = true
+            let refused = try c.request("PUT", "/v1/kv/b", body: utf8("2"))
+            #expect(refused.status == 503)
+            #expect((refused.json["message"] as? String)?.contains("disk full") == true, "\(refused.text)")
+            let health = try c.request("GET", "/health")
+            #expect(health.status == 503)
+            #expect((health.json["message"] as? String)?.contains("disk full") == true, "\(health.text)")
+            let metrics = try c.request("GET", "/metrics").text
+            #expect(metrics.contains("logkv_store_disk_full 1"))
+            #expect(metrics.contains("logkv_store_read_only 0"))
+            // A delete may use the reserve: it frees space, and writes work again.
+            #expect(try c.request("DELETE", "/v1/kv/a").status == 204)
+            #expect(try c.request("PUT", "/v1/kv/b", body: utf8("2")).status == 204)
+            #expect(try c.request("GET", "/health").status == 200)
+        }
+        try await s.stop()
         try? FileManager.default.removeItem(atPath: s.dir)
     }
 }
