@@ -392,6 +392,8 @@ extension LogKV {
             // stop here; the next open removes them (the manifest says which).
             _ = failWrites("could not remove the outputs of a failed compaction: \(error)")
         }
+        try? dir.remove(dir.compactionManifestPath + ".tmp")  // a manifest write that found no room
+        if reserve.isReleased { reserve.ensure() }  // the room the compaction took is free again
     }
 }
 

@@ -67,6 +67,9 @@ extension LogKV {
             }
             if writerClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }
+            // The reserve was given up for a delete or a compaction: until
+            // it is back (`Maintenance`), only deletes may take the room.
+            if kind != .tombstone && reserve.isReleased { throw LogKVError.diskFull }
             var renewed: RecordLocation?
             if kind != .value || condition != .none {
                 let (currentLocation, unsynced) = try self.currentLocation(key, now: now)
@@ -115,7 +118,7 @@ extension LogKV {
                 }
             } catch let error as LogKVError {
                 switch error {
-                case .readOnly: writeFailure = error
+                case .readOnly(let reason): if writeFailure == nil { _ = failWritesCuttingUnsynced(reason) }
                 case .diskFull:
                     // Nothing written; writes work again once space is freed.
                     diskFullHint.store(true, ordering: .relaxed)
@@ -309,12 +312,12 @@ extension LogKV {
             try dir.syncDirectory(dir.segmentsPath)
             file.attach(to: segmentHandles)
             return file
-        } catch let error as LogKVError where error.isOutOfSpace {
+        } catch let error as LogKVError where error.isOutOfSpace && !error.isFromSync {
             // No room for the file or its header: nothing depends on the file yet, and
             // writes work again once space is freed (only a failed fsync is
             // final, rule 6).
             try? dir.remove(dir.segmentPath(id))
-            diskFullHint.store(true, ordering: .relaxed)
+            if kind == .log { diskFullHint.store(true, ordering: .relaxed) }
             throw LogKVError.diskFull
         } catch {
             try? dir.remove(dir.segmentPath(id))
@@ -510,7 +513,11 @@ extension LogKV {
     /// be relied on either way.) Called under the writer lock.
     func cutUnsynced() {
         guard options.fsync == .always else { return }
-        let end = state.withLock { durableEnd }
+        // Read under `syncState`: an fsync that succeeded publishes (and
+        // moves `durableEnd`) in one `syncState` section after checking
+        // `writeFailure`, which is set by now; so this is either the end it
+        // published or one it will refuse to publish past.
+        let end = syncState.withLock { state.withLock { durableEnd } }
         guard end.segment == active.id, end.offset < active.size else { return }
         do {
             try active.truncate(to: end.offset, durably: false)

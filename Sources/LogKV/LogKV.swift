@@ -270,8 +270,10 @@ public final class LogKV: @unchecked Sendable {
     /// once, with the new version, when the write is acknowledged under the
     /// fsync policy — under `.always` from the committer thread after an
     /// fsync that covers it (one fsync for every writer waiting), otherwise
-    /// before this returns. Errors before the append are thrown; a failed
-    /// fsync reaches `whenDurable`.
+    /// before this returns. Errors before the append are thrown, except a
+    /// failed condition judged against a write not yet synced, which
+    /// reaches `whenDurable` once that write is durable; a failed fsync
+    /// reaches `whenDurable`.
     public func put(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil, condition: WriteCondition = .none,
                     whenDurable: @escaping @Sendable (Result<UInt64, Error>) -> Void) throws {
         try validatePut(key: key, value: value, expiresAt: expiresAt)
@@ -555,8 +557,11 @@ public final class LogKV: @unchecked Sendable {
     /// written (until a flush succeeds). For health checks.
     public var writeRefusal: LogKVError? {
         if let writeFailure { return writeFailure }
-        if diskFullHint.load(ordering: .relaxed) { return .diskFull }
-        return state.withLock { flusherError }.map { .readOnly(reason: "index cannot be written: \($0)") }
+        if let flusherError = state.withLock({ flusherError }) {
+            return .readOnly(reason: "index cannot be written: \(flusherError)")
+        }
+        if diskFullHint.load(ordering: .relaxed) || reserve.isReleased { return .diskFull }
+        return nil
     }
 
     /// A location and the flush epoch it was observed at; `epoch` is nil when

@@ -64,6 +64,13 @@ extension LogKVError {
         default: return false
         }
     }
+
+    /// An fsync (of a file or a directory) failed: final (rule 6), whatever
+    /// the errno.
+    var isFromSync: Bool {
+        if case let .io(operation, _, _) = self { return operation.contains("sync") }
+        return false
+    }
 }
 
 #if canImport(Glibc)

@@ -4,7 +4,7 @@ import Foundation
 /// (bounded per second) and starts a compaction when a trigger is reached.
 extension LogKV {
     func startMaintenance() {
-        guard options.expirySweepPerSecond > 0 || options.autoCompaction else { return }
+        guard options.expirySweepPerSecond > 0 || options.autoCompaction || options.diskReserveBytes > 0 else { return }
         state.withLock { maintenanceRunning = true }
         let thread = Thread { [weak self] in self?.maintenanceLoop() }
         thread.name = "logkv-maintenance"
@@ -31,8 +31,11 @@ extension LogKV {
                 return maintenanceRunning
             }
             guard running else { break }
-            // A reserve given up on a full disk comes back once writes work.
-            if !diskFullHint.load(ordering: .relaxed) && !reserve.isHeld { reserve.ensure() }
+            // A reserve given up on a full disk comes back once the disk
+            // has room for it; so do puts.
+            if options.diskReserveBytes > 0 && (reserve.isReleased || !reserve.isHeld) && reserve.ensure() {
+                diskFullHint.store(false, ordering: .relaxed)
+            }
             if options.expirySweepPerSecond > 0 {
                 do { _ = try sweepExpired(limit: options.expirySweepPerSecond) } catch {
                     logger.error("expiry sweep failed", metadata: ["error": "\(error)"])

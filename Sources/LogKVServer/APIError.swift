@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import LogKV
 import NIOHTTP1
 
@@ -23,8 +26,12 @@ public struct APIError: Error, Equatable, Sendable {
 
     /// SQLite's primary result codes for a disk that failed under it:
     /// SQLITE_IOERR, SQLITE_CORRUPT (what it reports when a read came back
-    /// wrong), SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB.
-    static let sqliteIOCodes: Set<Int32> = [10, 11, 13, 14, 26]
+    /// wrong after an I/O error; `logkv check` tells lasting damage),
+    /// SQLITE_FULL, SQLITE_CANTOPEN.
+    static let sqliteIOCodes: Set<Int32> = [10, 11, 13, 14]
+    /// A disk or the system failing for now (a retry may succeed), as
+    /// opposed to a missing or forbidden file.
+    static let transientErrnos: Set<Int32> = [EIO, ENOSPC, EDQUOT, EMFILE, ENFILE, EAGAIN, EINTR, ENOMEM, EBUSY]
     static func notFound(_ m: String) -> APIError { APIError(.notFound, m) }
 
     /// The status and message for any error thrown while serving a request.
@@ -42,13 +49,13 @@ public struct APIError: Error, Equatable, Sendable {
             return APIError(.preconditionFailed, kv.description)
         case .diskFull, .readOnly, .closed:
             return APIError(.serviceUnavailable, kv.description)
-        case .io:
-            // The disk failed this request (EIO, ENOSPC, …): a retry may
-            // succeed elsewhere or later; nothing was served from it.
+        case let .io(_, _, err) where Self.transientErrnos.contains(err):
+            // The disk failed this request: a retry may succeed elsewhere
+            // or later; nothing was served from it.
             return APIError(.serviceUnavailable, "storage I/O error: \(kv.description)")
         case let .index(code, _) where Self.sqliteIOCodes.contains(code & 0xFF):
             return APIError(.serviceUnavailable, "the index could not be read from the disk: \(kv.description)")
-        case .locked, .corruption, .index:
+        case .locked, .corruption, .index, .io:
             return APIError(.internalServerError, kv.description)
         }
     }

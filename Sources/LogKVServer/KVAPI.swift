@@ -57,7 +57,9 @@ public final class KVAPI: Sendable {
     func health(_ request: Request) -> Reply {
         var response = Self.healthResponse
         if let refusal = store.writeRefusal {
-            response = .error(APIError(.serviceUnavailable, "store cannot take writes: \(refusal)"))
+            let reason = refusal == .diskFull
+                ? "disk full: writes resume once a delete or a compaction frees space" : "\(refusal)"
+            response = .error(APIError(.serviceUnavailable, "store cannot take writes: \(reason)"))
         }
         return .now(response)  // a HEAD answer loses its body in the encoder
     }

@@ -1,6 +1,7 @@
 import Foundation
 import LogKV
 @testable import LogKVServer
+import LogKVTestSupport
 import Testing
 
 /// `/health` tells a store that takes writes from one that only serves reads.
@@ -113,10 +114,11 @@ import Testing
             let metrics = try c.request("GET", "/metrics").text
             #expect(metrics.contains("logkv_store_disk_full 1"))
             #expect(metrics.contains("logkv_store_read_only 0"))
-            // A delete may use the reserve: it frees space, and writes work again.
+            // A delete may use the reserve: it frees space; once the reserve
+            // is made again, writes work again.
             #expect(try c.request("DELETE", "/v1/kv/a").status == 204)
+            #expect(eventually { (try? c.request("GET", "/health").status) == 200 })
             #expect(try c.request("PUT", "/v1/kv/b", body: utf8("2")).status == 204)
-            #expect(try c.request("GET", "/health").status == 200)
         }
         try await s.stop()
         try? FileManager.default.removeItem(atPath: s.dir)

@@ -1,4 +1,5 @@
 import Foundation
+import LogKVTestSupport
 import Testing
 @testable import LogKV
 
@@ -63,8 +64,12 @@ import Testing
         space.full = true
         #expect(throws: LogKVError.diskFull) { try store.put(bytes("c"), bytes("3")) }
         #expect(try store.delete(bytes("a")))
-        #expect(!disk.exists(disk.root + "/RESERVE"))
         #expect(try store.get(bytes("a")) == nil)
+        // Puts do not take the room the reserve left; once the disk has room
+        // for the reserve again, it is back and so are puts.
+        try #require(eventually { store.writeRefusal == nil })
+        #expect(disk.exists(disk.root + "/RESERVE"))
+        try store.put(bytes("c"), bytes("3"))
         try store.close()
         let reopened = try LogKV(path: disk.root, options: options)
         defer { try? reopened.close() }
@@ -83,6 +88,7 @@ import Testing
         #expect(throws: LogKVError.diskFull) { try store.put(bytes("x"), bytes("1")) }
         _ = try? store.compact(everything: true)  // frees space through the reserve, or fails cleanly
         space.full = false
+        try #require(eventually { store.writeRefusal == nil })  // the reserve is back
         try store.put(bytes("y"), bytes("1"))
         // A disk still full (no reserve left): the compaction fails, and
         // nothing is final.
