@@ -42,7 +42,8 @@ let package = Package(
                 "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .target(
             name: "LogKVServer",

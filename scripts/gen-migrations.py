@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerates Sources/LogKV/Migrations.swift from migrations/*.sql.
+"""Regenerates Sources/LogKV/Index/Migrations.swift from migrations/*.sql.
 
 The engine embeds the schema so that the binary needs no files beside it;
 MigrationsTests checks that the embedded copy matches these files byte for byte.
@@ -22,4 +22,4 @@ for f in files:
     assert '"""' not in s and "\\" not in s, f
     out.append('        ("%s", """\n%s\n"""),' % (os.path.basename(f), s))
 out += ["    ]", "}"]
-open(os.path.join(root, "Sources", "LogKV", "Migrations.swift"), "w").write("\n".join(out) + "\n")
+open(os.path.join(root, "Sources", "LogKV", "Index", "Migrations.swift"), "w").write("\n".join(out) + "\n")

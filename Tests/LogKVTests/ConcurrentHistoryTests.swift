@@ -122,6 +122,9 @@ import LogKVTestSupport
         disk.beforeSync = { path in
             if path.hasSuffix(".seg") { usleep(useconds_t(random.next(0..<2000))) }
         }
+        let options = Self.options(disk: disk, policy: policy)
+        let store = try LogKV(path: disk.root, options: options)
+        // Faults from here on (an open on a full disk fails, and is not the point).
         disk.fault = { op, path in
             guard path.hasSuffix(".seg") else { return nil }
             if op == .write && random.chance(0.01) { return ENOSPC }
@@ -135,9 +138,6 @@ import LogKVTestSupport
             }
             return nil
         }
-
-        let options = Self.options(disk: disk, policy: policy)
-        let store = try LogKV(path: disk.root, options: options)
         let runStarted = DispatchTime.now().uptimeNanoseconds
         let nextWrite = LockedBox<UInt64>(1)
         let group = DispatchGroup()
