@@ -137,21 +137,32 @@ import LogKVTestSupport
         try s.store.close()
     }
 
-    @Test func anAcknowledgedWriteSurvivesRestartWhenTheNewerWriteAppendedDuringItsFsyncFails() throws {
-        let s = try makeStore()
-        let (v1, second) = try overlap(s)
-        s.gates.open(2, .before, failing: true)
-        s.gates.open(2, .after)
-        s.gates.openBoth(3)  // the fsync of the cut that follows the failure
-        #expect(throws: LogKVError.self) { _ = try second.wait() }
-        #expect(try s.store.get(bytes("k"))?.value == bytes("v1"))
+    /// Fails fsync `n` (the fsync of the cut that follows may pass), waits
+    /// for `writer` to be refused, and checks what readers see meanwhile.
+    func failFsync(_ n: Int, of writer: Background<UInt64>, _ s: Setup, stillReads expected: String) throws {
+        s.gates.open(n, .before, failing: true)
+        s.gates.open(n, .after)
+        s.gates.openBoth(n + 1)
+        #expect(throws: LogKVError.self) { _ = try writer.wait() }
+        #expect(try s.store.get(bytes("k"))?.value == bytes(expected))
+    }
+
+    /// Closes the store (after a failure) and opens it again as a process
+    /// restart finds it: the kernel kept every byte written.
+    func restart(_ s: Setup) throws -> LogKV {
         s.gates.openAll()
         try? s.store.close()
         s.disk.beforeSync = nil
         s.disk.afterSync = nil
         s.disk.fault = nil
-        // A process restart: the kernel kept every byte written.
-        let reopened = try LogKV(path: s.disk.root, options: s.options)
+        return try LogKV(path: s.disk.root, options: s.options)
+    }
+
+    @Test func anAcknowledgedWriteSurvivesRestartWhenTheNewerWriteAppendedDuringItsFsyncFails() throws {
+        let s = try makeStore()
+        let (v1, second) = try overlap(s)
+        try failFsync(2, of: second, s, stillReads: "v1")
+        let reopened = try restart(s)
         defer { try? reopened.close() }
         let read = try reopened.get(bytes("k"))
         #expect(read?.value == bytes("v1"), "after restart: \(read.map { String(decoding: $0.value, as: UTF8.self) } ?? "nothing")")
@@ -161,18 +172,8 @@ import LogKVTestSupport
     @Test func aWriteRefusedAfterAFailedFsyncDoesNotComeBackAfterARestart() throws {
         let s = try makeStore()
         let first = Background { try s.store.put(bytes("k"), bytes("refused")) }
-        s.gates.open(1, .before, failing: true)
-        s.gates.open(1, .after)
-        s.gates.openBoth(2)  // the fsync of the cut that follows the failure
-        #expect(throws: LogKVError.self) { _ = try first.wait() }
-        #expect(try s.store.get(bytes("k"))?.value == bytes("v0"))
-        s.gates.openAll()
-        try? s.store.close()
-        s.disk.beforeSync = nil
-        s.disk.afterSync = nil
-        s.disk.fault = nil
-        // A process restart: the kernel kept every byte written.
-        let reopened = try LogKV(path: s.disk.root, options: s.options)
+        try failFsync(1, of: first, s, stillReads: "v0")
+        let reopened = try restart(s)
         defer { try? reopened.close() }
         #expect(try reopened.get(bytes("k"))?.value == bytes("v0"))
     }

@@ -16,16 +16,6 @@ import Testing
         }
     }
 
-    /// A copy of `dir`'s files taken while its store is open: what a crash
-    /// (not a power loss) leaves behind.
-    func crashCopy(of dir: TempDir) throws -> TempDir {
-        let copy = TempDir()
-        try FileManager.default.removeItem(atPath: copy.path)
-        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
-        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
-        return copy
-    }
-
     @Test func reopenAfterCleanCloseReplaysNothing() throws {
         let dir = TempDir()
         try populate(dir)
@@ -56,7 +46,7 @@ import Testing
         let store = try LogKV(path: dir.path, options: .testing())
         for i in 0..<100 { try store.put("k\(i)", "v\(i)") }
         try store.sync()
-        let copy = try crashCopy(of: dir)
+        let copy = try dir.crashCopy()
         try store.close()
         let segment = copy.segmentFiles().last!
         let garbage: [UInt8] = [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE]
@@ -242,7 +232,7 @@ import Testing
         #expect(try store.stats().keys == 79)
         // Stop before the flusher indexed the tail (a copy of the files, as
         // a crash leaves them): the checkpoint did not move past it.
-        let copy = try crashCopy(of: dir)
+        let copy = try dir.crashCopy()
         try store.close()
         let again = try Recovery.open(path: copy.path, options: .testing())
         #expect(again.replayedRecords == 32)
@@ -264,7 +254,7 @@ import Testing
         let first = try LogKV(path: dir.path, options: .testing())
         for i in 0..<50 { try first.put("k\(i)", "v\(i)") }
         try first.sync()
-        let afterFirstCrash = try crashCopy(of: dir)
+        let afterFirstCrash = try dir.crashCopy()
         try first.close()
 
         var slowFlusher = LogKVOptions.testing()
@@ -273,7 +263,7 @@ import Testing
         let segment = afterFirstCrash.segmentFiles().last!
         let sizeBefore = afterFirstCrash.size(segment)
         let handedOut = try second.put(bytes("new"), bytes("lost"))
-        let afterSecondCrash = try crashCopy(of: afterFirstCrash)
+        let afterSecondCrash = try afterFirstCrash.crashCopy()
         try second.close()
         // The second crash loses that write (it was never synced).
         truncate(afterSecondCrash.segmentFiles().last!, off_t(sizeBefore))

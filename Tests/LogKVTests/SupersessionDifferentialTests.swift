@@ -41,15 +41,6 @@ import Testing
         return out
     }
 
-    /// What a process crash leaves: every file as it is, the lock released.
-    static func crashCopy(_ dir: TempDir) throws -> TempDir {
-        let copy = TempDir("supersession-crash")
-        try FileManager.default.removeItem(atPath: copy.path)
-        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
-        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
-        return copy
-    }
-
     @Test func everyPlaceThatDecidesWhichRecordIsLiveAgrees() throws {
         var checked = 0
         for seed in 0..<Self.histories {
@@ -102,7 +93,7 @@ import Testing
             }
             if step == crashAt {
                 try store.sync()
-                crash = (try Self.crashCopy(dir), model)  // judged at the time it is read
+                crash = (try dir.crashCopy(), model)  // judged at the time it is read
             }
         }
         let expected = live()

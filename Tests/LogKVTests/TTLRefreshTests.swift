@@ -19,14 +19,6 @@ import Testing
     }
 
     /// A copy of the directory as a process crash leaves it (no close).
-    func crashCopy(of dir: TempDir) throws -> TempDir {
-        let copy = TempDir("ttl-crash")
-        try FileManager.default.removeItem(atPath: copy.path)
-        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
-        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
-        return copy
-    }
-
     @Test func refreshKeepsTheValueAndItsVersionAndMovesOnlyTheExpiry() throws {
         let clock = ManualClock()
         let dir = TempDir("ttl")
@@ -169,10 +161,10 @@ import Testing
         try store.put(bytes("tail"), bytes("b"), expiresAt: clock.now + 1_000)
         try store.refreshTTL(bytes("tail"), expiresAt: nil)
         try store.refreshTTL(bytes("tail"), expiresAt: clock.now + 50_000)
-        let copy = try crashCopy(of: dir)
+        let copy = try dir.crashCopy()
         clock.advance(10_000)
         for tailInMemory in [true, false] {
-            let image = try crashCopy(of: copy)
+            let image = try copy.crashCopy()
             if !tailInMemory { try FileManager.default.removeItem(atPath: image.indexPath) }
             let reopened = try LogKV(path: image.path, options: Self.options(clock))
             #expect(try reopened.get(bytes("indexed"))?.expiresAt == clock.now - 10_000 + 100_000)
@@ -289,7 +281,7 @@ import Testing
         try store.put(bytes("k"), [UInt8](repeating: 0x41, count: 300))
         try store.refreshTTL(bytes("k"), expiresAt: clock.now + 60_000)
         try store.put(bytes("after"), bytes("x"))
-        let image = try crashCopy(of: dir)
+        let image = try dir.crashCopy()
         // The page under the middle of the newer value's record is lost.
         let segment = image.segmentFiles().last!
         var data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: segment)))

@@ -21,6 +21,16 @@ final class TempDir: @unchecked Sendable {
             .filter { $0.hasSuffix(".seg") }.sorted().map { segmentsPath + "/" + $0 }
     }
 
+    /// What a process crash leaves: a copy of every file as it is now, the
+    /// lock released.
+    func crashCopy() throws -> TempDir {
+        let copy = TempDir("crash-copy")
+        try FileManager.default.removeItem(atPath: copy.path)
+        try FileManager.default.copyItem(atPath: path, toPath: copy.path)
+        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
+        return copy
+    }
+
     func size(_ file: String) -> Int64 {
         ((try? FileManager.default.attributesOfItem(atPath: file)[.size]) as? NSNumber)?.int64Value ?? -1
     }

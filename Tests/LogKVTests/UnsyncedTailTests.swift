@@ -20,15 +20,6 @@ import Testing
         return options
     }
 
-    /// What a process crash leaves: a copy of every file, lock released.
-    func crashCopy(of dir: TempDir) throws -> TempDir {
-        let copy = TempDir("unsynced-crash")
-        try FileManager.default.removeItem(atPath: copy.path)
-        try FileManager.default.copyItem(atPath: dir.path, toPath: copy.path)
-        try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
-        return copy
-    }
-
     /// Zeroes `count` bytes at `offset` of the last segment: a page the
     /// power loss did not write back.
     func losePage(in dir: TempDir, at offset: Int, count: Int) throws {
@@ -57,7 +48,7 @@ import Testing
         try store.put(bytes("b"), [UInt8](repeating: 0x62, count: 6000))  // spans pages
         try store.put(bytes("c"), bytes("later"))
         try store.put(bytes("a"), bytes("rewritten"))
-        let image = try crashCopy(of: dir)
+        let image = try dir.crashCopy()
         try losePage(in: image, at: syncedEnd + 100, count: 4096)
 
         let checked = try LogKV.check(path: image.path)
@@ -110,7 +101,7 @@ import Testing
         let syncedEnd = Int(try #require(dir.segmentFiles().last.map { dir.size($0) }))
         try store.put(bytes("a"), [UInt8](repeating: 0x61, count: 6000))
         try #require(try store.refreshTTL(bytes("a"), expiresAt: LogKVOptions.systemMillis() + 3_600_000) != nil)
-        let image = try crashCopy(of: dir)
+        let image = try dir.crashCopy()
         try losePage(in: image, at: syncedEnd + 100, count: 4096)
         for rebuild in [false, true] {
             if rebuild { try FileManager.default.removeItem(atPath: image.indexPath) }
