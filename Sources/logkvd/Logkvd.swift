@@ -37,6 +37,8 @@ struct Logkvd: AsyncParsableCommand {
     @Option(help: "Largest value, bytes.") var maxValueSize = LogKVOptions().maxValueSize
     @Option(help: "Segment size before rotation, bytes.") var segmentSize = LogKVOptions().segmentSize
     @Option(help: "Memory budget of the KeyDir cache, bytes.") var cacheBytes = LogKVOptions().cacheBudgetBytes
+    @Option(help: "Bytes kept free in the data directory (RESERVE) for deletes and compaction on a full disk; 0 keeps none.")
+    var diskReserveBytes = LogKVOptions().diskReserveBytes
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical. (env LOGKV_LOG_LEVEL)")
     var logLevel: String?
     @Option(help: "Most open client connections; more are refused with 503.")
@@ -130,6 +132,7 @@ struct Logkvd: AsyncParsableCommand {
         options.maxValueSize = maxValueSize
         options.segmentSize = segmentSize
         options.cacheBudgetBytes = cacheBytes
+        options.diskReserveBytes = diskReserveBytes
         options.logger = Logger(label: "logkv")
 
         let metrics = PrometheusBackend()

@@ -182,8 +182,8 @@ public final class LogKV: @unchecked Sendable {
     }
 
     private init(recovered: Recovery.Result, options: LogKVOptions) throws {
-        guard options.maxKeySize > 0, options.maxValueSize >= 0, options.segmentSize > 0 else {
-            throw LogKVError.invalidArgument("key, value and segment size limits must be positive")
+        guard options.maxKeySize > 0, options.maxValueSize >= 0, options.segmentSize > 0, options.diskReserveBytes >= 0 else {
+            throw LogKVError.invalidArgument("key, value and segment size limits must be positive, the disk reserve 0 or more")
         }
         self.options = options
         self.path = recovered.dir.path
