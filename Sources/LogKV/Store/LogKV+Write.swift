@@ -95,26 +95,14 @@ extension LogKV {
             let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, flags: kind.flags,
                                               key: key, value: recordValue, valueCRC: valueCRC)
             let recordLength = head.count + recordValue.count
-            /// Rotates when due, then appends; returns the record's offset.
-            func place() throws -> Int64 {
-                if active.size + Int64(recordLength) > options.segmentSize
-                    && active.size > Int64(RecordFormat.segmentHeaderSize) {
-                    try rotate()
-                } else if active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince {
-                    try rotate()  // an active segment from an older release holds no TTL refresh or commit record
-                }
-                let offset = active.size
-                try active.append(head, recordValue)
-                return offset
-            }
             let offset: Int64
             do {
                 do {
-                    offset = try place()
+                    offset = try place(head, recordValue)
                 } catch LogKVError.diskFull where kind == .tombstone && reserve.release() {
                     // A delete frees space: it may use the reserve.
                     logger.warning("disk full: gave up the reserve for a delete", metadata: ["reserve_bytes": "\(reserve.size)"])
-                    offset = try place()
+                    offset = try place(head, recordValue)
                 }
             } catch let error as LogKVError {
                 switch error {
@@ -191,6 +179,20 @@ extension LogKV {
             }
             return nil
         }
+    }
+
+    /// Rotates when due, then appends one record; returns its offset.
+    /// Called under the writer lock.
+    private func place(_ head: [UInt8], _ value: [UInt8]) throws -> Int64 {
+        let length = Int64(head.count + value.count)
+        if active.size + length > options.segmentSize && active.size > Int64(RecordFormat.segmentHeaderSize) {
+            try rotate()
+        } else if active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince {
+            try rotate()  // an active segment from an older release holds no TTL refresh or commit record
+        }
+        let offset = active.size
+        try active.append(head, value)
+        return offset
     }
 
     /// Where the key's live version is, or nil, and whether that answer
