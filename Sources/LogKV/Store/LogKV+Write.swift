@@ -342,14 +342,7 @@ extension LogKV {
         }
         do { try active.sync() } catch { throw failWritesCuttingUnsynced("fsync of segment \(active.id) failed: \(error)") }
         syncState.withLock {
-            syncedBytes = appendedBytes
-            let (seq, end) = (appendedSeq, appendedEnd)
-            state.withLock {
-                if seq > durableSeq { durableSeq = seq }
-                durableEnd = end
-                publishDurable(upTo: seq)
-                state.broadcast()
-            }
+            markDurable(bytes: appendedBytes, seq: appendedSeq, end: appendedEnd)
             syncState.broadcast()
         }
         let sealed = active
@@ -461,15 +454,21 @@ extension LogKV {
         // Linux reports a write-back error once: a later fsync that
         // "succeeds" vouches for nothing after an earlier failure (rule 6).
         if let writeFailure { throw writeFailure }
+        markDurable(bytes: goal, seq: goalSeq, end: goalEnd)
+    }
+
+    /// An fsync covered everything appended up to `bytes` (the record with
+    /// `seq`, the log position `end`): the durable watermarks move there and
+    /// every change it covers is published (rule 1). Called with `syncState`
+    /// locked, by the fsync's own thread (`runSync`, `rotate`).
+    private func markDurable(bytes: UInt64, seq: UInt64, end: LogPosition) {
         state.withLock {
-            if goalSeq > durableSeq {
-                durableSeq = goalSeq
-                durableEnd = goalEnd
-            }
-            publishDurable(upTo: goalSeq)
+            durableSeq = max(durableSeq, seq)
+            if end > durableEnd { durableEnd = end }
+            publishDurable(upTo: seq)
             state.broadcast()
         }
-        syncedBytes = max(syncedBytes, goal)
+        syncedBytes = max(syncedBytes, bytes)
     }
 
     /// Seals the records appended to the active segment since the last
