@@ -47,8 +47,11 @@ enum WatchIndex {
 /// moved past the one it was given.
 ///
 /// Thread-safety: all state behind one lock, a leaf (nothing else is taken
-/// while it is held). `record` runs inside the store's publish, so it does
-/// nothing but bookkeeping; wake-ups are scheduled on the watchers' loops.
+/// while it is held). `record` runs on the store's delivering thread (see
+/// `KeyChange`), just after the change became visible: it does nothing but
+/// bookkeeping; wake-ups are scheduled on the watchers' loops. A read in
+/// between may report the index from before the change; a watcher given it
+/// is woken by `record` and answers then.
 final class WatchRegistry: Sendable {
     /// Something waiting: `wake` schedules its re-evaluation (on its loop).
     struct Waiter: Sendable {
@@ -98,7 +101,7 @@ final class WatchRegistry: Sendable {
         state = NIOLockedValueBox(State(removalFloor: start, seen: start))
     }
 
-    // MARK: Changes (called from the store's publish)
+    // MARK: Changes (called by the store's change observer)
 
     func record(_ change: KeyChange) {
         guard let index = WatchIndex.of(change) else {

@@ -40,7 +40,10 @@ extension LogKV {
     @discardableResult
     public func compact(everything: Bool = true) throws -> CompactionReport {
         compactionLock.lock()
-        defer { compactionLock.unlock() }
+        defer {
+            compactionLock.unlock()
+            changes.deliver()  // expiries it noticed, and what its rotation's fsync covered
+        }
         let started = DispatchTime.now()
         // On a full disk compaction is what frees space: it may use the reserve.
         if diskFullHint.load(ordering: .relaxed), reserve.release() {
@@ -61,7 +64,7 @@ extension LogKV {
         }
         // Every change in a log segment sealed now was appended before this
         // flush, so none is still pending once it returns.
-        try flushIndex()
+        try indexAcknowledgedChanges()
         let candidates = try compactionCandidates(sealedLogSegments: sealed)
         let chosen = candidates.filter { candidate in
             let dead = candidate.dead
@@ -86,7 +89,7 @@ extension LogKV {
                 retried = true
                 logger.warning("compaction met a key renewed after its expiry was judged; starting over")
                 now = writerLock.withLock { options.clock() }
-                try flushIndex()
+                try indexAcknowledgedChanges()
             }
         }
         report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
@@ -353,7 +356,7 @@ extension LogKV {
         state.withLock {
             // Keys whose expiry nobody had noticed are gone now (a racing
             // write that kept its row is reported too; observers compare).
-            for drop in drops { changeObserver?(KeyChange(key: drop.key, kind: .expire, seq: drop.new.latestSeq)) }
+            for drop in drops { changes.enqueue(KeyChange(key: drop.key, kind: .expire, seq: drop.new.latestSeq)) }
         }
         try failpoint("index-committed")
 

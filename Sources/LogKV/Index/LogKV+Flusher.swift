@@ -94,6 +94,11 @@ extension LogKV {
                 : keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq, durableEnd: durableEnd, logEnd: logEnd)
             if holdingWriters { writerLock.unlock() }
             guard let batch = taken else {
+                if holdingWriters {
+                    state.unlock()
+                    changes.deliver()  // what the catch-up fsync published
+                    state.lock()
+                }
                 // Nothing durable yet (`.interval` between fsyncs).
                 if closing { break }
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
@@ -106,6 +111,7 @@ extension LogKV {
             let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
             sealedSizes.removeAll()
             state.unlock()
+            if holdingWriters { changes.deliver() }  // what the catch-up fsync published
 
             let started = DispatchTime.now()
             let sorted = batch.changes.sortedForIndex()

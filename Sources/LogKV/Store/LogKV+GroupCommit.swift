@@ -96,6 +96,11 @@ extension LogKV {
             // Failures make the store read-only; the next turn answers the
             // waiters with that error.
             try? runSync()
+            // What it published reaches the observer before the writers it
+            // covers are acknowledged (next turn).
+            syncState.unlock()
+            changes.deliver()
+            syncState.lock()
         }
         committerExited = true
         syncState.broadcast()

@@ -1,12 +1,14 @@
 /// A change to a key as readers see it, reported to the store's change
 /// observer (blocking queries are built on it).
 ///
-/// Contract: the observer is called for every change at the moment it
-/// becomes visible to readers — before any read can see it — with the
-/// store's internal lock held. It must be quick, must not block and must not
-/// call back into the store. Changes may be reported more than once or out
-/// of order (an expiry observed twice, a compaction dropping a key that had
-/// expired); an observer that compares versions handles both.
+/// Contract: the observer is called for every change once it is visible to
+/// readers (a read may see it a moment before the observer hears of it),
+/// in the order changes became visible, one call at a time, with no lock of
+/// the store held: it may read the store. It should be quick: it runs on a
+/// writer's, an fsync's or a reader's thread, and the changes behind it wait
+/// (writers do not). Changes may be reported more than once or out of
+/// version order (an expiry observed twice, a compaction dropping a key that
+/// had expired); an observer that compares versions handles both.
 public struct KeyChange: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         /// A new value; `seq` is its version.
@@ -50,7 +52,7 @@ extension LogKV {
     /// Sets (or with nil removes) the one observer of changes; see
     /// `KeyChange` for when it is called and what it may do.
     public func setChangeObserver(_ observer: (@Sendable (KeyChange) -> Void)?) {
-        state.withLock { changeObserver = observer }
+        changes.setObserver(observer)
     }
 
     /// Reports `key`'s expiry if it is due, as a read would, without reading

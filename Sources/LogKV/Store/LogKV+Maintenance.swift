@@ -31,6 +31,9 @@ extension LogKV {
                 return maintenanceRunning
             }
             guard running else { break }
+            // A backstop for a publishing path that does not deliver: it
+            // bounds how long a queued change can wait to a second.
+            changes.deliver()
             // A reserve given up on a full disk comes back once the disk
             // has room for it; so do puts.
             if options.diskReserveBytes > 0 && (reserve.isReleased || !reserve.isHeld) && reserve.ensure() {

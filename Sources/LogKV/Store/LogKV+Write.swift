@@ -44,6 +44,9 @@ extension LogKV {
         // The value's checksum is the costly part of encoding: compute it
         // before taking the writer lock, so concurrent writers overlap it.
         let valueCRC = kind == .ttlRefresh ? nil : value.withUnsafeBytes { CRC32.checksum($0) }
+        // Whatever this write (or an fsync or rotation it ran) made visible
+        // reaches the observer once no lock is held.
+        defer { changes.deliver() }
         try waitForBacklogRoom()
         writerLock.lock()
         // A refresh is marked in flight before its clock is read, until it
@@ -175,6 +178,7 @@ extension LogKV {
             if options.fsync == .always {
                 awaitDurable(upTo: acknowledgedAt) { result in done(result.map { seq }) }
             } else {
+                changes.deliver()
                 done(.success(seq))
             }
             return nil
@@ -213,12 +217,13 @@ extension LogKV {
         return (location, unsynced != nil)
     }
 
-    /// Makes a change visible to readers (see `KeyDir.publish`). Called with
-    /// `state` locked.
+    /// Makes a change visible to readers (see `KeyDir.publish`) and queues
+    /// it for the observer. Called with `state` locked; the caller delivers
+    /// (`changes.deliver()`) once it holds no lock.
     func publish(_ key: KeyBytes, _ change: KeyDirChange, recordAt position: LogPosition? = nil) {
         keyDir.publish(key, change, recordAt: position)
         noteBacklogFill()
-        changeObserver?(KeyChange(key.bytes, change))
+        changes.enqueue(KeyChange(key.bytes, change))
         if change.seq <= durableSeq { durablePublished = true }
     }
 
@@ -554,6 +559,9 @@ extension LogKV {
             deadline = Date(timeIntervalSinceNow: interval)
             if syncedBytes < appendedBytes && !syncInProgress && writeFailure == nil {
                 try? runSync()
+                syncState.unlock()
+                changes.deliver()
+                syncState.lock()
             }
         }
         syncerExited = true

@@ -41,6 +41,9 @@ public final class LogKV: @unchecked Sendable {
     /// writes are refused until space is freed (`writeRefusal`).
     let diskFullHint = Atomic<Bool>(false)
     private var directoryLock: AnyObject?
+    /// Changes on their way to the observer, in the order they became
+    /// visible (`KeyChange`); delivered with no engine lock held.
+    let changes = ChangeOutbox()
 
     // MARK: Writer state, guarded by `writerLock` (held across one append).
     let writerLock = NSLock()
@@ -112,8 +115,6 @@ public final class LogKV: @unchecked Sendable {
     /// an expiry noticed meanwhile must not be published (the refresh,
     /// judged before the expiry, wins; see `expireLazily`).
     var refreshesInFlight: Set<KeyBytes> = []
-    /// Called with every change as it becomes visible (`KeyChange`).
-    var changeObserver: (@Sendable (KeyChange) -> Void)?
     /// Every segment file, readable by id.
     var segments: [UInt64: SegmentFile]
     /// Ids of segments removed by compaction: a reader that finds its
@@ -446,7 +447,14 @@ public final class LogKV: @unchecked Sendable {
     /// (making them durable first: the index only takes durable changes).
     /// Later writes do not hold it up.
     public func flushIndex() throws {
-        try sync()
+        defer { changes.deliver() }
+        try indexAcknowledgedChanges()
+    }
+
+    /// `flushIndex` for callers that hold an engine lock (compaction): it
+    /// leaves what its fsync published queued for the observer.
+    func indexAcknowledgedChanges() throws {
+        try sync(writerLockHeld: false)
         try state.withLock {
             // A flush that starts after this point takes every change present
             // now (all durable after the sync above).
@@ -467,6 +475,7 @@ public final class LogKV: @unchecked Sendable {
 
     /// Makes every acknowledged write durable now, whatever the fsync policy.
     public func sync() throws {
+        defer { changes.deliver() }
         try sync(writerLockHeld: false)
     }
 
@@ -720,6 +729,7 @@ public final class LogKV: @unchecked Sendable {
             publish(key, .expire(seq: location.latestSeq))
             return true
         }
+        changes.deliver()
         if counted { (counter ?? metrics.expiredRead).increment() }
         return counted
     }

@@ -1,0 +1,68 @@
+import Foundation
+
+/// Hands changes to the store's observer in the order they became visible,
+/// with no engine lock held.
+///
+/// The engine `enqueue`s a change inside the `state` section that makes it
+/// visible (so the queue's order is the order readers see changes in), and
+/// every thread that may have enqueued calls `deliver` once it holds no
+/// engine lock. One thread delivers at a time, oldest first; a thread that
+/// finds another delivering returns at once (the deliverer picks its changes
+/// up), so a caller never waits on the observer. An observer may therefore
+/// call back into the store, and a slow one slows only its deliverer.
+///
+/// Ordering rules kept here:
+/// - Every enqueued change is delivered exactly once, in enqueue order: a
+///   deliverer loops until the queue is empty, and after releasing
+///   `deliveryLock` looks once more, since a change enqueued after its last
+///   look and whose own `deliver` found the lock taken would otherwise wait
+///   for the next caller.
+/// - Changes enqueued while no observer is set are dropped (nobody asked).
+///
+/// Locks: `lock` guards `queue` and `observer` and is a leaf;
+/// `deliveryLock` is held only while calling the observer and is never
+/// waited for (`try`).
+final class ChangeOutbox: @unchecked Sendable {
+    typealias Observer = @Sendable (KeyChange) -> Void
+
+    private let lock = NSLock()
+    /// Guarded by `lock`.
+    private var queue: [KeyChange] = []
+    /// Guarded by `lock`.
+    private var observer: Observer?
+    /// Held by the one thread delivering.
+    private let deliveryLock = NSLock()
+
+    func setObserver(_ observer: Observer?) {
+        lock.withLock {
+            self.observer = observer
+            if observer == nil { queue.removeAll() }
+        }
+    }
+
+    /// Queues a change for the observer. Cheap; called inside engine locks.
+    func enqueue(_ change: @autoclosure () -> KeyChange) {
+        lock.withLock {
+            guard observer != nil else { return }
+            queue.append(change())
+        }
+    }
+
+    /// Delivers every queued change, unless another thread is delivering.
+    /// Call with no engine lock held.
+    func deliver() {
+        while true {
+            guard deliveryLock.try() else { return }
+            while true {
+                let (batch, observer) = lock.withLock { () -> ([KeyChange], Observer?) in
+                    defer { queue.removeAll(keepingCapacity: queue.count < 4096) }
+                    return (queue, self.observer)
+                }
+                guard !batch.isEmpty else { break }
+                if let observer { for change in batch { observer(change) } }
+            }
+            deliveryLock.unlock()
+            if lock.withLock({ queue.isEmpty }) { return }
+        }
+    }
+}
