@@ -17,7 +17,6 @@ public final class KVAPI: Sendable {
     let serverMetrics: ServerMetrics
     /// Copied out of the store's options once (the options struct is large).
     let clock: @Sendable () -> Int64
-    let fsyncAlways: Bool
     /// Streamed responses (backups) in flight.
     let streams = ActiveStreams(limit: 1)
     /// Blocking queries held, and the indexes reads report.
@@ -27,7 +26,6 @@ public final class KVAPI: Sendable {
         self.store = store
         self.watches = WatchRegistry(startSeq: store.lastIssuedSeq, limit: configuration.maxHeldQueries)
         self.clock = store.options.clock
-        self.fsyncAlways = store.options.fsync == .always
         self.configuration = configuration
         self.blockingPool = blockingPool
         self.serverMetrics = serverMetrics
@@ -184,13 +182,16 @@ public final class KVAPI: Sendable {
                 answer(try store.put(key, value, expiresAt: expiresAt, condition: condition))
             }
         }
-        // Without `always` the append is the acknowledgement: answer at once.
-        guard fsyncAlways else { return .now(answer(try store.put(key, value, expiresAt: expiresAt))) }
-        // Under `always`, answer when the committer's fsync covers the write
-        // (group commit across every connection; no thread waits).
+        // Appended here only if that needs no waiting (the writer lock is
+        // held across fsyncs by rotations); otherwise on the blocking pool.
+        // Without `always` the append is the acknowledgement (the callback
+        // runs before `putWithoutWaiting` returns); under `always` the
+        // committer's fsync acknowledges it (group commit across every
+        // connection; no thread waits).
         let promise = request.eventLoop.makePromise(of: Response.self)
+        let outcome: LogKV.ImmediateWrite
         do {
-            try store.put(key, value, expiresAt: expiresAt) { result in
+            outcome = try store.putWithoutWaiting(key, value, expiresAt: expiresAt) { result in
                 switch result {
                 case let .success(seq): promise.succeed(answer(seq))
                 case let .failure(error): promise.succeed(.error(APIError.from(error)))
@@ -199,6 +200,10 @@ public final class KVAPI: Sendable {
         } catch {
             promise.succeed(.error(APIError.from(error)))  // refused before the append
             throw error
+        }
+        guard case .appended = outcome else {
+            promise.succeed(.noContent)  // nobody reads it (NIO reports a promise left unfulfilled)
+            return offload(request) { [store] in answer(try store.put(key, value, expiresAt: expiresAt)) }
         }
         return .later(promise.futureResult)
     }

@@ -30,18 +30,15 @@ import Testing
             for i in 0..<300 { try store.put("k\(i)", "r\(round)-" + String(repeating: "x", count: 100)) }
         }
         try store.flushIndex()
-        let logSegments = store.state.withLock { store.segments.values.filter { $0.kind == .log }.map(\.id).sorted() }
+        let logSegments = store.logSegmentIDs
         #expect(logSegments.count >= 4)
-        let sealed = store.writerLock.withLock { store.sealedLogSegments() }
+        let sealed = store.sealedLogSegmentsNow
         let everything = try store.compactionCandidates(sealedLogSegments: sealed).map(\.id)
         #expect(Set(everything) == sealed)
         // Hold the checkpoint back in the second log segment.
-        let held = logSegments[1]
-        let saved = store.state.withLock { store.indexedUpTo }
-        store.state.withLock { store.indexedUpTo = LogPosition(segment: held, offset: 100) }
-        let candidates = try store.compactionCandidates(sealedLogSegments: sealed).map(\.id)
+        let held = LogPosition(segment: logSegments[1], offset: 100)
+        let candidates = try store.compactionCandidates(sealedLogSegments: sealed, checkpoint: held).map(\.id)
         #expect(candidates == [logSegments[0]])
-        store.state.withLock { store.indexedUpTo = saved }
     }
 
     @Test func aKeyRewrittenFasterThanTheDiskSyncsDoesNotPinTheCheckpointForever() throws {
@@ -70,9 +67,9 @@ import Testing
         }
         writer.start()
         defer { stop.lock.withLock { stop.stop = true } }
-        let pinnedAt = store.state.withLock { store.indexedUpTo }
+        let pinnedAt = store.indexCheckpoint
         let caughtUp = eventually(pollingEvery: 100_000) {
-            store.state.withLock { store.indexedUpTo }.offset > pinnedAt.offset + 1 << 20
+            store.indexCheckpoint.offset > pinnedAt.offset + 1 << 20
         }
         #expect(caughtUp, "the index checkpoint stayed at \(pinnedAt) while the log grew")
     }

@@ -165,7 +165,7 @@ import Testing
             case 50..<65:
                 let op = model.begin(key, nil, expiresAt: 0)
                 if try store.delete(Array(key.utf8)) {
-                    model.ack(key, op: op, seq: store.state.withLock { store.lastSeq })
+                    model.ack(key, op: op, seq: store.lastIssuedSeq)
                 } else {
                     model.nothingWritten(key, op: op)
                 }
@@ -208,7 +208,7 @@ import Testing
                     let op = model.begin(key, current, expiresAt: expiresAt)
                     let version = try store.refreshTTL(Array(key.utf8), expiresAt: ttl == 0 ? nil : expiresAt)
                     #expect(version != nil, "refresh of live \(key)")
-                    model.ack(key, op: op, seq: store.state.withLock { store.lastSeq })
+                    model.ack(key, op: op, seq: store.lastIssuedSeq)
                 } else {
                     #expect(try store.refreshTTL(Array(key.utf8), expiresAt: ttl == 0 ? nil : expiresAt) == nil,
                             "refresh of missing \(key)")

@@ -225,7 +225,7 @@ import Testing
         var slowFlusher = LogKVOptions.testing()
         slowFlusher.flushIntervalMillis = 600_000  // the tail stays unindexed
         let store = try LogKV(path: dir.path, options: slowFlusher)
-        #expect(store.state.withLock { store.keyDir.count } == 32)
+        #expect(store.unindexedChangeCount == 32)
         #expect(try store.get("k0")?.value == bytes("changed"))
         #expect(try store.get("k1") == nil)
         for i in 2..<80 { #expect(try store.get("k\(i)")?.value == bytes("v\(i)")) }

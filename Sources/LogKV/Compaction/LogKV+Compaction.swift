@@ -141,8 +141,11 @@ extension LogKV {
     /// synced record waits behind an unsynced rewrite); compacting that
     /// segment would take records a replay from the checkpoint needs to
     /// find (older versions of keys it holds could then win).
-    func compactionCandidates(sealedLogSegments sealed: Set<UInt64>) throws -> [CompactionCandidate] {
-        let (files, damaged, checkpoint) = state.withLock { (segments, damagedSegments, indexedUpTo) }
+    /// `checkpoint`: judge against this one instead of the index's (tests).
+    func compactionCandidates(sealedLogSegments sealed: Set<UInt64>,
+                              checkpoint override: LogPosition? = nil) throws -> [CompactionCandidate] {
+        let (files, damaged, current) = state.withLock { (segments, damagedSegments, indexedUpTo) }
+        let checkpoint = override ?? current
         let checkpointMinSeq = files[checkpoint.segment]?.header?.minSeq
         return try readers.withReader { try $0.segments() }.compactMap { row in
             guard let file = files[row.id], !damaged.contains(row.id) else { return nil }
@@ -199,20 +202,22 @@ extension LogKV {
         // older index state lacks too).
         let compactionID = UInt64.random(in: 1...UInt64(Int64.max))
         func writeManifest() throws {
-            let text = "id \(compactionID)\nold " + chosen.map(String.init).joined(separator: " ") + "\nnew "
-                + outputIDs.map(String.init).joined(separator: " ") + "\n"
-            try dir.writeDurably(Array(text.utf8), to: dir.compactionManifestPath)
+            let manifest = CompactionManifest(compactionID: compactionID, inputs: chosen, outputs: outputIDs)
+            try dir.writeDurably(manifest.encoded, to: dir.compactionManifestPath)
         }
         func newOutput() throws -> SegmentFile {
             // The manifest names an output before it exists, so a crash
             // while creating it leaves no file nobody knows about.
-            let id = writerLock.withLock { () -> UInt64 in
+            // The id and high-water mark are taken under the writer lock;
+            // the file is created (and synced) outside it, which writers and
+            // event loops take.
+            let (id, highWater) = writerLock.withLock { () -> (UInt64, UInt64) in
                 defer { nextSegmentID += 1 }
-                return nextSegmentID
+                return (nextSegmentID, nextSeq - 1)
             }
             outputIDs.append(id)
             try writeManifest()
-            let file = try writerLock.withLock { try createSegment(kind: .compacted, minSeq: outputMinSeq, reservedID: id) }
+            let file = try createSegment(kind: .compacted, minSeq: outputMinSeq, reserved: (id, highWater))
             outputs.append(file)
             return file
         }
@@ -274,7 +279,7 @@ extension LogKV {
                     : row?.segment == input.id && row?.offset == entry.offset
                 // The row's expiry is the key's: a TTL refresh may have moved it.
                 let expired = isRowOwner ? row!.isExpired(now: now)
-                    : !h.isTombstone && !h.isTTLRefresh && h.expiresAt != 0 && h.expiresAt <= now
+                    : !h.isTombstone && !h.isTTLRefresh && Supersession.isExpired(expiresAt: h.expiresAt, now: now)
                 var keep: Bool
                 if isRowOwner {
                     keep = !expired || mayHideOlder

@@ -28,8 +28,7 @@ struct DataDirectory: Sendable {
     var lockPath: String { path + "/LOCK" }
     var segmentsPath: String { path + "/segments" }
     var indexPath: String { path + "/index.sqlite" }
-    /// Present while a compaction is between writing its outputs and removing
-    /// its inputs: "old ID..." and "new ID..." lines.
+    /// Present while a compaction swaps segments (`CompactionManifest`).
     var compactionManifestPath: String { path + "/COMPACTION" }
     var reservePath: String { path + "/RESERVE" }
     /// In a backup directory only: written last by `backup(to:)`.

@@ -97,11 +97,6 @@ final class IndexWriter: @unchecked Sendable {
         }
     }
 
-    /// Bytes of a value whose record is `recordLength` long under `key`.
-    static func valueSize(recordLength: Int64, keyCount: Int) -> Int64 {
-        recordLength - Int64(RecordFormat.recordHeaderSize) - Int64(keyCount)
-    }
-
     static func migrate(_ db: SQLiteConnection) throws {
         let version = Int(try db.scalarInt("PRAGMA user_version") ?? 0)
         guard version <= Migrations.all.count else {
@@ -207,10 +202,10 @@ final class IndexWriter: @unchecked Sendable {
                     bindRefresh(upsertRow, from: 7, loc.ttl)
                     try upsertRow.run()
                     account(Row(loc), 1)
-                    valueDelta += Self.valueSize(recordLength: Int64(loc.length), keyCount: key.count)
+                    valueDelta += Supersession.valueSize(recordLength: Int64(loc.length), keyCount: key.count)
                     if let old {
                         account(old, -1)
-                        valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
+                        valueDelta -= Supersession.valueSize(recordLength: old.length, keyCount: key.count)
                     } else {
                         keyDelta += 1
                     }
@@ -228,14 +223,14 @@ final class IndexWriter: @unchecked Sendable {
                     guard let old, old.latestSeq < seq else { continue }
                     try removeRow(key)
                     account(old, -1)
-                    valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
+                    valueDelta -= Supersession.valueSize(recordLength: old.length, keyCount: key.count)
                     keyDelta -= 1
                 case let .expire(seq):
                     // The expired record hides every older one, flushed or not.
                     guard let old, old.latestSeq <= seq else { continue }
                     try removeRow(key)
                     account(old, -1)
-                    valueDelta -= Self.valueSize(recordLength: old.length, keyCount: key.count)
+                    valueDelta -= Supersession.valueSize(recordLength: old.length, keyCount: key.count)
                     keyDelta -= 1
                 }
             }
@@ -358,7 +353,7 @@ final class IndexWriter: @unchecked Sendable {
                 }
                 if db.changes == 1 {
                     dropped += 1
-                    droppedValueBytes += Self.valueSize(recordLength: Int64(d.new.length), keyCount: d.key.count)
+                    droppedValueBytes += Supersession.valueSize(recordLength: Int64(d.new.length), keyCount: d.key.count)
                     // Its TTL refresh record, in a segment that stays, is dead now.
                     let refresh = d.new.ttl
                     if refresh.length > 0 && !oldSegments.contains(refresh.segment) {
@@ -539,7 +534,7 @@ final class IndexReader: @unchecked Sendable {
             let expires = stmt.int64(2)
             out.append(KeyInfo(
                 key: key, seq: UInt64(bitPattern: stmt.int64(1)), expiresAt: expires == 0 ? nil : expires,
-                valueSize: Int(stmt.int64(3)) - RecordFormat.recordHeaderSize - key.count))
+                valueSize: Supersession.valueSize(recordLength: Int(stmt.int64(3)), keyCount: key.count)))
         }
         return out
     }

@@ -16,19 +16,12 @@ extension LogKV {
     static let pinnedCheckpointCatchUpNanos: UInt64 = 2_000_000_000
 
     func startFlusher() {
-        state.withLock { flusherRunning = true }
-        let thread = Thread { [weak self] in self?.flusherLoop() }
-        thread.name = "logkv-flusher"
-        thread.start()
+        flusher.start { [weak self] in self?.flusherLoop() }
     }
 
-    func stopFlusher() {
-        state.lock()
-        closing = true
-        state.broadcast()
-        while !flusherExited { state.wait() }
-        state.unlock()
-    }
+    /// Asks the flusher to index what is left (giving up after repeated
+    /// failures) and waits until it has.
+    func stopFlusher() { flusher.stop() }
 
     private func flusherLoop() {
         let interval = TimeInterval(options.flushIntervalMillis) / 1000
@@ -40,6 +33,8 @@ extension LogKV {
         // Since when every flush's checkpoint was held back (see below).
         var pinnedSince: UInt64?
         state.lock()
+        // `closing`: asked to stop; the loop indexes what is left first.
+        var closing: Bool { flusher.stopRequested }
         while true {
             let giveUp = closing && flusherFailures >= options.flushFailuresBeforeRefusingWrites
             if !keyDir.hasPending || giveUp {
@@ -156,10 +151,7 @@ extension LogKV {
             metrics.pendingEntries.record(keyDir.pending.count)
             state.broadcast()
         }
-        flusherRunning = false
         backlogFullHint.store(false, ordering: .relaxed)
-        flusherExited = true
-        state.broadcast()
         state.unlock()
     }
 

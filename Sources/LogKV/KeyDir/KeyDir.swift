@@ -95,10 +95,10 @@ struct KeyDir {
         if let change = pending[key] ?? flushing[key] {
             if case let .renew(renewal) = change {
                 if case let .put(value)? = flushing[key], value.seq == renewal.valueSeq {
-                    return (.put(value.renewed(by: renewal)), false)
+                    return (.put(Supersession.join(value, renewal)), false)
                 }
                 if let cached = cache.get(key), cached.seq == renewal.valueSeq {
-                    return (.put(cached.renewed(by: renewal)), false)
+                    return (.put(Supersession.join(cached, renewal)), false)
                 }
             }
             return (change, false)

@@ -29,7 +29,7 @@ struct RecordLocation: Equatable, Sendable {
     /// "newest wins" compares.
     var latestSeq: UInt64 { Swift.max(seq, ttl.seq) }
 
-    func isExpired(now: Int64) -> Bool { expiresAt != 0 && expiresAt <= now }
+    func isExpired(now: Int64) -> Bool { Supersession.isExpired(expiresAt: expiresAt, now: now) }
 
     /// The same value with the expiry a TTL refresh record set.
     func renewed(by renewal: Renewal) -> RecordLocation {
@@ -120,7 +120,7 @@ extension KeyDirChange {
         guard let old else { return self }
         if old.seq > seq { return old }
         if case let .renew(renewal) = self, case let .put(value) = old, value.seq == renewal.valueSeq {
-            return .put(value.renewed(by: renewal))
+            return .put(Supersession.join(value, renewal))
         }
         return self
     }

@@ -175,13 +175,8 @@ enum Recovery {
     /// compaction happened and the old files go; otherwise the new ones do.
     static func settleCompaction(_ dir: DataDirectory, logger: Logger) throws {
         guard let bytes = try dir.readSmallFile(dir.compactionManifestPath) else { return }
-        let text = String(decoding: bytes, as: UTF8.self)
-        func ids(_ tag: String) -> [UInt64] {
-            text.split(separator: "\n").first { $0.hasPrefix(tag + " ") || $0 == Substring(tag) }?
-                .split(separator: " ").dropFirst().compactMap { UInt64($0) } ?? []
-        }
-        let old = ids("old"), new = ids("new")
-        let compactionID = ids("id").first
+        let manifest = CompactionManifest(decoding: bytes)
+        let (old, new, compactionID) = (manifest.inputs, manifest.outputs, manifest.compactionID)
         var committed = false
         if dir.exists(dir.indexPath), let db = try? SQLiteConnection(path: dir.indexPath, readOnly: true) {
             if let compactionID {

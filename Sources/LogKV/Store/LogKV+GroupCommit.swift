@@ -39,7 +39,7 @@ struct DurableWaiter {
 extension LogKV {
     func awaitDurable(upTo target: UInt64, _ done: @escaping @Sendable (Result<Void, Error>) -> Void) {
         let now: Result<Void, Error>? = syncState.withLock {
-            if committerRunning {
+            if committer.isRunning {
                 durableWaiters.append(DurableWaiter(target: target, done: done))
                 syncState.broadcast()
                 return nil
@@ -54,10 +54,7 @@ extension LogKV {
 
     func startCommitter() {
         guard options.fsync == .always else { return }
-        syncState.withLock { committerRunning = true }
-        let thread = Thread { [weak self] in self?.committerLoop() }
-        thread.name = "logkv-committer"
-        thread.start()
+        committer.start { [weak self] in self?.committerLoop() }
     }
 
     private func committerLoop() {
@@ -85,7 +82,7 @@ extension LogKV {
                 continue
             }
             if durableWaiters.isEmpty {
-                if !committerRunning { break }
+                if committer.stopRequested { break }
                 syncState.wait()
                 continue
             }
@@ -102,17 +99,8 @@ extension LogKV {
             changes.deliver()
             syncState.lock()
         }
-        committerExited = true
-        syncState.broadcast()
         syncState.unlock()
     }
 
-    func stopCommitter() {
-        guard options.fsync == .always else { return }
-        syncState.lock()
-        committerRunning = false
-        syncState.broadcast()
-        while !committerExited { syncState.wait() }
-        syncState.unlock()
-    }
+    func stopCommitter() { committer.stop() }
 }

@@ -5,20 +5,10 @@ import Foundation
 extension LogKV {
     func startMaintenance() {
         guard options.expirySweepPerSecond > 0 || options.autoCompaction || options.diskReserveBytes > 0 else { return }
-        state.withLock { maintenanceRunning = true }
-        let thread = Thread { [weak self] in self?.maintenanceLoop() }
-        thread.name = "logkv-maintenance"
-        thread.start()
+        maintenance.start { [weak self] in self?.maintenanceLoop() }
     }
 
-    func stopMaintenance() {
-        state.lock()
-        guard maintenanceRunning else { state.unlock(); return }
-        maintenanceRunning = false
-        state.broadcast()
-        while !maintenanceExited { state.wait() }
-        state.unlock()
-    }
+    func stopMaintenance() { maintenance.stop() }
 
     private func maintenanceLoop() {
         var lastCompactionCheck = Date()
@@ -27,8 +17,8 @@ extension LogKV {
             // too, so wait out the whole second.
             let deadline = Date(timeIntervalSinceNow: 1)
             let running = state.withLock { () -> Bool in
-                while maintenanceRunning && Date() < deadline { _ = state.wait(until: deadline) }
-                return maintenanceRunning
+                while !maintenance.stopRequested && Date() < deadline { _ = state.wait(until: deadline) }
+                return !maintenance.stopRequested
             }
             guard running else { break }
             // A backstop for a publishing path that does not deliver: it
@@ -52,10 +42,6 @@ extension LogKV {
                     logger.error("background compaction failed", metadata: ["error": "\(error)"])
                 }
             }
-        }
-        state.withLock {
-            maintenanceExited = true
-            state.broadcast()
         }
     }
 

@@ -15,6 +15,9 @@ import Foundation
 ///
 /// Lock order: writerLock → state, writerLock → syncState, syncState → state.
 extension LogKV {
+    /// A write that may not wait would have had to (see `putWithoutWaiting`).
+    struct WouldBlock: Error {}
+
     /// What a write appends.
     enum AppendedRecord {
         case value, tombstone
@@ -37,18 +40,27 @@ extension LogKV {
     /// A `.ttlRefresh` renews the key's current value (missing or expired:
     /// `.preconditionFailed(nil)`); `renewedVersion` then gets that value's
     /// seq, which the refresh leaves as the key's version.
+    ///
+    /// `mayWait: false` (an unconditional `.value` only): throws `WouldBlock`,
+    /// having written nothing, where the append would wait — for the writer
+    /// lock, a rotation or the index backlog.
     @discardableResult
     func append(key: [UInt8], value: [UInt8], expiresAt: Int64, kind: AppendedRecord,
                 condition: WriteCondition, acknowledge: Acknowledgement,
-                renewedVersion: UnsafeMutablePointer<UInt64>? = nil) throws -> UInt64? {
+                renewedVersion: UnsafeMutablePointer<UInt64>? = nil, mayWait: Bool = true) throws -> UInt64? {
+        precondition(mayWait || (kind == .value && condition == .none), "only unconditional puts may refuse to wait")
         // The value's checksum is the costly part of encoding: compute it
         // before taking the writer lock, so concurrent writers overlap it.
         let valueCRC = kind == .ttlRefresh ? nil : value.withUnsafeBytes { CRC32.checksum($0) }
         // Whatever this write (or an fsync or rotation it ran) made visible
         // reaches the observer once no lock is held.
         defer { changes.deliver() }
-        try waitForBacklogRoom()
-        writerLock.lock()
+        try waitForBacklogRoom(mayWait: mayWait)
+        if mayWait {
+            writerLock.lock()
+        } else if !writerLock.try() {
+            throw WouldBlock()
+        }
         // A refresh is marked in flight before its clock is read, until it
         // is published: no expiry of the key is published meanwhile.
         let refreshing = kind == .ttlRefresh ? KeyBytes(key) : nil
@@ -101,7 +113,7 @@ extension LogKV {
             let offset: Int64
             do {
                 do {
-                    offset = try place(head, recordValue)
+                    offset = try place(head, recordValue, mayRotate: mayWait)
                 } catch LogKVError.diskFull where kind == .tombstone && reserve.release() {
                     // A delete frees space: it may use the reserve.
                     logger.warning("disk full: gave up the reserve for a delete", metadata: ["reserve_bytes": "\(reserve.size)"])
@@ -186,13 +198,16 @@ extension LogKV {
     }
 
     /// Rotates when due, then appends one record; returns its offset.
-    /// Called under the writer lock.
-    private func place(_ head: [UInt8], _ value: [UInt8]) throws -> Int64 {
+    /// Called under the writer lock. Without `mayRotate`, a rotation due
+    /// throws `WouldBlock` instead (it fsyncs and creates a file).
+    private func place(_ head: [UInt8], _ value: [UInt8], mayRotate: Bool = true) throws -> Int64 {
         let length = Int64(head.count + value.count)
-        if active.size + length > options.segmentSize && active.size > Int64(RecordFormat.segmentHeaderSize) {
+        let full = active.size + length > options.segmentSize && active.size > Int64(RecordFormat.segmentHeaderSize)
+        // An active segment from an older release holds no TTL refresh or commit record.
+        let outdated = active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince
+        if full || outdated {
+            guard mayRotate else { throw WouldBlock() }
             try rotate()
-        } else if active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince {
-            try rotate()  // an active segment from an older release holds no TTL refresh or commit record
         }
         let offset = active.size
         try active.append(head, value)
@@ -210,7 +225,7 @@ extension LogKV {
         case .delete?, .expire?: return (nil, true)
         case let .renew(renewal)?:
             // A refresh not yet synced, of a value readers already see.
-            location = try locate(key).map { $0.seq == renewal.valueSeq ? $0.renewed(by: renewal) : $0 }
+            location = try locate(key).map { Supersession.join($0, renewal) }
         case nil: location = try locate(key)
         }
         guard let location, !location.isExpired(now: now) else { return (nil, unsynced != nil) }
@@ -275,7 +290,8 @@ extension LogKV {
 
     /// Holds writers back while the index backlog is full; refuses them while
     /// the index cannot be written (rather than growing the backlog forever).
-    private func waitForBacklogRoom() throws {
+    /// Without `mayWait`, a full backlog throws `WouldBlock`.
+    private func waitForBacklogRoom(mayWait: Bool = true) throws {
         state.lock()
         defer { state.unlock() }
         while true {
@@ -283,8 +299,9 @@ extension LogKV {
                 metrics.writeRefusals.increment()
                 throw LogKVError.readOnly(reason: "index cannot be written: \(flusherError)")
             }
-            guard backlogIsFull && flusherRunning else { return }
+            guard backlogIsFull && flusher.isAlive else { return }
             backlogFullHint.store(true, ordering: .relaxed)
+            guard mayWait else { throw WouldBlock() }
             state.broadcast()
             _ = state.wait(until: Date(timeIntervalSinceNow: 0.05))
         }
@@ -303,17 +320,20 @@ extension LogKV {
     }
 
     /// Creates a segment for the writer or compaction, durably (file and
-    /// directory). Called under the writer lock. The id is used up even if
-    /// the create fails; any failure makes the store read-only.
-    func createSegment(kind: SegmentKind, minSeq: UInt64, reservedID: UInt64? = nil) throws -> SegmentFile {
-        let id: UInt64
-        if let reservedID {
-            id = reservedID
+    /// directory). The id is used up even if the create fails; a failure
+    /// other than a full disk makes the store read-only. Without `reserved`
+    /// (an id and the seq high-water mark, taken earlier under the writer
+    /// lock) it is called under the writer lock and takes both itself.
+    func createSegment(kind: SegmentKind, minSeq: UInt64,
+                       reserved: (id: UInt64, highWater: UInt64)? = nil) throws -> SegmentFile {
+        let (id, highWater): (UInt64, UInt64)
+        if let reserved {
+            (id, highWater) = reserved
         } else {
-            id = nextSegmentID
+            (id, highWater) = (nextSegmentID, nextSeq - 1)
             nextSegmentID += 1
         }
-        let header = SegmentHeader(kind: kind, storeID: storeID, highWater: nextSeq - 1, minSeq: minSeq)
+        let header = SegmentHeader(kind: kind, storeID: storeID, highWater: highWater, minSeq: minSeq)
         do {
             let file = try SegmentFile.create(fs: dir.fs, id: id, path: dir.segmentPath(id), header: header)
             try dir.syncDirectory(dir.segmentsPath)
@@ -540,19 +560,16 @@ extension LogKV {
 
     func startSyncer() {
         guard options.fsync == .interval else { return }
-        syncState.withLock { syncerRunning = true }
-        let thread = Thread { [weak self] in self?.syncerLoop() }
-        thread.name = "logkv-syncer"
-        thread.start()
+        syncer.start { [weak self] in self?.syncerLoop() }
     }
 
     private func syncerLoop() {
         let interval = TimeInterval(options.fsyncIntervalMillis) / 1000
         syncState.lock()
         var deadline = Date(timeIntervalSinceNow: interval)
-        while syncerRunning {
+        while !syncer.stopRequested {
             _ = syncState.wait(until: deadline)
-            guard syncerRunning else { break }
+            guard !syncer.stopRequested else { break }
             // Woken early by a broadcast (another fsync finished): keep to
             // the period.
             if Date() < deadline { continue }
@@ -564,17 +581,8 @@ extension LogKV {
                 syncState.lock()
             }
         }
-        syncerExited = true
-        syncState.broadcast()
         syncState.unlock()
     }
 
-    func stopSyncer() {
-        guard options.fsync == .interval else { return }
-        syncState.lock()
-        syncerRunning = false
-        syncState.broadcast()
-        while !syncerExited { syncState.wait() }
-        syncState.unlock()
-    }
+    func stopSyncer() { syncer.stop() }
 }

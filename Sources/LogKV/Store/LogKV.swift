@@ -120,16 +120,15 @@ public final class LogKV: @unchecked Sendable {
     /// Ids of segments removed by compaction: a reader that finds its
     /// location there relocates the key instead of reporting corruption.
     var retiredSegments: Set<UInt64> = []
-    var closing = false
     /// Set when `close()` starts: a running compaction abandons its work.
     var closeRequested = false
     /// Segments with damaged bytes under live keys: never compacted (their
     /// bytes are the only evidence), reported by `logkv check`.
     var damagedSegments: Set<UInt64> = []
-    var flusherRunning = false
-    var maintenanceRunning = false
-    var maintenanceExited = false
-    var flusherExited = false
+    /// Runs `flusherLoop`; its flags are guarded by `state`.
+    let flusher: BackgroundThread
+    /// Runs `maintenanceLoop`; its flags are guarded by `state`.
+    let maintenance: BackgroundThread
     /// The last index flush error, and how many flushes in a row failed.
     var flusherError: LogKVError?
     var flusherFailures = 0
@@ -150,13 +149,13 @@ public final class LogKV: @unchecked Sendable {
     var syncedBytes: UInt64 = 0
     var syncInProgress = false
     var syncFile: SegmentFile
-    var syncerRunning = false
-    var syncerExited = false
+    /// Runs `syncerLoop` (`.interval`); its flags are guarded by `syncState`.
+    let syncer: BackgroundThread
     /// Writers acknowledged by callback once an fsync covers them (`.always`,
     /// see `GroupCommit.swift`), and the committer thread that runs it.
     var durableWaiters: [DurableWaiter] = []
-    var committerRunning = false
-    var committerExited = false
+    /// Runs `committerLoop` (`.always`); its flags are guarded by `syncState`.
+    let committer: BackgroundThread
 
     /// Opens (creating if needed) the store in `path`, recovering from a crash
     /// if the last run did not close cleanly.
@@ -187,6 +186,10 @@ public final class LogKV: @unchecked Sendable {
             throw LogKVError.invalidArgument("key, value and segment size limits must be positive, the disk reserve 0 or more")
         }
         self.options = options
+        self.flusher = BackgroundThread(name: "logkv-flusher", condition: state)
+        self.maintenance = BackgroundThread(name: "logkv-maintenance", condition: state)
+        self.syncer = BackgroundThread(name: "logkv-syncer", condition: syncState)
+        self.committer = BackgroundThread(name: "logkv-committer", condition: syncState)
         self.path = recovered.dir.path
         self.dir = recovered.dir
         self.metrics = EngineMetrics(factory: options.metricsFactory)
@@ -284,6 +287,40 @@ public final class LogKV: @unchecked Sendable {
                        if case .success = result { counter.increment() }
                        whenDurable(result)
                    }))
+    }
+
+    /// The outcome of `putWithoutWaiting`.
+    public enum ImmediateWrite: Sendable {
+        /// Appended: `whenDurable` acknowledges it (as for `put`).
+        case appended
+        /// Nothing was written: the append would have had to wait (for
+        /// another writer, a segment rotation's fsync, or the index backlog).
+        /// Call `put` from a thread that may block.
+        case wouldBlock
+    }
+
+    /// `put(_:_:expiresAt:condition:whenDurable:)` for event loops: appends
+    /// only if that needs no waiting — the writer lock is free, no rotation
+    /// is due and the index backlog has room — and otherwise writes nothing
+    /// and returns `.wouldBlock`. The writer lock is held across fsyncs and
+    /// file creation (rotation, the flusher's catch-up); an event loop only
+    /// ever tries it.
+    ///
+    /// - Throws: as `put`, before the append.
+    public func putWithoutWaiting(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil,
+                                  whenDurable: @escaping @Sendable (Result<UInt64, Error>) -> Void) throws -> ImmediateWrite {
+        try validatePut(key: key, value: value, expiresAt: expiresAt)
+        let counter = metrics.writesPut
+        do {
+            try append(key: key, value: value, expiresAt: expiresAt ?? 0, kind: .value, condition: .none,
+                       acknowledge: .notify({ result in
+                           if case .success = result { counter.increment() }
+                           whenDurable(result)
+                       }), mayWait: false)
+        } catch is WouldBlock {
+            return .wouldBlock
+        }
+        return .appended
     }
 
     /// Gives `key`'s current value a new expiry without rewriting the value
@@ -396,12 +433,12 @@ public final class LogKV: @unchecked Sendable {
                 case let .put(loc): location = loc
                 case let .renew(renewal):
                     // The row's own expiry no longer counts: read it by key.
-                    location = try reader.lookup(key).flatMap { $0.seq == renewal.valueSeq ? $0.renewed(by: renewal) : $0 }
+                    location = try reader.lookup(key).map { Supersession.join($0, renewal) }
                 case .delete, .expire: break
                 }
                 if let loc = location, !loc.isExpired(now: now) {
                     rows.append(KeyInfo(key: key, seq: loc.seq, expiresAt: loc.expiresAt == 0 ? nil : loc.expiresAt,
-                                        valueSize: loc.length - RecordFormat.recordHeaderSize - key.count))
+                                        valueSize: Supersession.valueSize(recordLength: loc.length, keyCount: key.count)))
                 }
             }
             return rows
@@ -425,12 +462,12 @@ public final class LogKV: @unchecked Sendable {
                 if case .renew = change { continue }  // the same value: nothing changes
                 if let indexed = try reader.lookup(key.bytes) {
                     keys -= 1
-                    valueBytes -= IndexWriter.valueSize(recordLength: Int64(indexed.length), keyCount: key.bytes.count)
+                    valueBytes -= Supersession.valueSize(recordLength: Int64(indexed.length), keyCount: key.bytes.count)
                     liveDelta -= Int64(indexed.length)
                 }
                 if case let .put(location) = change, !location.isExpired(now: now) {
                     keys += 1
-                    valueBytes += IndexWriter.valueSize(recordLength: Int64(location.length), keyCount: key.bytes.count)
+                    valueBytes += Supersession.valueSize(recordLength: Int64(location.length), keyCount: key.bytes.count)
                     liveDelta += Int64(location.length)
                 }
             }
@@ -464,7 +501,7 @@ public final class LogKV: @unchecked Sendable {
             state.broadcast()
             while lastCompletedFlushStart <= mark && !keyDir.isEmpty {
                 if let flusherError { throw flusherError }
-                if !flusherRunning { throw LogKVError.closed }
+                if !flusher.isAlive { throw LogKVError.closed }
                 state.wait()
             }
         }
@@ -589,7 +626,7 @@ public final class LogKV: @unchecked Sendable {
         var epoch: UInt64 = 0
         var closed = false
         state.withLock {
-            closed = !flusherRunning && closing
+            closed = !flusher.isAlive && flusher.stopRequested
             epoch = keyDir.epoch
             switch keyDir.lookup(key) {
             case let (.put(location), fromCache)?:
@@ -610,8 +647,7 @@ public final class LogKV: @unchecked Sendable {
     /// observed from `pending` (no epoch) when there is one.
     func joined(_ row: RecordLocation?, _ renewal: Renewal?, epoch: UInt64) -> Observed {
         guard let renewal else { return Observed(location: row, epoch: epoch) }
-        guard let row, row.seq == renewal.valueSeq else { return Observed(location: row, epoch: nil) }
-        return Observed(location: row.renewed(by: renewal), epoch: nil)
+        return Observed(location: row.map { Supersession.join($0, renewal) }, epoch: nil)
     }
 
     /// `locateObserving` without waiting on the disk: memory first, then

@@ -94,7 +94,7 @@ extension LogKV {
                 guard refresh.renews == record.seq else { continue }
                 record.expiresAt = refresh.expiresAt
             }
-            guard !record.tombstone, record.expiresAt == 0 || record.expiresAt > now else { continue }
+            guard !record.tombstone, !Supersession.isExpired(expiresAt: record.expiresAt, now: now) else { continue }
             let bytes = try record.segment.read(at: record.offset, count: record.length)
             guard let (header, keyEnd) = LogKV.verifiedRecord(bytes) else {
                 damaged += 1  // changed since the scan: never dump garbage

@@ -1,0 +1,24 @@
+/// What tests (and tools in this module) may look at, each read under the
+/// lock that guards it: they use these instead of the engine's fields and
+/// locks.
+extension LogKV {
+    /// Ids of the log segments (not compaction outputs), ascending.
+    var logSegmentIDs: [UInt64] {
+        state.withLock { segments.values.filter { $0.kind == .log }.map(\.id).sorted() }
+    }
+
+    /// The log segments sealed now (every one but the active).
+    var sealedLogSegmentsNow: Set<UInt64> {
+        writerLock.withLock { sealedLogSegments() }
+    }
+
+    /// The index's durable checkpoint: every record before it is in SQLite.
+    var indexCheckpoint: LogPosition {
+        state.withLock { indexedUpTo }
+    }
+
+    /// Changes in memory not yet in SQLite (unflushed and being flushed).
+    var unindexedChangeCount: Int {
+        state.withLock { keyDir.count }
+    }
+}
