@@ -203,7 +203,26 @@ public final class KVAPI: Sendable {
         }
         guard case .appended = outcome else {
             promise.succeed(.noContent)  // nobody reads it (NIO reports a promise left unfulfilled)
-            return offload(request) { [store] in answer(try store.put(key, value, expiresAt: expiresAt)) }
+            // On the pool, the callback form too: no pool thread waits for
+            // the fsync, and the write joins the committer's group commit.
+            let answered = request.eventLoop.makePromise(of: Response.self)
+            blockingPool.submit { [store] state in
+                guard case .active = state else {
+                    answered.succeed(.error(APIError(.serviceUnavailable, "server is shutting down")))
+                    return
+                }
+                do {
+                    try store.put(key, value, expiresAt: expiresAt) { result in
+                        switch result {
+                        case let .success(seq): answered.succeed(answer(seq))
+                        case let .failure(error): answered.succeed(.error(APIError.from(error)))
+                        }
+                    }
+                } catch {
+                    answered.succeed(.error(APIError.from(error)))
+                }
+            }
+            return .later(answered.futureResult)
         }
         return .later(promise.futureResult)
     }

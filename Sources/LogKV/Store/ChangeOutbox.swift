@@ -9,7 +9,10 @@ import Foundation
 /// engine lock. One thread delivers at a time, oldest first; a thread that
 /// finds another delivering returns at once (the deliverer picks its changes
 /// up), so a caller never waits on the observer. An observer may therefore
-/// call back into the store, and a slow one slows only its deliverer.
+/// read the store; it must not write to it or wait for it (the deliverer
+/// may be the flusher, which such a write could be waiting for). A slow
+/// observer slows its deliverer, which may be a writer, the committer or
+/// an event loop: keep it to bookkeeping.
 ///
 /// Ordering rules kept here:
 /// - Every enqueued change is delivered exactly once, in enqueue order: a
@@ -18,6 +21,7 @@ import Foundation
 ///   look and whose own `deliver` found the lock taken would otherwise wait
 ///   for the next caller.
 /// - Changes enqueued while no observer is set are dropped (nobody asked).
+/// - Once `setObserver` returns, the old observer is never called again.
 ///
 /// Locks: `lock` guards `queue` and `observer` and is a leaf;
 /// `deliveryLock` is held only while calling the observer and is never
@@ -33,11 +37,16 @@ final class ChangeOutbox: @unchecked Sendable {
     /// Held by the one thread delivering.
     private let deliveryLock = NSLock()
 
+    /// Replaces the observer, waiting for a delivery to the old one in
+    /// progress to end. Not to be called from the observer.
     func setObserver(_ observer: Observer?) {
         lock.withLock {
             self.observer = observer
             if observer == nil { queue.removeAll() }
         }
+        // A deliverer took the old observer with its batch: wait it out.
+        deliveryLock.lock()
+        deliveryLock.unlock()
     }
 
     /// Queues a change for the observer. Cheap; called inside engine locks.

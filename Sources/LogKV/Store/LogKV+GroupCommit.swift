@@ -76,6 +76,10 @@ extension LogKV {
             }
             if !covered.isEmpty || !failed.isEmpty {
                 syncState.unlock()
+                // What the covering fsync published (whoever ran it: a
+                // compaction may not deliver for a long while) reaches the
+                // observer before the writers are acknowledged.
+                changes.deliver()
                 for waiter in covered { waiter.done(.success(())) }
                 if let failure { for waiter in failed { waiter.done(.failure(failure)) } }
                 syncState.lock()
@@ -93,11 +97,6 @@ extension LogKV {
             // Failures make the store read-only; the next turn answers the
             // waiters with that error.
             try? runSync()
-            // What it published reaches the observer before the writers it
-            // covers are acknowledged (next turn).
-            syncState.unlock()
-            changes.deliver()
-            syncState.lock()
         }
         syncState.unlock()
     }

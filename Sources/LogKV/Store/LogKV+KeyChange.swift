@@ -4,9 +4,10 @@
 /// Contract: the observer is called for every change once it is visible to
 /// readers (a read may see it a moment before the observer hears of it),
 /// in the order changes became visible, one call at a time, with no lock of
-/// the store held: it may read the store. It should be quick: it runs on a
-/// writer's, an fsync's or a reader's thread, and the changes behind it wait
-/// (writers do not). Changes may be reported more than once or out of
+/// the store held: it may read the store, but must not write to it or wait
+/// for it. It should be quick: it runs on a writer's, an fsync's, the
+/// flusher's or a reader's thread (an event loop's among them), and the
+/// changes behind it wait (writers do not). Changes may be reported more than once or out of
 /// version order (an expiry observed twice, a compaction dropping a key that
 /// had expired); an observer that compares versions handles both.
 public struct KeyChange: Sendable, Equatable {
@@ -78,7 +79,7 @@ extension LogKV {
 
     /// `hasWriteInFlight`, called with `state` locked.
     func writeInFlight(_ key: KeyBytes) -> Bool {
-        refreshesInFlight.contains(key) || unpublished[key] != nil
+        refreshesInFlight.contains(key) || unsynced.contains(key)
     }
 
     /// The highest seq issued so far (a write's version, a tombstone's, a

@@ -21,8 +21,8 @@ extension LogKV {
                 return !maintenance.stopRequested
             }
             guard running else { break }
-            // A backstop for a publishing path that does not deliver: it
-            // bounds how long a queued change can wait to a second.
+            // A backstop should a publishing path not deliver (every one
+            // does; see `ChangeOutbox`).
             changes.deliver()
             // A reserve given up on a full disk comes back once the disk
             // has room for it; so do puts.

@@ -4,7 +4,7 @@ import Foundation
 /// acknowledge per the fsync policy.
 ///
 /// Ordering rules kept here:
-/// - `.always`: a change is published to readers (moved from `unpublished`
+/// - `.always`: a change is published to readers (moved from `unsynced`
 ///   to `pending`) only after an fsync covers its record, by the thread that
 ///   ran that fsync, before any writer it covers returns (rule 1).
 /// - `.interval`/`.never`: published at once; the syncer makes it durable.
@@ -13,10 +13,22 @@ import Foundation
 /// - Any fsync, create or directory-sync failure makes the store read-only
 ///   (`writeFailure`) until restart (rule 6); a failed create skips its id.
 ///
-/// Lock order: writerLock → state, writerLock → syncState, syncState → state.
+/// Locks: see the order at `LogKV`'s declaration.
 extension LogKV {
     /// A write that may not wait would have had to (see `putWithoutWaiting`).
     struct WouldBlock: Error {}
+
+    /// Takes the writer lock if it comes free within a few yields: another
+    /// writer's append holds it for microseconds, a rotation or a
+    /// conditional write's index read for far longer. Bounded, so the
+    /// caller (an event loop) never waits on the disk.
+    private func tryWriterLockBriefly() -> Bool {
+        for _ in 0..<16 {
+            if writerLock.try() { return true }
+            sched_yield()
+        }
+        return writerLock.try()
+    }
 
     /// What a write appends.
     enum AppendedRecord {
@@ -58,7 +70,7 @@ extension LogKV {
         try waitForBacklogRoom(mayWait: mayWait)
         if mayWait {
             writerLock.lock()
-        } else if !writerLock.try() {
+        } else if !tryWriterLockBriefly() {
             throw WouldBlock()
         }
         // A refresh is marked in flight before its clock is read, until it
@@ -87,7 +99,7 @@ extension LogKV {
             if kind != .tombstone && reserve.isReleased { throw LogKVError.diskFull }
             var renewed: RecordLocation?
             if kind != .value || condition != .none {
-                let (currentLocation, unsynced) = try self.currentLocation(key, now: now)
+                let (currentLocation, judgedOnUnsynced) = try self.currentLocation(key, now: now)
                 do {
                     let current = currentLocation?.seq
                     switch condition {
@@ -99,7 +111,7 @@ extension LogKV {
                         guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
                     }
                     if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
-                } catch let error as LogKVError where unsynced {
+                } catch let error as LogKVError where judgedOnUnsynced {
                     refusedOnUnsynced = (error, syncState.withLock { appendedBytes })
                     throw error
                 }
@@ -152,8 +164,7 @@ extension LogKV {
             let end = LogPosition(segment: active.id, offset: active.size)
             state.withLock {
                 if options.fsync == .always {
-                    unpublished[k] = change.superseding(unpublished[k])
-                    unpublishedQueue.append((k, change))
+                    self.unsynced.append(k, change)
                 } else {
                     publish(k, change, recordAt: LogPosition(segment: active.id, offset: offset))
                     if options.fsync == .never {
@@ -218,9 +229,9 @@ extension LogKV {
     /// rests on a change not yet synced (`.always`). Called under the
     /// writer lock, so no other write can change it meanwhile.
     private func currentLocation(_ key: [UInt8], now: Int64) throws -> (RecordLocation?, unsynced: Bool) {
-        let unsynced = state.withLock { unpublished[KeyBytes(key)] }
+        let newestUnsynced = state.withLock { unsynced.newest(KeyBytes(key)) }
         let location: RecordLocation?
-        switch unsynced {
+        switch newestUnsynced {
         case let .put(l)?: location = l
         case .delete?, .expire?: return (nil, true)
         case let .renew(renewal)?:
@@ -228,8 +239,8 @@ extension LogKV {
             location = try locate(key).map { Supersession.join($0, renewal) }
         case nil: location = try locate(key)
         }
-        guard let location, !location.isExpired(now: now) else { return (nil, unsynced != nil) }
-        return (location, unsynced != nil)
+        guard let location, !location.isExpired(now: now) else { return (nil, newestUnsynced != nil) }
+        return (location, newestUnsynced != nil)
     }
 
     /// Makes a change visible to readers (see `KeyDir.publish`) and queues
@@ -243,24 +254,9 @@ extension LogKV {
     }
 
     /// Publishes every change an fsync now covers, each once, in seq order
-    /// (rule 11); a key leaves `unpublished` with its newest change. Called
-    /// with `state` locked.
+    /// (rule 11; see `UnsyncedChanges`). Called with `state` locked.
     func publishDurable(upTo seq: UInt64) {
-        while unpublishedHead < unpublishedQueue.count, unpublishedQueue[unpublishedHead].change.seq <= seq {
-            let (key, change) = unpublishedQueue[unpublishedHead]
-            unpublishedHead += 1
-            if unpublished[key]?.seq == change.seq { unpublished[key] = nil }
-            publish(key, change)
-        }
-        if unpublishedHead == unpublishedQueue.count {
-            unpublishedQueue.removeAll(keepingCapacity: unpublishedQueue.count < 65_536)
-            unpublishedHead = 0
-        } else if unpublishedHead >= 4096 && unpublishedHead * 2 >= unpublishedQueue.count {
-            // Under steady load the queue is never empty after an fsync:
-            // drop the published head so it does not grow with every write.
-            unpublishedQueue.removeFirst(unpublishedHead)
-            unpublishedHead = 0
-        }
+        unsynced.takeCovered(upTo: seq) { key, change in publish(key, change) }
     }
 
     /// How full the index backlog is against its budget, 0...1 and beyond

@@ -19,8 +19,27 @@ import Synchronization
 /// - Methods block on disk I/O; call them off event loops.
 /// - `close()` flushes the index so that its checkpoint covers the whole log,
 ///   and releases the directory lock. Further calls throw `.closed`. Always
-///   call it: the background threads (flusher, syncer, maintenance) keep the
-///   store alive until then.
+///   call it: the background threads (flusher, syncer, committer,
+///   maintenance) keep the store alive until then.
+///
+/// Locks, in the order they may be taken (never the other way):
+///
+///     compactionLock → indexWriterLock → writerLock → syncState → state → leaves
+///
+/// - `compactionLock`: one compaction at a time; held for a whole run.
+/// - `indexWriterLock`: the one SQLite writer (flusher, compaction's commit,
+///   close); taken with no other engine lock held but `compactionLock`.
+/// - `writerLock`: the log's writer state; held across one append, and
+///   across fsyncs and file creation by rotation, the flusher's catch-up and
+///   close. Event loops only try it (`putWithoutWaiting`).
+/// - `syncState`: the durability watermarks and group commit; never held
+///   across an fsync.
+/// - `state`: the KeyDir and everything readers share; never held across
+///   I/O.
+/// - Leaves (nothing is taken while one is held): `failureLock`, the change
+///   outbox's lock, each segment's handle lock, the reserve's lock.
+///
+/// The change observer is called with none of them held (`ChangeOutbox`).
 public final class LogKV: @unchecked Sendable {
     public let options: LogKVOptions
     public let path: String
@@ -72,17 +91,9 @@ public final class LogKV: @unchecked Sendable {
 
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()
-    /// Under `.always`: the newest change per key appended but not yet
-    /// covered by an fsync. Writers see them (conditions are checked
-    /// against them); readers do not (rule 1).
-    var unpublished: [KeyBytes: KeyDirChange] = [:]
-    /// Every change appended but not yet covered by an fsync, in append
-    /// (seq) order, each as appended (not joined with the others of its
-    /// key). An fsync publishes every one it covers, in order (rule 11):
-    /// publishing only the newest per key would skip an acknowledged change
-    /// whenever another write to its key was appended during the fsync.
-    var unpublishedQueue: [(key: KeyBytes, change: KeyDirChange)] = []
-    var unpublishedHead = 0
+    /// Under `.always`: changes appended but not yet covered by an fsync
+    /// (see `UnsyncedChanges`).
+    var unsynced = UnsyncedChanges()
     /// The highest seq, and the log position just past it, that an fsync
     /// covers (under `.never`: that the kernel has). The flusher moves only
     /// changes up to here into SQLite, so the index never points at bytes a
