@@ -29,11 +29,14 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// quiescing helper completes them as the last connections close, which
     /// may be while `group` shuts down.
     let controlGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// Told the bound addresses by `run()`.
+    let onListening: (@Sendable ([SocketAddress]) -> Void)?
 
     public init(store: LogKV, configuration: ServerConfiguration, metricsFactory: (any MetricsFactory)? = nil,
-                logger: Logger = Logger(label: "logkvd")) {
+                logger: Logger = Logger(label: "logkvd"), onListening: (@Sendable ([SocketAddress]) -> Void)? = nil) {
         self.configuration = configuration
         self.logger = logger
+        self.onListening = onListening
         connections = ConnectionCounter(limit: configuration.maxConnections)
         bodyBudget = BodyBudget(limit: configuration.maxBodyBytesInFlight)
         let threads = configuration.eventLoopThreads > 0 ? configuration.eventLoopThreads : System.coreCount
@@ -117,6 +120,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         for channel in channels {
             logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         }
+        onListening?(channels.compactMap(\.localAddress))
         try await runUntilShutdown(channels)
     }
 

@@ -4,6 +4,7 @@ import Logging
 import LogKV
 import LogKVServer
 import Metrics
+import NIOCore
 import Prometheus
 import ServiceLifecycle
 #if canImport(Glibc)
@@ -139,26 +140,29 @@ struct Logkvd: AsyncParsableCommand {
         MetricsSystem.bootstrap(metrics)
         serverConfig.metricsRegistry = metrics.registry
 
-        let dataPath = dataDir ?? env["LOGKV_DATA_DIR"] ?? "data"
-        let store: LogKV
+        let configuration = ApplicationConfiguration(
+            dataPath: dataDir ?? env["LOGKV_DATA_DIR"] ?? "data", store: options, server: serverConfig)
+        let app: LogKVApplication
         do {
-            store = try LogKV(path: dataPath, options: options)
+            app = try LogKVApplication(configuration, logger: logger, onListening: Self.announce)
         } catch let error as LogKVError {
-            logger.critical("cannot open data directory", metadata: ["path": "\(dataPath)", "error": "\(error)"])
+            logger.critical("cannot open data directory", metadata: ["path": "\(configuration.dataPath)", "error": "\(error)"])
             FileHandle.standardError.write("logkvd: \(error)\n".data(using: .utf8)!)
             throw ExitCode(1)
         }
-        let server = LogKVHTTPServer(store: store, configuration: serverConfig, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        var failure: Error?
-        do { try await group.run() } catch { failure = error }
-        // The store closes last, after every request has been answered.
-        do { try store.close() } catch { logger.error("closing the store failed", metadata: ["error": "\(error)"]) }
-        logger.info("stopped; index checkpoint covers the log")
-        if let failure { throw failure }
+        try await app.run()
+    }
+
+    /// One line per listener on stdout, once bound: `listening HOST:PORT`
+    /// for the API, then `metrics HOST:PORT` if it has its own. With port 0
+    /// this is how a supervisor or a test learns the port the kernel chose.
+    @Sendable static func announce(_ addresses: [SocketAddress]) {
+        var text = ""
+        for (n, address) in addresses.enumerated() {
+            let host = address.ipAddress.map { address.protocol == .inet6 ? "[\($0)]" : $0 } ?? "?"
+            text += (n == 0 ? "listening " : "metrics ") + "\(host):\(address.port ?? 0)\n"
+        }
+        FileHandle.standardOutput.write(Data(text.utf8))
     }
 
     /// Raises the soft descriptor limit to the hard one: every connection and

@@ -35,8 +35,8 @@ import Testing
     @Test func clientCommandsAgainstALiveServer() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = LiveServerTests.freePort()
-        let server = try LiveServerTests.Logkvd(dataDir: dir, port: port, env: ["LOGKV_TOKEN": "tk"])
+        let server = try LiveServerTests.Logkvd(dataDir: dir, env: ["LOGKV_TOKEN": "tk"])
+        let port = server.port
         #expect(server.waitUntilReady())
         defer { _ = server.terminate() }
         let env = ["LOGKV_ADDR": "127.0.0.1:\(port)", "LOGKV_TOKEN": "tk"]
@@ -113,8 +113,8 @@ import Testing
     @Test func adminCommandsOnAStoppedDirectory() throws {
         let dir = tempDir()
         defer { for suffix in ["", "-backup", "-restored", "-loaded"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
-        let port = LiveServerTests.freePort()
-        let server = try LiveServerTests.Logkvd(dataDir: dir, port: port)
+        let server = try LiveServerTests.Logkvd(dataDir: dir)
+        let port = server.port
         #expect(server.waitUntilReady())
         let env = ["LOGKV_ADDR": "127.0.0.1:\(port)"]
         for round in 0..<3 { for i in 0..<40 { try Self.logkv(["set", "k\(i)", "round\(round)"], env: env) } }
@@ -286,8 +286,8 @@ import Testing
     @Test func clientCommandEdgesAreClearErrors() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = LiveServerTests.freePort()
-        let server = try LiveServerTests.Logkvd(dataDir: dir, port: port)
+        let server = try LiveServerTests.Logkvd(dataDir: dir)
+        let port = server.port
         defer { _ = server.terminate() }
         #expect(server.waitUntilReady())
         let env = ["LOGKV_ADDR": "127.0.0.1:\(port)"]

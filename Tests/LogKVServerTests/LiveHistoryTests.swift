@@ -107,8 +107,8 @@ import Testing
         for round in 0..<Self.rounds {
             let dir = NSTemporaryDirectory() + "logkvd-history-\(UUID().uuidString)"
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let port = LiveServerTests.freePort()
-            let server = try LiveServerTests.Logkvd(dataDir: dir, port: port, args: ["--fsync", fsync])
+            let server = try LiveServerTests.Logkvd(dataDir: dir, args: ["--fsync", fsync])
+            var port = server.port
             try #require(server.waitUntilReady())
             let recorder = HistoryRecorder()
             let nextWrite = LockedBox<UInt64>(1)
@@ -117,7 +117,7 @@ import Testing
             let seedBase = UInt64(round * 100 + (fsync == "always" ? 0 : 50))
             for n in 0..<Self.clients {
                 group.enter()
-                Thread.detachNewThread {
+                Thread.detachNewThread { [port] in
                     defer { group.leave() }
                     Self.runClient(n, port: port, seed: seedBase * 1000 + UInt64(n), recorder: recorder,
                                    nextWrite: nextWrite, stop: stop)
@@ -131,7 +131,8 @@ import Testing
             group.wait()
             recorder.crashAll()
 
-            let restarted = try LiveServerTests.Logkvd(dataDir: dir, port: port, args: ["--fsync", fsync])
+            let restarted = try LiveServerTests.Logkvd(dataDir: dir, args: ["--fsync", fsync])
+            port = restarted.port
             try #require(restarted.waitUntilReady())
             var recovered: [[UInt8]: UInt64?] = [:]
             let c = try HTTPTestClient(port: port)

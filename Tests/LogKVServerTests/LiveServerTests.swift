@@ -4,18 +4,21 @@ import Testing
 
 /// Tests against a real `logkvd` process.
 @Suite(.serialized) struct LiveServerTests {
+    /// A `logkvd` process on `127.0.0.1:0`: the port is the one it
+    /// announces on stdout once bound (no free-port race between tests).
     final class Logkvd: @unchecked Sendable {
         let process: Process
-        let port: Int
+        /// The bound port; 0 if the process exited before binding.
+        private(set) var port = 0
         let stderr = Pipe()
+        let stdout = Pipe()
         /// The server's stderr, read as it comes: a pipe nobody reads fills
         /// up and blocks the server's logging (and whatever waits on it).
         private let stderrDrained = DispatchSemaphore(value: 0)
         private let stderrLock = NSLock()
         private var stderrBytes = Data()
 
-        init(dataDir: String, port: Int, env: [String: String] = [:], args: [String] = [], fileSizeLimit: Int? = nil) throws {
-            self.port = port
+        init(dataDir: String, env: [String: String] = [:], args: [String] = [], fileSizeLimit: Int? = nil) throws {
             var command = [Unprivileged.binary, "--data-dir", dataDir, "--log-level", "info"] + args
             if Unprivileged.active {
                 // Operators run logkvd as a service user: so do the tests.
@@ -28,18 +31,19 @@ import Testing
                 command = ["/usr/bin/prlimit", "--fsize=\(fileSizeLimit)"] + command
             }
             var environment = ProcessInfo.processInfo.environment
-            environment["LOGKV_ADDR"] = "127.0.0.1:\(port)"
+            environment["LOGKV_ADDR"] = "127.0.0.1:0"
             for (k, v) in env { environment[k] = v }
-            let stderr = self.stderr
+            let stderr = self.stderr, stdout = self.stdout
             process = try runRetryingSpawnRaces {
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: command[0])
                 process.arguments = Array(command.dropFirst())
                 process.environment = environment
                 process.standardError = stderr
-                process.standardOutput = FileHandle.nullDevice
+                process.standardOutput = stdout
                 return process
             }
+            port = Self.announcedPort(stdout.fileHandleForReading)
             let reader = stderr.fileHandleForReading
             Thread.detachNewThread { [self] in
                 while true {
@@ -48,6 +52,22 @@ import Testing
                     stderrLock.withLock { stderrBytes.append(chunk) }
                 }
                 stderrDrained.signal()
+            }
+        }
+
+        /// Reads logkvd's stdout until its `listening HOST:PORT` line (or
+        /// its end: the process exited), then keeps draining it.
+        static func announcedPort(_ reader: FileHandle) -> Int {
+            var text = ""
+            while true {
+                let chunk = reader.availableData
+                if chunk.isEmpty { return 0 }
+                text += String(decoding: chunk, as: UTF8.self)
+                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("listening ") }),
+                   text.contains("\n"), let port = line.split(separator: ":").last.flatMap({ Int($0) }) {
+                    Thread.detachNewThread { while !reader.availableData.isEmpty {} }
+                    return port
+                }
             }
         }
 
@@ -111,25 +131,6 @@ import Testing
         }
     }
 
-    /// A port the kernel just handed out (bind to 0), so parallel tests do
-    /// not collide.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = 0
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { ptr -> Int32 in
-                bind(fd, ptr, length)
-                return getsockname(fd, ptr, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     func tempDir() -> String { NSTemporaryDirectory() + "logkvd-live-\(UUID().uuidString)" }
 
     /// As a service user (no root, no capabilities) logkvd serves every
@@ -137,8 +138,8 @@ import Testing
     @Test func servesAsAnUnprivilegedUser() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        let server = try Logkvd(dataDir: dir, port: port)
+        let server = try Logkvd(dataDir: dir)
+        let port = server.port
         #expect(server.waitUntilReady())
         if Unprivileged.active { #expect(server.uid() == Unprivileged.uid) } else { #expect(server.uid() != 0) }
         let c = try HTTPTestClient(port: port)
@@ -153,8 +154,8 @@ import Testing
     @Test func shutdownFinishesWithinTheGracePeriodWhateverTheClients() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        var server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "1", "--request-timeout", "60"])
+        var server = try Logkvd(dataDir: dir, args: ["--shutdown-grace", "1", "--request-timeout", "60"])
+        var port = server.port
         #expect(server.waitUntilReady())
         let c = try HTTPTestClient(port: port)
         for i in 0..<20 { #expect(try c.request("PUT", "/v1/kv/k\(i)", body: Array("v\(i)".utf8)).status == 204) }
@@ -166,7 +167,8 @@ import Testing
         // The stuck client's request timeout is 60 s: ended by the grace.
         #expect(Date().timeIntervalSince(started) < 45, "shutdown took \(Date().timeIntervalSince(started)) s")
         #expect(server.stderrText().contains("index checkpoint covers the log"))
-        server = try Logkvd(dataDir: dir, port: port)
+        server = try Logkvd(dataDir: dir)
+        port = server.port
         #expect(server.waitUntilReady())
         let c2 = try HTTPTestClient(port: port)
         for i in 0..<20 { #expect(try c2.request("GET", "/v1/kv/k\(i)?raw").text == "v\(i)") }
@@ -177,8 +179,8 @@ import Testing
     @Test func shutdownIsNotHeldByAStalledBackupStream() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        let server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "1"])
+        let server = try Logkvd(dataDir: dir, args: ["--shutdown-grace", "1"])
+        let port = server.port
         #expect(server.waitUntilReady())
         let c = try HTTPTestClient(port: port)
         let value = [UInt8](repeating: 0x61, count: 256 * 1024)
@@ -196,8 +198,8 @@ import Testing
     @Test func sigtermAnswersHeldBlockingQueriesAtOnce() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        let server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "30"])
+        let server = try Logkvd(dataDir: dir, args: ["--shutdown-grace", "30"])
+        let port = server.port
         #expect(server.waitUntilReady())
         let c = try HTTPTestClient(port: port)
         #expect(try c.request("PUT", "/v1/kv/k", body: Array("v".utf8)).status == 204)
@@ -224,8 +226,8 @@ import Testing
     @Test func secondSignalEndsTheDrainAtOnce() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        let server = try Logkvd(dataDir: dir, port: port, args: ["--shutdown-grace", "30", "--request-timeout", "60"])
+        let server = try Logkvd(dataDir: dir, args: ["--shutdown-grace", "30", "--request-timeout", "60"])
+        let port = server.port
         #expect(server.waitUntilReady())
         let stuck = try HTTPTestClient(port: port)
         try stuck.sendRaw(Array("PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc".utf8))
@@ -250,14 +252,15 @@ import Testing
     @Test func restartKeepsEveryAcknowledgedWrite() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        var server = try Logkvd(dataDir: dir, port: port)
+        var server = try Logkvd(dataDir: dir)
+        var port = server.port
         #expect(server.waitUntilReady())
         let c = try HTTPTestClient(port: port)
         for i in 0..<300 { #expect(try c.request("PUT", "/v1/kv/k\(i)", body: Array("v\(i)".utf8)).status == 204) }
         #expect(server.terminate() == 0)
         #expect(server.stderrText().contains("index checkpoint covers the log"))
-        server = try Logkvd(dataDir: dir, port: port)
+        server = try Logkvd(dataDir: dir)
+        port = server.port
         #expect(server.waitUntilReady())
         let c2 = try HTTPTestClient(port: port)
         for i in 0..<300 { #expect(try c2.request("GET", "/v1/kv/k\(i)?raw").text == "v\(i)") }
@@ -268,8 +271,8 @@ import Testing
     @Test func sigtermWithRequestsInFlightLosesNothingAcknowledged() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        let server = try Logkvd(dataDir: dir, port: port, args: ["--fsync", "always"])
+        let server = try Logkvd(dataDir: dir, args: ["--fsync", "always"])
+        var port = server.port
         #expect(server.waitUntilReady())
         final class Acked: @unchecked Sendable { let lock = NSLock(); var keys: [String] = [] }
         let acked = Acked()
@@ -277,7 +280,7 @@ import Testing
         for worker in 0..<8 {
             group.enter()
             // Own threads: Dispatch's pool has two on this machine's cores.
-            Thread.detachNewThread {
+            Thread.detachNewThread { [port] in
                 defer { group.leave() }
                 guard let c = try? HTTPTestClient(port: port) else { return }
                 for i in 0..<100_000 {
@@ -294,7 +297,8 @@ import Testing
         group.wait()
         let keys = acked.lock.withLock { acked.keys }
         #expect(keys.count > 50)
-        let restarted = try Logkvd(dataDir: dir, port: port)
+        let restarted = try Logkvd(dataDir: dir)
+        port = restarted.port
         #expect(restarted.waitUntilReady())
         let c = try HTTPTestClient(port: port)
         var missing = 0
@@ -306,8 +310,8 @@ import Testing
     @Test func authTokenFromEnvironmentOrFile() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        var server = try Logkvd(dataDir: dir, port: port, env: ["LOGKV_TOKEN": "tok-env"])
+        var server = try Logkvd(dataDir: dir, env: ["LOGKV_TOKEN": "tok-env"])
+        var port = server.port
         #expect(server.waitUntilReady())
         var c = try HTTPTestClient(port: port)
         #expect(try c.request("GET", "/v1/stats").status == 401)
@@ -317,14 +321,17 @@ import Testing
         let tokenFile = dir + "-token"
         try "tok-file\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: tokenFile) }
-        server = try Logkvd(dataDir: dir, port: port, args: ["--token-file", tokenFile])
+        server = try Logkvd(dataDir: dir, args: ["--token-file", tokenFile])
+        port = server.port
         #expect(server.waitUntilReady())
         c = try HTTPTestClient(port: port)
         #expect(try c.request("GET", "/v1/stats", headers: ["Authorization": "Bearer tok-file"]).status == 200)
         #expect(try c.request("GET", "/v1/stats", headers: ["Authorization": "Bearer tok-env"]).status == 401)
         #expect(server.terminate() == 0)
 
-        server = try Logkvd(dataDir: dir, port: port)
+        server = try Logkvd(dataDir: dir)
+
+        port = server.port
         #expect(server.waitUntilReady())
         c = try HTTPTestClient(port: port)
         #expect(try c.request("GET", "/v1/stats").status == 200)
@@ -334,9 +341,9 @@ import Testing
     @Test func secondLogkvdOnTheSameDataDirIsRefused() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let first = try Logkvd(dataDir: dir, port: Self.freePort())
+        let first = try Logkvd(dataDir: dir)
         #expect(first.waitUntilReady())
-        let second = try Logkvd(dataDir: dir, port: Self.freePort())
+        let second = try Logkvd(dataDir: dir)
         #expect(waitForExit(second.process).code != 0)
         let message = second.stderrText()
         #expect(message.contains("locked by another process"))
@@ -347,8 +354,8 @@ import Testing
     @Test func fullDiskAnswers503AndLosesNothingAcknowledged() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = Self.freePort()
-        let server = try Logkvd(dataDir: dir, port: port, args: ["--fsync", "always"], fileSizeLimit: 1_000_000)
+        let server = try Logkvd(dataDir: dir, args: ["--fsync", "always"], fileSizeLimit: 1_000_000)
+        var port = server.port
         #expect(server.waitUntilReady())
         let c = try HTTPTestClient(port: port)
         let value = Array(repeating: UInt8(ascii: "x"), count: 10_000)
@@ -366,7 +373,8 @@ import Testing
         // Still serving reads.
         #expect(try c.request("GET", "/v1/kv/k0?raw").body == value)
         #expect(server.terminate() == 0)
-        let restarted = try Logkvd(dataDir: dir, port: port)
+        let restarted = try Logkvd(dataDir: dir)
+        port = restarted.port
         #expect(restarted.waitUntilReady())
         let c2 = try HTTPTestClient(port: port)
         for i in acked { #expect(try c2.request("GET", "/v1/kv/k\(i)?raw").body == value) }
@@ -375,7 +383,7 @@ import Testing
     }
 
     @Test func badSettingsAreRefusedWithAClearMessage() throws {
-        let server = try Logkvd(dataDir: tempDir(), port: Self.freePort(), args: ["--fsync", "sometimes"])
+        let server = try Logkvd(dataDir: tempDir(), args: ["--fsync", "sometimes"])
         #expect(waitForExit(server.process).code != 0)
         #expect(server.stderrText().contains("invalid fsync policy"))
     }

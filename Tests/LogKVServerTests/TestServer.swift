@@ -5,8 +5,9 @@ import Metrics
 import NIOCore
 import Prometheus
 
-/// A store and a server on a free loopback port, built the way logkvd builds
-/// them.
+/// A store and a server on a loopback port the kernel picks, built through
+/// `LogKVApplication` as logkvd builds them (bound and stopped by hand, not
+/// through signals).
 final class TestServer: @unchecked Sendable {
     let dir: String
     private let keepDir: Bool
@@ -25,7 +26,6 @@ final class TestServer: @unchecked Sendable {
         if options == nil { opts.fsync = .never }
         let factory = PrometheusBackend(registry: registry)
         opts.metricsFactory = factory
-        store = try LogKV(path: self.dir, options: opts)
         var config = ServerConfiguration()
         config.address = ListenAddress(host: "127.0.0.1", port: 0)
         config.token = token
@@ -38,7 +38,10 @@ final class TestServer: @unchecked Sendable {
         // clock set their own.
         config.idleTimeout = .seconds(600)
         configure(&config)
-        server = LogKVHTTPServer(store: store, configuration: config, metricsFactory: factory)
+        let app = try LogKVApplication(ApplicationConfiguration(dataPath: self.dir, store: opts, server: config),
+                                       metricsFactory: factory)
+        store = app.store
+        server = app.server
         channels = try await server.bind()
         port = channels[0].localAddress!.port!
     }
