@@ -19,7 +19,7 @@ hello_port=$((port + 1))
 trap 'kill "$pid" "$hello_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 .build/release/logkv-bench hello-server --port "$hello_port" &
 hello_pid=$!
-.build/release/logkvd --addr "127.0.0.1:$port" --data-dir "$dir/data" --log-level warning &
+.build/release/logkvd --addr "127.0.0.1:$port" --data-dir "$dir/data" --log-level warning >/dev/null &
 pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 

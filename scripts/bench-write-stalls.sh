@@ -9,8 +9,8 @@
 # runs BEFORE then AFTER; the table shows every round and the medians.
 #
 # usage: scripts/bench-write-stalls.sh [BEFORE_REV] [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
-#        (defaults f8f3ad5 20 32 3; BENCH_BEFORE_BIN=path reuses a built
-#        logkvd for BEFORE instead of building BEFORE_REV)
+#        (defaults f8f3ad5 20 32 3; BEFORE is built once into
+#        .build/bench-before/REV/, or BENCH_BEFORE_BIN=path names a built logkvd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before_rev="${1:-f8f3ad5}"
@@ -34,13 +34,15 @@ trap cleanup EXIT
 
 swift build -c release --product logkvd >/dev/null
 cp .build/release/logkvd "$dir/logkvd-after"
-if [ -n "${BENCH_BEFORE_BIN:-}" ]; then
-    cp "$BENCH_BEFORE_BIN" "$dir/logkvd-before"
-else
+# BEFORE is built once per commit and kept under .build/bench-before/.
+before_bin="${BENCH_BEFORE_BIN:-.build/bench-before/$(git rev-parse --short "$before_rev")/logkvd}"
+if [ ! -x "$before_bin" ]; then
     git worktree add --detach "$dir/before-src" "$before_rev" >/dev/null 2>&1
     (cd "$dir/before-src" && swift build -c release --product logkvd >/dev/null)
-    cp "$dir/before-src/.build/release/logkvd" "$dir/logkvd-before"
+    mkdir -p "$(dirname "$before_bin")"
+    cp "$dir/before-src/.build/release/logkvd" "$before_bin"
 fi
+cp "$before_bin" "$dir/logkvd-before"
 
 value="$(head -c 256 /dev/zero | tr '\0' 'v')"
 cat > "$dir/put.lua" <<LUA
@@ -58,7 +60,7 @@ end
 LUA
 cat "$dir/report.lua" >> "$dir/put.lua"
 
-# run BUILD: one measurement; prints "put_rps put_p50 put_p99 put_max put_err health_p50 health_p99 health_max compactions"
+# run BUILD: one measurement; prints "put_rps put_p50 put_p99 put_max put_err health_p50 health_p99 health_max handed_off"
 run() {
     local build="$1" port data
     port="$(free_port)"
@@ -69,13 +71,11 @@ run() {
     # Something to compact: one pass over a slice of the keys.
     wrk -t2 -c"$conns" -d3s -s "$dir/put.lua" "http://127.0.0.1:$port" >/dev/null
     (
-        n=0
         end=$((SECONDS + duration))
         while [ $SECONDS -lt $end ]; do
-            curl -s -o /dev/null -X POST "http://127.0.0.1:$port/v1/admin/compact" && n=$((n + 1))
+            curl -s -o /dev/null -X POST "http://127.0.0.1:$port/v1/admin/compact"
             sleep 1
         done
-        echo "$n" > "$dir/compactions"
     ) &
     local compactor=$!
     wrk -t1 -c4 -d"${duration}s" -s "$dir/report.lua" "http://127.0.0.1:$port/health" > "$dir/health.out" &
@@ -83,23 +83,25 @@ run() {
     local put
     put=$(wrk -t2 -c"$conns" -d"${duration}s" -s "$dir/put.lua" "http://127.0.0.1:$port" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}')
     wait "$health" "$compactor"
+    local off
+    off=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^logkv_writes_handed_off_total/ {s += $2} END {print s + 0}')
     local h
     h=$(awk '/^RESULT/ {print $3, $4, $5}' "$dir/health.out")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$data"
-    echo "$put $h $(cat "$dir/compactions")"
+    echo "$put $h $off"
 }
 
-printf "| %-6s | %-5s | %9s | %8s | %8s | %8s | %6s | %10s | %10s | %10s |\n" \
-    build round "PUT req/s" "p50 ms" "p99 ms" "max ms" errors "health p50" "health p99" "health max"
-printf "|%s|\n" "--------|-------|-----------|----------|----------|----------|--------|------------|------------|------------"
+printf "| %-6s | %-5s | %9s | %8s | %8s | %8s | %6s | %10s | %10s | %10s | %10s |\n" \
+    build round "PUT req/s" "p50 ms" "p99 ms" "max ms" errors "health p50" "health p99" "health max" "handed off"
+printf "|%s|\n" "--------|-------|-----------|----------|----------|----------|--------|------------|------------|------------|------------"
 : > "$dir/results"
 for r in $(seq "$rounds"); do
     for build in before after; do
-        read -r rps p50 p99 max err hp50 hp99 hmax comp <<<"$(run "$build")"
-        echo "$build $rps $p50 $p99 $max $err $hp50 $hp99 $hmax" >> "$dir/results"
-        printf "| %-6s | %-5s | %9s | %8s | %8s | %8s | %6s | %10s | %10s | %10s |\n" \
-            "$build" "$r" "$rps" "$p50" "$p99" "$max" "$err" "$hp50" "$hp99" "$hmax"
+        read -r rps p50 p99 max err hp50 hp99 hmax off <<<"$(run "$build")"
+        echo "$build $rps $p50 $p99 $max $err $hp50 $hp99 $hmax $off" >> "$dir/results"
+        printf "| %-6s | %-5s | %9s | %8s | %8s | %8s | %6s | %10s | %10s | %10s | %10s |\n" \
+            "$build" "$r" "$rps" "$p50" "$p99" "$max" "$err" "$hp50" "$hp99" "$hmax" "$off"
     done
 done
 for build in before after; do
@@ -107,8 +109,8 @@ for build in before after; do
 import statistics, sys
 build, path = sys.argv[1], sys.argv[2]
 rows = [l.split()[1:] for l in open(path) if l.split()[0] == build]
-med = [statistics.median(float(r[i]) for r in rows) for i in range(8)]
-print("| %-6s | %-5s | %9.0f | %8.2f | %8.2f | %8.2f | %6.0f | %10.2f | %10.2f | %10.2f |" % (build, "med", *med))
+med = [statistics.median(float(r[i]) for r in rows) for i in range(9)]
+print("| %-6s | %-5s | %9.0f | %8.2f | %8.2f | %8.2f | %6.0f | %10.2f | %10.2f | %10.2f | %10.0f |" % (build, "med", *med))
 PY
 done
 echo

@@ -19,7 +19,8 @@ start_logkvd() {
         chown -R nobody: "$data"
         run=(setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$bindir/logkvd")
     fi
-    "${run[@]}" --addr "$addr" --data-dir "$data" "$@" &
+    # stdout carries only the "listening HOST:PORT" lines; callers know the address.
+    "${run[@]}" --addr "$addr" --data-dir "$data" "$@" >/dev/null &
     LOGKVD_PID=$!
     for _ in $(seq 100); do
         curl -sf "http://$addr/health" >/dev/null && return 0

@@ -127,7 +127,7 @@ extension LogKV {
     /// fact, not an id comparison (rule 4). Called under the writer lock.
     func sealedLogSegments() -> Set<UInt64> {
         let activeID = active.id
-        return state.withLock { Set(segments.values.filter { $0.kind == .log && $0.id != activeID }.map(\.id)) }
+        return state.withLock { segments.logSegments(excluding: activeID) }
     }
 
     /// Segments wholly in the index — compaction outputs, and the log
@@ -144,11 +144,11 @@ extension LogKV {
     /// `checkpoint`: judge against this one instead of the index's (tests).
     func compactionCandidates(sealedLogSegments sealed: Set<UInt64>,
                               checkpoint override: LogPosition? = nil) throws -> [CompactionCandidate] {
-        let (files, damaged, current) = state.withLock { (segments, damagedSegments, indexedUpTo) }
+        let (files, current) = state.withLock { (segments, indexedUpTo) }
         let checkpoint = override ?? current
         let checkpointMinSeq = files[checkpoint.segment]?.header?.minSeq
         return try readers.withReader { try $0.segments() }.compactMap { row in
-            guard let file = files[row.id], !damaged.contains(row.id) else { return nil }
+            guard let file = files[row.id], !files.damaged.contains(row.id) else { return nil }
             let covered: Bool
             if file.kind == .compacted {
                 covered = true
@@ -182,7 +182,7 @@ extension LogKV {
         var report = CompactionReport()
         let chosenSet = Set(chosen)
         let (inputs, staying) = state.withLock {
-            (chosen.compactMap { segments[$0] }, segments.values.filter { !chosenSet.contains($0.id) })
+            (chosen.compactMap { segments[$0] }, segments.all.filter { !chosenSet.contains($0.id) })
         }
         // Every record that may be older than a hiding record lies in a
         // segment whose min_seq is at most that record's seq.
@@ -252,7 +252,7 @@ extension LogKV {
                         logger.error("damaged bytes that live keys or older values depend on; the segment is kept out of compaction", metadata: [
                             "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
                             "live_keys": "\(rowsInside)", "reason": "\(stop.reason)"])
-                        state.withLock { _ = damagedSegments.insert(input.id) }
+                        state.withLock { segments.markDamaged(input.id) }
                         throw DamagedInput.segment(input.id)
                     }
                     // Only dead records were there: salvage the rest (rule 7);
@@ -325,7 +325,7 @@ extension LogKV {
         try failpoint("outputs-synced")
 
         // Readers may see the new locations as soon as the commit lands.
-        state.withLock { for file in outputs { segments[file.id] = file } }
+        state.withLock { for file in outputs { segments.add(file) } }
         let result: (moved: Int, dropped: Int)
         do {
             result = try indexWriterLock.withLock {
@@ -333,7 +333,7 @@ extension LogKV {
                                                  newSegments: outputs.map { ($0.id, $0.size) }, oldSegments: chosen)
             }
         } catch {
-            state.withLock { for file in outputs { segments[file.id] = nil } }
+            state.withLock { for file in outputs { segments.withdraw(file.id) } }
             throw error
         }
         committed = true
@@ -351,12 +351,7 @@ extension LogKV {
             state.withLock { keyDir.rowsRewritten(Array(rewritten[sliceStart..<sliceEnd])) }
             sliceStart = sliceEnd
         } while sliceStart < rewritten.count
-        state.withLock {
-            for id in chosen {
-                segments[id] = nil
-                retiredSegments.insert(id)
-            }
-        }
+        state.withLock { segments.retire(chosen) }
         if result.dropped > 0 { metrics.expiredCompaction.increment(by: result.dropped) }
         state.withLock {
             // Keys whose expiry nobody had noticed are gone now (a racing

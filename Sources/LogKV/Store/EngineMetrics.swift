@@ -15,6 +15,10 @@ struct EngineMetrics: Sendable {
     let lookupIndexNoWait: Counter
     let lookupIndexBlocking: Counter
     let writesPut: Counter
+    /// `putWithoutWaiting` refusals, by what it would have waited for.
+    let handedOffContended: Counter
+    let handedOffRotation: Counter
+    let handedOffBacklog: Counter
     let writesDelete: Counter
     /// TTL refreshes (lease renewals), counted with the writes.
     let ttlRefreshes: Counter
@@ -58,6 +62,12 @@ struct EngineMetrics: Sendable {
         lookupIndexNoWait = lookups("index_nowait")
         lookupIndexBlocking = lookups("index_blocking")
         writesPut = Counter(label: "logkv_writes_total", dimensions: [("op", "put")], factory: f)
+        func handedOff(_ reason: String) -> Counter {
+            Counter(label: "logkv_writes_handed_off_total", dimensions: [("reason", reason)], factory: f)
+        }
+        handedOffContended = handedOff("contended")
+        handedOffRotation = handedOff("rotation")
+        handedOffBacklog = handedOff("backlog")
         writesDelete = Counter(label: "logkv_writes_total", dimensions: [("op", "delete")], factory: f)
         ttlRefreshes = Counter(label: "logkv_writes_total", dimensions: [("op", "ttl_refresh")], factory: f)
         expiredRead = expired("read")

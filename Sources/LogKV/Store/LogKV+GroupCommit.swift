@@ -12,7 +12,7 @@ enum Acknowledgement {
 /// A writer waiting, without a thread of its own, for an fsync that covers
 /// its record.
 struct DurableWaiter {
-    /// `appendedBytes` once its record was appended.
+    /// `ledger.appended.bytes` once its record was appended.
     let target: UInt64
     let done: @Sendable (Result<Void, Error>) -> Void
 }
@@ -26,7 +26,7 @@ struct DurableWaiter {
 ///
 /// Ordering rules kept here (with `runSync`, which it shares with blocking
 /// writers):
-/// - A waiter is acknowledged only after `syncedBytes` reaches its target,
+/// - A waiter is acknowledged only after the ledger covers its target,
 ///   i.e. after the fsync covering it returned and `runSync` published its
 ///   change to readers (rule 1).
 /// - Once the store is read-only (a failed fsync), every waiter not yet
@@ -46,7 +46,7 @@ extension LogKV {
             }
             // Appended just before `close()` stopped the committer: its
             // final sync covered this record, or failed.
-            if syncedBytes >= target { return .success(()) }
+            if ledger.covers(target) { return .success(()) }
             return .failure(writeFailure ?? LogKVError.closed)
         }
         if let now { done(now) }
@@ -64,9 +64,9 @@ extension LogKV {
             // writer's, or a rotation's) covers.
             var covered: [DurableWaiter] = []
             if !durableWaiters.isEmpty {
-                let synced = syncedBytes
-                covered = durableWaiters.filter { $0.target <= synced }
-                if !covered.isEmpty { durableWaiters.removeAll { $0.target <= synced } }
+                let synced = ledger
+                covered = durableWaiters.filter { synced.covers($0.target) }
+                if !covered.isEmpty { durableWaiters.removeAll { synced.covers($0.target) } }
             }
             var failed: [DurableWaiter] = []
             let failure = writeFailure
@@ -90,7 +90,7 @@ extension LogKV {
                 syncState.wait()
                 continue
             }
-            if syncInProgress {
+            if ledger.syncInProgress {
                 syncState.wait()  // its end broadcasts
                 continue
             }

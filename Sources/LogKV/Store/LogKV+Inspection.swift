@@ -4,7 +4,7 @@
 extension LogKV {
     /// Ids of the log segments (not compaction outputs), ascending.
     var logSegmentIDs: [UInt64] {
-        state.withLock { segments.values.filter { $0.kind == .log }.map(\.id).sorted() }
+        state.withLock { segments.logSegments(excluding: nil).sorted() }
     }
 
     /// The log segments sealed now (every one but the active).

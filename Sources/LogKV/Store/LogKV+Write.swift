@@ -18,17 +18,23 @@ extension LogKV {
     /// A write that may not wait would have had to (see `putWithoutWaiting`).
     struct WouldBlock: Error {}
 
-    /// Takes the writer lock if it comes free within a few yields: another
-    /// writer's append holds it for microseconds, a rotation or a
-    /// conditional write's index read for far longer. Bounded, so the
-    /// caller (an event loop) never waits on the disk.
+    /// Takes the writer lock if it comes free within `writerLockSpinNanos`:
+    /// another writer's append holds it for microseconds, a rotation or a
+    /// conditional write's index read for milliseconds. Bounded, so the
+    /// caller (an event loop) never waits on the disk; long enough that
+    /// writers on other event loops rarely send it to the pool (a hand-off
+    /// costs two thread switches).
     private func tryWriterLockBriefly() -> Bool {
-        for _ in 0..<16 {
-            if writerLock.try() { return true }
+        if writerLock.try() { return true }
+        let deadline = DispatchTime.now().uptimeNanoseconds + Self.writerLockSpinNanos
+        repeat {
             sched_yield()
-        }
-        return writerLock.try()
+            if writerLock.try() { return true }
+        } while DispatchTime.now().uptimeNanoseconds < deadline
+        return false
     }
+
+    static let writerLockSpinNanos: UInt64 = 100_000
 
     /// What a write appends.
     enum AppendedRecord {
@@ -71,6 +77,7 @@ extension LogKV {
         if mayWait {
             writerLock.lock()
         } else if !tryWriterLockBriefly() {
+            metrics.handedOffContended.increment()
             throw WouldBlock()
         }
         // A refresh is marked in flight before its clock is read, until it
@@ -112,7 +119,7 @@ extension LogKV {
                     }
                     if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
                 } catch let error as LogKVError where judgedOnUnsynced {
-                    refusedOnUnsynced = (error, syncState.withLock { appendedBytes })
+                    refusedOnUnsynced = (error, syncState.withLock { ledger.appended.bytes })
                     throw error
                 }
                 if kind == .ttlRefresh { renewed = currentLocation }
@@ -176,10 +183,7 @@ extension LogKV {
                 lastSeq = seq
             }
             acknowledgedAt = syncState.withLock {
-                appendedBytes += UInt64(recordLength)
-                appendedSeq = seq
-                appendedEnd = end
-                return appendedBytes
+                ledger.noteAppended(recordLength, seq: seq, end: end)
             }
             metrics.writtenBytes.increment(by: recordLength)
         } catch let error as LogKVError {
@@ -217,7 +221,10 @@ extension LogKV {
         // An active segment from an older release holds no TTL refresh or commit record.
         let outdated = active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince
         if full || outdated {
-            guard mayRotate else { throw WouldBlock() }
+            guard mayRotate else {
+                metrics.handedOffRotation.increment()
+                throw WouldBlock()
+            }
             try rotate()
         }
         let offset = active.size
@@ -297,7 +304,10 @@ extension LogKV {
             }
             guard backlogIsFull && flusher.isAlive else { return }
             backlogFullHint.store(true, ordering: .relaxed)
-            guard mayWait else { throw WouldBlock() }
+            guard mayWait else {
+                metrics.handedOffBacklog.increment()
+                throw WouldBlock()
+            }
             state.broadcast()
             _ = state.wait(until: Date(timeIntervalSinceNow: 0.05))
         }
@@ -358,12 +368,12 @@ extension LogKV {
     /// a synced write unacknowledged.
     func rotate() throws {
         try syncState.withLock {
-            while syncInProgress { syncState.wait() }
+            while ledger.syncInProgress { syncState.wait() }
             if let writeFailure { throw writeFailure }
         }
         do { try active.sync() } catch { throw failWritesCuttingUnsynced("fsync of segment \(active.id) failed: \(error)") }
         syncState.withLock {
-            markDurable(bytes: appendedBytes, seq: appendedSeq, end: appendedEnd)
+            markDurable(ledger.appended)
             syncState.broadcast()
         }
         let sealed = active
@@ -372,12 +382,11 @@ extension LogKV {
         // The checkpoint may now move to the start of the new segment.
         let start = LogPosition(segment: next.id, offset: next.size)
         syncState.withLock {
-            appendedEnd = start
-            syncFile = next
+            ledger.rotated(to: next, start: start)
             state.withLock {
                 durableEnd = start
                 logEnd = start
-                segments[next.id] = next
+                segments.add(next)
                 sealedSizes[sealed.id] = sealed.size
             }
         }
@@ -393,9 +402,9 @@ extension LogKV {
     func waitForSync(upTo target: UInt64, writerLockHeld: Bool = false) throws {
         syncState.lock()
         defer { syncState.unlock() }
-        while syncedBytes < target {
+        while !ledger.covers(target) {
             if let writeFailure { throw writeFailure }
-            if syncInProgress {
+            if ledger.syncInProgress {
                 syncState.wait()
                 continue
             }
@@ -412,7 +421,7 @@ extension LogKV {
     /// Ordering rules kept here:
     /// - The commit record is appended under the writer lock, after every
     ///   record it follows, and only once the previous fsync succeeded
-    ///   (`syncInProgress` serialises fsyncs; none runs after a failure):
+    ///   (`SyncLedger` allows one fsync at a time; none runs after a failure):
     ///   so an intact commit record proves the one before it synced.
     /// - Nothing the fsync should have covered is published if it fails;
     ///   under `.always` the records after the last good fsync, none of them
@@ -424,7 +433,7 @@ extension LogKV {
             syncState.unlock()
             writerLock.lock()
             syncState.lock()
-            if syncInProgress {
+            if ledger.syncInProgress {
                 writerLock.unlock()
                 return
             }
@@ -433,21 +442,19 @@ extension LogKV {
             if !writerLockHeld { writerLock.unlock() }
             throw writeFailure
         }
-        syncInProgress = true
+        ledger.beginSync()
         syncState.unlock()
         var commitFailure: Error?
         do { try appendCommitRecord() } catch { commitFailure = error }
         if !writerLockHeld { writerLock.unlock() }
         syncState.lock()
         if let commitFailure {
-            syncInProgress = false
+            ledger.endSync()
             syncState.broadcast()
             throw commitFailure
         }
-        let goal = appendedBytes
-        let goalSeq = appendedSeq
-        let goalEnd = appendedEnd
-        let file = syncFile
+        // The goal is read after the commit record: the fsync covers it too.
+        let (goal, file) = (ledger.appended, ledger.file)
         syncState.unlock()
         let started = DispatchTime.now()
         var failure: Error?
@@ -460,7 +467,7 @@ extension LogKV {
             // Waiters (a rotation among them) learn it before the cut,
             // which needs the writer lock one of them may hold.
             syncState.withLock {
-                syncInProgress = false
+                ledger.endSync()
                 syncState.broadcast()
             }
             if !writerLockHeld { writerLock.lock() }
@@ -470,26 +477,26 @@ extension LogKV {
             throw error
         }
         syncState.lock()
-        syncInProgress = false
+        ledger.endSync()
         syncState.broadcast()
         // Linux reports a write-back error once: a later fsync that
         // "succeeds" vouches for nothing after an earlier failure (rule 6).
         if let writeFailure { throw writeFailure }
-        markDurable(bytes: goal, seq: goalSeq, end: goalEnd)
+        markDurable(goal)
     }
 
     /// An fsync covered everything appended up to `bytes` (the record with
     /// `seq`, the log position `end`): the durable watermarks move there and
     /// every change it covers is published (rule 1). Called with `syncState`
     /// locked, by the fsync's own thread (`runSync`, `rotate`).
-    private func markDurable(bytes: UInt64, seq: UInt64, end: LogPosition) {
+    private func markDurable(_ covered: SyncLedger.Mark) {
         state.withLock {
-            durableSeq = max(durableSeq, seq)
-            if end > durableEnd { durableEnd = end }
-            publishDurable(upTo: seq)
+            durableSeq = max(durableSeq, covered.seq)
+            if covered.end > durableEnd { durableEnd = covered.end }
+            publishDurable(upTo: covered.seq)
             state.broadcast()
         }
-        syncedBytes = max(syncedBytes, bytes)
+        ledger.noteSynced(upTo: covered.bytes)
     }
 
     /// Seals the records appended to the active segment since the last
@@ -514,8 +521,7 @@ extension LogKV {
         let end = LogPosition(segment: active.id, offset: active.size)
         state.withLock { logEnd = end }
         syncState.withLock {
-            appendedBytes += UInt64(record.count)
-            appendedEnd = end
+            ledger.noteAppended(record.count, seq: nil, end: end)
         }
     }
 
@@ -570,7 +576,7 @@ extension LogKV {
             // the period.
             if Date() < deadline { continue }
             deadline = Date(timeIntervalSinceNow: interval)
-            if syncedBytes < appendedBytes && !syncInProgress && writeFailure == nil {
+            if ledger.hasUnsynced && !ledger.syncInProgress && writeFailure == nil {
                 try? runSync()
                 syncState.unlock()
                 changes.deliver()

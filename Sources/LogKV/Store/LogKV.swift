@@ -126,16 +126,11 @@ public final class LogKV: @unchecked Sendable {
     /// an expiry noticed meanwhile must not be published (the refresh,
     /// judged before the expiry, wins; see `expireLazily`).
     var refreshesInFlight: Set<KeyBytes> = []
-    /// Every segment file, readable by id.
-    var segments: [UInt64: SegmentFile]
-    /// Ids of segments removed by compaction: a reader that finds its
-    /// location there relocates the key instead of reporting corruption.
-    var retiredSegments: Set<UInt64> = []
+    /// Every segment file, readable by id; retired and damaged ones
+    /// (`SegmentSet`).
+    var segments: SegmentSet
     /// Set when `close()` starts: a running compaction abandons its work.
     var closeRequested = false
-    /// Segments with damaged bytes under live keys: never compacted (their
-    /// bytes are the only evidence), reported by `logkv check`.
-    var damagedSegments: Set<UInt64> = []
     /// Runs `flusherLoop`; its flags are guarded by `state`.
     let flusher: BackgroundThread
     /// Runs `maintenanceLoop`; its flags are guarded by `state`.
@@ -153,13 +148,8 @@ public final class LogKV: @unchecked Sendable {
 
     // MARK: Durability, guarded by `syncState`.
     let syncState = NSCondition()
-    var appendedBytes: UInt64 = 0
-    /// The last appended record's seq and end, matching `appendedBytes`.
-    var appendedSeq: UInt64
-    var appendedEnd: LogPosition
-    var syncedBytes: UInt64 = 0
-    var syncInProgress = false
-    var syncFile: SegmentFile
+    /// Appended and synced watermarks, the fsync in flight (`SyncLedger`).
+    var ledger: SyncLedger
     /// Runs `syncerLoop` (`.interval`); its flags are guarded by `syncState`.
     let syncer: BackgroundThread
     /// Writers acknowledged by callback once an fsync covers them (`.always`,
@@ -208,7 +198,7 @@ public final class LogKV: @unchecked Sendable {
         self.directoryLock = recovered.lock
         self.indexWriter = recovered.index
         self.readers = IndexReaderPool(path: recovered.dir.indexPath, maxIdle: options.readConnections)
-        self.segments = Dictionary(uniqueKeysWithValues: recovered.segments.map { ($0.id, $0) })
+        self.segments = SegmentSet(recovered.segments)
         self.active = recovered.active
         self.segmentHandles = SegmentHandleCache(limit: options.maxOpenSegments)
         self.reserve = DiskReserve(dir: recovered.dir, size: options.diskReserveBytes)
@@ -218,15 +208,13 @@ public final class LogKV: @unchecked Sendable {
             if segment !== recovered.active { segment.markSealed() }
             segment.attach(to: segmentHandles)
         }
-        self.syncFile = self.active
         self.nextSeq = recovered.maxSeq + 1
         self.nextSegmentID = (recovered.segments.map(\.id).max() ?? 0) + 1
         self.lastSeq = recovered.maxSeq
         self.logEnd = LogPosition(segment: active.id, offset: active.size)
         self.durableSeq = recovered.maxSeq
         self.durableEnd = logEnd
-        self.appendedSeq = recovered.maxSeq
-        self.appendedEnd = logEnd
+        self.ledger = SyncLedger(seq: recovered.maxSeq, end: logEnd, file: active)
         self.keyDir = KeyDir(cacheBudgetBytes: options.cacheBudgetBytes, tracksUnindexed: options.fsync == .interval)
         // The replayed tail is durable (recovery synced it): readers see it
         // at once, the flusher indexes it and then moves the checkpoint.
@@ -486,7 +474,7 @@ public final class LogKV: @unchecked Sendable {
         }
         // Unflushed writes count as live at once, as they do for `keys`.
         let live = max(0, rows.reduce(Int64(0)) { $0 + $1.liveBytes } + liveDelta)
-        let total = state.withLock { segments.values.reduce(Int64(0)) { $0 + $1.size } }
+        let total = state.withLock { segments.totalBytes }
         return LogKVStats(keys: max(0, keys), valueBytes: max(0, valueBytes), liveBytes: live, deadBytes: Swift.max(0, total - live), totalBytes: total,
                           segments: segmentCount, pendingIndexEntries: overlay.count, lastSeq: seq)
     }
@@ -528,7 +516,7 @@ public final class LogKV: @unchecked Sendable {
     }
 
     func sync(writerLockHeld: Bool) throws {
-        let target = syncState.withLock { appendedBytes }
+        let target = syncState.withLock { ledger.appended.bytes }
         try waitForSync(upTo: target, writerLockHeld: writerLockHeld)
     }
 
@@ -576,7 +564,7 @@ public final class LogKV: @unchecked Sendable {
     /// later before it reads as damage, not as an unsynced tail.
     private func proveLastSync() throws {
         try writerLock.withLock {
-            guard writeFailure == nil, syncState.withLock({ appendedBytes > 0 }) else { return }
+            guard writeFailure == nil, syncState.withLock({ ledger.appended.bytes > 0 }) else { return }
             try appendCommitRecord(evenIfNothingNew: true)
             do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
         }
@@ -696,14 +684,14 @@ public final class LogKV: @unchecked Sendable {
     /// Reads and verifies the record at `location`.
     func readValue(key: [UInt8], at location: RecordLocation) throws -> StoredValue {
         guard let segment = state.withLock({ segments[location.segment] }) else {
-            if state.withLock({ retiredSegments.contains(location.segment) }) { throw SegmentGone.gone }
+            if state.withLock({ segments.isRetired(location.segment) }) { throw SegmentGone.gone }
             throw LogKVError.corruption(segment: location.segment, offset: location.offset,
                                         reason: "index points at a segment that does not exist")
         }
         let bytes: [UInt8]
         do {
             bytes = try segment.read(at: location.offset, count: location.length)
-        } catch LogKVError.io(_, _, let err) where err == ENOENT && state.withLock({ retiredSegments.contains(location.segment) }) {
+        } catch LogKVError.io(_, _, let err) where err == ENOENT && state.withLock({ segments.isRetired(location.segment) }) {
             // Compaction removed the file after this reader found it (its
             // descriptor had been closed by the cache): the key moved.
             throw SegmentGone.gone

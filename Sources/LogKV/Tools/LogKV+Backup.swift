@@ -32,7 +32,7 @@ extension LogKV {
             if writerClosed { throw LogKVError.closed }
             return state.withLock {
                 let activeEnd = options.fsync == .always ? durableEnd : logEnd
-                return segments.values.sorted { $0.id < $1.id }.map { file in
+                return segments.all.map { file in
                     let length = file.id == active.id && activeEnd.segment == file.id ? activeEnd.offset : file.size
                     return SnapshotSegment(id: file.id, file: file, length: length)
                 }
