@@ -8,7 +8,9 @@ public struct ServerConfiguration: Sendable {
     public var address: ListenAddress = ListenAddress(host: "0.0.0.0", port: 8080)
     /// Serve `/metrics` on its own address too (it is always on the main one).
     public var metricsAddress: ListenAddress?
-    /// Bearer token required on every route but `/health` and `/metrics`; nil = auth off.
+    /// Bearer token required on every route but `/health` and `/metrics`; nil =
+    /// auth off, and admin routes (`/v1/admin/...`) answer loopback clients
+    /// only (like Redis's protected mode; see `RequestGuard`).
     public var token: String?
     /// Event-loop threads; 0 = one per core.
     public var eventLoopThreads = 0
@@ -74,10 +76,6 @@ public struct ServerConfiguration: Sendable {
         return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
                 ("Access-Control-Expose-Headers", "ETag, X-Logkv-TTL, X-Logkv-Index, Retry-After")]
     }
-
-    /// Without a token, admin routes (`/v1/admin/...`) answer loopback
-    /// clients only (like Redis's protected mode).
-    public var adminRestrictedToLoopback: Bool { token == nil }
 
     public init() {}
 }

@@ -3,8 +3,9 @@ import CSQLiteNoWait
 
 /// The SQLite mirror of the KeyDir.
 ///
-/// `IndexWriter` owns the single writer connection; after `open` it is used
-/// only by the flusher thread (and by recovery before the flusher starts).
+/// `IndexWriter` owns the single writer connection: recovery uses it before
+/// the store starts; then the flusher, compaction's commit and `close` do,
+/// one at a time under the store's `indexWriterLock`.
 /// `IndexReader`s are read-only connections handed out by `IndexReaderPool`,
 /// each used by one thread at a time. WAL mode keeps readers and the writer
 /// out of each other's way.

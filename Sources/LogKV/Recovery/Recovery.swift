@@ -13,9 +13,10 @@ import Logging
 ///    directory, its checkpoint is not a position in a log segment, or it
 ///    counts live keys in a segment that does not exist.
 /// 3. Otherwise replay the log after the checkpoint: the log segments from
-///    the checkpoint's on, in id order, applying only records with a seq above
-///    the checkpoint's. Compaction outputs are never replayed: their records
-///    are copies of records the index had already seen (rule 4).
+///    the checkpoint's on, in id order, applying every record (a record the
+///    index already holds changes nothing: newest seq wins). Compaction
+///    outputs are never replayed: their records are copies of records the
+///    index had already seen (rule 4).
 /// 4. The unsynced tail (rule 9): the active log segment's log ends at its
 ///    first hole after its last proven sync point (see `RecordFormat` and
 ///    `SegmentScanner.unsyncedTail`); the intact records after that hole
@@ -142,7 +143,7 @@ enum Recovery {
             replay.index = try freshIndex(dir, storeID: storeID)
             replay.bulk = try IndexBulkLoad(index: replay.index, scratchPath: dir.indexPath + ".rebuild")
             do {
-                try replay.run(&segments, from: nil, aboveSeq: 0)
+                try replay.run(&segments, from: nil)
             } catch {
                 replay.bulk?.abandon()
                 throw error
@@ -157,7 +158,7 @@ enum Recovery {
             // it in the background (up to two backlogs; beyond that,
             // replay commits as it goes).
             replay.tailInMemoryLimit = 2 * options.maxPendingEntries
-            try replay.run(&segments, from: start!.position, aboveSeq: 0)
+            try replay.run(&segments, from: start!.position)
         }
         try replay.index.setClosedCleanly(false)
         let maxSeq = replay.maxSeq
@@ -284,8 +285,8 @@ private struct Replay {
     }
 
     /// Replays `segments` (all of them when `from` is nil, else the log
-    /// segments from `from` on), applying records with seq above `aboveSeq`.
-    mutating func run(_ segments: inout [SegmentFile], from: LogPosition?, aboveSeq: UInt64) throws {
+    /// segments from `from` on).
+    mutating func run(_ segments: inout [SegmentFile], from: LogPosition?) throws {
         let activeID = segments.last { $0.kind == .log }!.id
         let activeSegment = segments.first { $0.id == activeID }!
         try cutUnsyncedTail(activeSegment, from: activeID == from?.segment ? from!.offset : activeSegment.dataStart)
@@ -300,7 +301,7 @@ private struct Replay {
         }
         for (n, segment) in todo.enumerated() {
             let start = segment.id == from?.segment ? from!.offset : segment.dataStart
-            if let moved = try replaySegment(segment, from: start, aboveSeq: aboveSeq, isActive: segment.id == activeID) {
+            if let moved = try replaySegment(segment, from: start, isActive: segment.id == activeID) {
                 segments.append(moved)
             }
             progress?(n + 1, todo.count, records)
@@ -368,8 +369,7 @@ private struct Replay {
 
     /// Replays one segment. For the active segment with intact records after
     /// damage, returns the new log segment they were copied into.
-    private mutating func replaySegment(_ segment: SegmentFile, from start: Int64, aboveSeq: UInt64,
-                                        isActive: Bool) throws -> SegmentFile? {
+    private mutating func replaySegment(_ segment: SegmentFile, from start: Int64, isActive: Bool) throws -> SegmentFile? {
         var scanner = SegmentScanner(file: segment, from: start)
         var firstBad: Int64?
         var salvaged: [SegmentScanner.Entry] = []
@@ -380,7 +380,7 @@ private struct Replay {
                     salvaged.append(entry)
                     continue
                 }
-                try apply(entry, segment: segment.id, aboveSeq: aboveSeq)
+                try apply(entry, segment: segment.id)
                 if batch.count >= (tailInMemoryLimit ?? Recovery.replayBatch) {
                     sizes[segment.id] = scanner.validEnd
                     // Keeping the tail in memory, the checkpoint stays where
@@ -415,14 +415,14 @@ private struct Replay {
         }
         sizes[segment.id] = isActive && firstBad == nil ? segment.size : scanner.validEnd
         guard isActive, let firstBad else { return nil }
-        return try moveSalvaged(salvaged, from: segment, cutAt: firstBad, aboveSeq: aboveSeq)
+        return try moveSalvaged(salvaged, from: segment, cutAt: firstBad)
     }
 
     /// Copies the intact records found after damage in the active segment
     /// into a new log segment, durably, then cuts the damaged tail: the copy
     /// exists before the original goes (rule 3).
-    private mutating func moveSalvaged(_ entries: [SegmentScanner.Entry], from segment: SegmentFile, cutAt: Int64,
-                                       aboveSeq: UInt64) throws -> SegmentFile {
+    private mutating func moveSalvaged(_ entries: [SegmentScanner.Entry], from segment: SegmentFile,
+                                       cutAt: Int64) throws -> SegmentFile {
         let id = (try dir.segmentIDs().max() ?? segment.id) + 1
         let firstSeq = entries.first?.header.seq ?? maxSeq + 1
         let header = SegmentHeader(kind: .log, storeID: segment.header!.storeID, highWater: firstSeq - 1, minSeq: firstSeq)
@@ -431,7 +431,7 @@ private struct Replay {
             let offset = next.size
             try next.append(try segment.read(at: entry.offset, count: entry.header.recordLength))
             try apply(SegmentScanner.Entry(offset: offset, header: entry.header, key: entry.key, value: entry.value),
-                      segment: id, aboveSeq: aboveSeq)
+                      segment: id)
         }
         try next.sync()
         try dir.syncDirectory(dir.segmentsPath)
@@ -443,10 +443,9 @@ private struct Replay {
         return next
     }
 
-    private mutating func apply(_ entry: SegmentScanner.Entry, segment: UInt64, aboveSeq: UInt64) throws {
+    private mutating func apply(_ entry: SegmentScanner.Entry, segment: UInt64) throws {
         let h = entry.header
         maxSeq = max(maxSeq, h.seq)
-        guard h.seq > aboveSeq else { return }
         records += 1
         if let bulk {
             try bulk.add(entry, segment: segment)
