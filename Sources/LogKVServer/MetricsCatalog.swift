@@ -19,7 +19,7 @@ public enum MetricsCatalog {
         "logkv_reads_total": "Key reads by result: hit, miss, expired, corrupt (checksum or index mismatch).",
         "logkv_keydir_lookups_total": "Where KeyDir lookups (reads, conditional writes and deletes) found a key's location: memory (KeyDir pending or cache), index_nowait (SQLite on the event loop, every page cached), index_blocking (SQLite on the blocking pool).",
         "logkv_writes_total": "Acknowledged writes by operation: put, delete, ttl_refresh (a lease renewal).",
-        "logkv_writes_handed_off_total": "PUTs an event loop handed to the blocking pool instead of waiting, by what they would have waited for: contended (the writer lock stayed busy), rotation (a segment rotation was due), backlog (the index backlog was full).",
+        "logkv_writes_handed_off_total": "PUTs an event loop handed to the blocking pool instead of waiting, by what they would have waited for: writer_busy (the writer lock was held across disk work), rotation (a segment rotation was due), backlog (the index backlog was full).",
         "logkv_blocking_queries_held": "Blocking queries (?index=&wait=) held now, waiting for a change.",
         "logkv_expirations_total": "Keys expired, by reason: read (lazy), sweep (background), compaction.",
         "logkv_log_written_bytes_total": "Bytes appended to segment files.",

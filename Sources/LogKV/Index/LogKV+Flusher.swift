@@ -77,7 +77,7 @@ extension LogKV {
                 state.unlock()
                 writerLock.lock()
                 holdingWriters = true
-                try? sync(writerLockHeld: true)
+                holdingWriterLockForDiskWork { try? sync(writerLockHeld: true) }
                 state.lock()
             }
             // Finding the durable part of the backlog scans it: only worth it

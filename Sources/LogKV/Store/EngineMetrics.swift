@@ -65,7 +65,7 @@ struct EngineMetrics: Sendable {
         func handedOff(_ reason: String) -> Counter {
             Counter(label: "logkv_writes_handed_off_total", dimensions: [("reason", reason)], factory: f)
         }
-        handedOffContended = handedOff("contended")
+        handedOffContended = handedOff("writer_busy")
         handedOffRotation = handedOff("rotation")
         handedOffBacklog = handedOff("backlog")
         writesDelete = Counter(label: "logkv_writes_total", dimensions: [("op", "delete")], factory: f)

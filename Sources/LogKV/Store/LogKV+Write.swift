@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The write path: append under the writer lock, then publish and
 /// acknowledge per the fsync policy.
@@ -18,23 +19,26 @@ extension LogKV {
     /// A write that may not wait would have had to (see `putWithoutWaiting`).
     struct WouldBlock: Error {}
 
-    /// Takes the writer lock if it comes free within `writerLockSpinNanos`:
-    /// another writer's append holds it for microseconds, a rotation or a
-    /// conditional write's index read for milliseconds. Bounded, so the
-    /// caller (an event loop) never waits on the disk; long enough that
-    /// writers on other event loops rarely send it to the pool (a hand-off
-    /// costs two thread switches).
+    /// Takes the writer lock for an event loop: waits for another writer's
+    /// append (microseconds, and cheaper than handing the write to another
+    /// thread), but not for a holder doing disk work (flagged in
+    /// `writerLockDiskWork`). A holder that flags its work just after
+    /// taking the lock may still be waited for, once: the flag is raised
+    /// within the lock, not before it.
     private func tryWriterLockBriefly() -> Bool {
         if writerLock.try() { return true }
-        let deadline = DispatchTime.now().uptimeNanoseconds + Self.writerLockSpinNanos
-        repeat {
-            sched_yield()
-            if writerLock.try() { return true }
-        } while DispatchTime.now().uptimeNanoseconds < deadline
-        return false
+        if writerLockDiskWork.load(ordering: .acquiring) > 0 { return false }
+        writerLock.lock()
+        return true
     }
 
-    static let writerLockSpinNanos: UInt64 = 100_000
+    /// Runs `body`, which holds the writer lock across disk work (an fsync,
+    /// a file creation, an index read), flagged for event loops.
+    func holdingWriterLockForDiskWork<T>(_ body: () throws -> T) rethrows -> T {
+        writerLockDiskWork.wrappingAdd(1, ordering: .releasing)
+        defer { writerLockDiskWork.wrappingSubtract(1, ordering: .releasing) }
+        return try body()
+    }
 
     /// What a write appends.
     enum AppendedRecord {
@@ -106,7 +110,9 @@ extension LogKV {
             if kind != .tombstone && reserve.isReleased { throw LogKVError.diskFull }
             var renewed: RecordLocation?
             if kind != .value || condition != .none {
-                let (currentLocation, judgedOnUnsynced) = try self.currentLocation(key, now: now)
+                let (currentLocation, judgedOnUnsynced) = try holdingWriterLockForDiskWork {
+                    try self.currentLocation(key, now: now)
+                }
                 do {
                     let current = currentLocation?.seq
                     switch condition {
@@ -367,6 +373,10 @@ extension LogKV {
     /// before the next segment is created, so a failed create never leaves
     /// a synced write unacknowledged.
     func rotate() throws {
+        try holdingWriterLockForDiskWork { try rotateFlagged() }
+    }
+
+    private func rotateFlagged() throws {
         try syncState.withLock {
             while ledger.syncInProgress { syncState.wait() }
             if let writeFailure { throw writeFailure }
@@ -541,6 +551,10 @@ extension LogKV {
     /// be relied on either way.) Called under the writer lock.
     func cutUnsynced() {
         guard options.fsync == .always else { return }
+        holdingWriterLockForDiskWork { cutUnsyncedFlagged() }
+    }
+
+    private func cutUnsyncedFlagged() {
         // Read under `syncState`: an fsync that succeeded publishes (and
         // moves `durableEnd`) in one `syncState` section after checking
         // `writeFailure`, which is set by now; so this is either the end it

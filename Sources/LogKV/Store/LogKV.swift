@@ -29,9 +29,11 @@ import Synchronization
 /// - `compactionLock`: one compaction at a time; held for a whole run.
 /// - `indexWriterLock`: the one SQLite writer (flusher, compaction's commit,
 ///   close); taken with no other engine lock held but `compactionLock`.
-/// - `writerLock`: the log's writer state; held across one append, and
-///   across fsyncs and file creation by rotation, the flusher's catch-up and
-///   close. Event loops only try it (`putWithoutWaiting`).
+/// - `writerLock`: the log's writer state; held across one append, and —
+///   flagged in `writerLockDiskWork` — across fsyncs, file creation and
+///   index reads by rotation, the flusher's catch-up, close, the cut after
+///   a failure and conditional writes. An event loop (`putWithoutWaiting`)
+///   waits for it only while no such work is flagged.
 /// - `syncState`: the durability watermarks and group commit; never held
 ///   across an fsync.
 /// - `state`: the KeyDir and everything readers share; never held across
@@ -66,6 +68,11 @@ public final class LogKV: @unchecked Sendable {
 
     // MARK: Writer state, guarded by `writerLock` (held across one append).
     let writerLock = NSLock()
+    /// Above 0 while the writer lock's holder does work that may wait on the
+    /// disk (`holdingWriterLockForDiskWork`): an event loop that finds the
+    /// lock taken then hands its write off rather than wait. Written only
+    /// by the holder.
+    let writerLockDiskWork = Atomic<Int>(0)
     var active: SegmentFile
     var nextSeq: UInt64
     /// The next segment id, for rotation and compaction output alike.
@@ -565,8 +572,10 @@ public final class LogKV: @unchecked Sendable {
     private func proveLastSync() throws {
         try writerLock.withLock {
             guard writeFailure == nil, syncState.withLock({ ledger.appended.bytes > 0 }) else { return }
-            try appendCommitRecord(evenIfNothingNew: true)
-            do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
+            try holdingWriterLockForDiskWork {
+                try appendCommitRecord(evenIfNothingNew: true)
+                do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
+            }
         }
     }
 
