@@ -63,6 +63,7 @@ struct Logkvd: AsyncParsableCommand {
         // A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG,
         // answered as "disk full", not kill the server.
         signal(SIGXFSZ, SIG_IGN)
+        _ = Self.stdoutWasOpenAtStart
         let env = ProcessInfo.processInfo.environment
         let level = Logger.Level(rawValue: logLevel ?? env["LOGKV_LOG_LEVEL"] ?? "info") ?? .info
         LoggingSystem.bootstrap { label in
@@ -153,6 +154,10 @@ struct Logkvd: AsyncParsableCommand {
         try await app.run()
     }
 
+    /// Started with stdout closed, descriptor 1 may later name one of the
+    /// store's files: then nothing is announced. Read before anything opens.
+    static let stdoutWasOpenAtStart = fcntl(STDOUT_FILENO, F_GETFD) != -1
+
     /// One line per listener on stdout, once bound: `listening HOST:PORT`
     /// for the API, then `metrics HOST:PORT` if it has its own. With port 0
     /// this is how a supervisor or a test learns the port the kernel chose.
@@ -162,7 +167,9 @@ struct Logkvd: AsyncParsableCommand {
             let host = address.ipAddress.map { address.protocol == .inet6 ? "[\($0)]" : $0 } ?? "?"
             text += (n == 0 ? "listening " : "metrics ") + "\(host):\(address.port ?? 0)\n"
         }
-        FileHandle.standardOutput.write(Data(text.utf8))
+        // Never fail over a reader that left.
+        guard stdoutWasOpenAtStart else { return }
+        try? FileHandle.standardOutput.write(contentsOf: Data(text.utf8))
     }
 
     /// Raises the soft descriptor limit to the hard one: every connection and

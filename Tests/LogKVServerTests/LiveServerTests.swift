@@ -43,7 +43,6 @@ import Testing
                 process.standardOutput = stdout
                 return process
             }
-            port = Self.announcedPort(stdout.fileHandleForReading)
             let reader = stderr.fileHandleForReading
             Thread.detachNewThread { [self] in
                 while true {
@@ -53,22 +52,35 @@ import Testing
                 }
                 stderrDrained.signal()
             }
+            port = Self.announcedPort(stdout.fileHandleForReading)
         }
 
-        /// Reads logkvd's stdout until its `listening HOST:PORT` line (or
-        /// its end: the process exited), then keeps draining it.
+        /// Reads logkvd's stdout until its complete `listening HOST:PORT`
+        /// line (0 if stdout ends first: the process exited, or nothing comes
+        /// within two minutes), draining it afterwards on the same thread.
         static func announcedPort(_ reader: FileHandle) -> Int {
-            var text = ""
-            while true {
-                let chunk = reader.availableData
-                if chunk.isEmpty { return 0 }
-                text += String(decoding: chunk, as: UTF8.self)
-                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("listening ") }),
-                   text.contains("\n"), let port = line.split(separator: ":").last.flatMap({ Int($0) }) {
-                    Thread.detachNewThread { while !reader.availableData.isEmpty {} }
-                    return port
+            let found = LockedBox(0)
+            let announced = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                var text = ""
+                var signalled = false
+                while true {
+                    let chunk = reader.availableData
+                    if chunk.isEmpty { break }
+                    guard !signalled else { continue }
+                    text += String(decoding: chunk, as: UTF8.self)
+                    let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()  // complete ones
+                    if let line = lines.first(where: { $0.hasPrefix("listening ") }),
+                       let port = line.split(separator: ":").last.flatMap({ Int($0) }) {
+                        found.set(port)
+                        signalled = true
+                        announced.signal()
+                    }
                 }
+                if !signalled { announced.signal() }
             }
+            _ = announced.wait(timeout: .now() + 120)
+            return found.get()
         }
 
         /// Waits until /health answers; false if the process exited first.

@@ -55,12 +55,14 @@ extension LogKV {
         // the flush returns; one that reads it later finds the key already
         // expired. So compaction never drops a value a refresh renewed.
         var now: Int64 = 0
-        let sealed: Set<UInt64> = try writerLock.withLock {
-            if writerClosed { throw LogKVError.closed }
-            if let writeFailure { throw writeFailure }
-            if everything && !active.isEmpty { try rotate() }
-            now = options.clock()
-            return sealedLogSegments()
+        let sealed: Set<UInt64> = try holdingWriterLockForDiskWork {
+            try writerLock.withLock {
+                if writerClosed { throw LogKVError.closed }
+                if let writeFailure { throw writeFailure }
+                if everything && !active.isEmpty { try rotate() }
+                now = options.clock()
+                return sealedLogSegments()
+            }
         }
         // Every change in a log segment sealed now was appended before this
         // flush, so none is still pending once it returns.

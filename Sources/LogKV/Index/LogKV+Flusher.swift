@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The background flusher: moves the in-memory KeyDir's durable changes into
 /// SQLite in large sorted transactions, each advancing the checkpoint (the
@@ -75,9 +76,10 @@ extension LogKV {
                DispatchTime.now().uptimeNanoseconds - since >= Self.pinnedCheckpointCatchUpNanos {
                 pinnedSince = nil
                 state.unlock()
+                writerLockDiskWork.wrappingAdd(1, ordering: .releasing)  // before queueing for the lock
                 writerLock.lock()
                 holdingWriters = true
-                holdingWriterLockForDiskWork { try? sync(writerLockHeld: true) }
+                try? sync(writerLockHeld: true)
                 state.lock()
             }
             // Finding the durable part of the backlog scans it: only worth it
@@ -87,7 +89,10 @@ extension LogKV {
             durablePublished = false
             let taken = nothingNewDurable ? nil
                 : keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq, durableEnd: durableEnd, logEnd: logEnd)
-            if holdingWriters { writerLock.unlock() }
+            if holdingWriters {
+                writerLock.unlock()
+                writerLockDiskWork.wrappingSubtract(1, ordering: .releasing)
+            }
             guard let batch = taken else {
                 if holdingWriters {
                     state.unlock()

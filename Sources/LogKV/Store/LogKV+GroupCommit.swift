@@ -77,8 +77,9 @@ extension LogKV {
             if !covered.isEmpty || !failed.isEmpty {
                 syncState.unlock()
                 // What the covering fsync published (whoever ran it: a
-                // compaction may not deliver for a long while) reaches the
-                // observer before the writers are acknowledged.
+                // compaction may not deliver for a long while) is delivered
+                // before the writers are acknowledged, unless another thread
+                // is delivering right now (it will; see `ChangeOutbox`).
                 changes.deliver()
                 for waiter in covered { waiter.done(.success(())) }
                 if let failure { for waiter in failed { waiter.done(.failure(failure)) } }

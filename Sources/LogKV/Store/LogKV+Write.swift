@@ -19,12 +19,12 @@ extension LogKV {
     /// A write that may not wait would have had to (see `putWithoutWaiting`).
     struct WouldBlock: Error {}
 
-    /// Takes the writer lock for an event loop: waits for another writer's
-    /// append (microseconds, and cheaper than handing the write to another
-    /// thread), but not for a holder doing disk work (flagged in
-    /// `writerLockDiskWork`). A holder that flags its work just after
-    /// taking the lock may still be waited for, once: the flag is raised
-    /// within the lock, not before it.
+    /// Takes the writer lock for an event loop: waits for another event
+    /// loop's append (microseconds, and cheaper than handing the write to
+    /// another thread), but not while any thread that may do disk work under
+    /// the lock holds it or queues for it (`writerLockDiskWork`, raised
+    /// before such a thread takes the lock). Left: a runSync that fails and
+    /// cuts the unsynced tail flags the cut only once it holds the lock.
     private func tryWriterLockBriefly() -> Bool {
         if writerLock.try() { return true }
         if writerLockDiskWork.load(ordering: .acquiring) > 0 { return false }
@@ -32,8 +32,9 @@ extension LogKV {
         return true
     }
 
-    /// Runs `body`, which holds the writer lock across disk work (an fsync,
-    /// a file creation, an index read), flagged for event loops.
+    /// Runs `body`, which holds (or is about to take) the writer lock across
+    /// disk work (an fsync, a file creation, an index read), flagged for
+    /// event loops. Flag before taking the lock where the work is known.
     func holdingWriterLockForDiskWork<T>(_ body: () throws -> T) rethrows -> T {
         writerLockDiskWork.wrappingAdd(1, ordering: .releasing)
         defer { writerLockDiskWork.wrappingSubtract(1, ordering: .releasing) }
@@ -79,6 +80,10 @@ extension LogKV {
         defer { changes.deliver() }
         try waitForBacklogRoom(mayWait: mayWait)
         if mayWait {
+            // A writer that may wait may also rotate, read the index or
+            // take the reserve under the lock: flagged from before it queues
+            // for the lock, so no event loop queues behind it.
+            writerLockDiskWork.wrappingAdd(1, ordering: .releasing)
             writerLock.lock()
         } else if !tryWriterLockBriefly() {
             metrics.handedOffContended.increment()
@@ -102,6 +107,7 @@ extension LogKV {
             defer {
                 if let refreshing { state.withLock { _ = refreshesInFlight.remove(refreshing) } }
                 writerLock.unlock()
+                if mayWait { writerLockDiskWork.wrappingSubtract(1, ordering: .releasing) }
             }
             if writerClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }

@@ -299,18 +299,18 @@ public final class LogKV: @unchecked Sendable {
     public enum ImmediateWrite: Sendable {
         /// Appended: `whenDurable` acknowledges it (as for `put`).
         case appended
-        /// Nothing was written: the append would have had to wait (for
-        /// another writer, a segment rotation's fsync, or the index backlog).
+        /// Nothing was written: the append would have had to wait on the
+        /// disk (a rotation, another writer's fsync or index read, or the
+        /// index backlog).
         /// Call `put` from a thread that may block.
         case wouldBlock
     }
 
     /// `put(_:_:expiresAt:condition:whenDurable:)` for event loops: appends
-    /// only if that needs no waiting — the writer lock is free, no rotation
-    /// is due and the index backlog has room — and otherwise writes nothing
-    /// and returns `.wouldBlock`. The writer lock is held across fsyncs and
-    /// file creation (rotation, the flusher's catch-up); an event loop only
-    /// ever tries it.
+    /// only if that needs no disk wait — no thread that may do disk work
+    /// under the writer lock holds it or queues for it, no rotation is due
+    /// and the index backlog has room — and otherwise writes nothing and
+    /// returns `.wouldBlock`. It does wait for another such append.
     ///
     /// - Throws: as `put`, before the append.
     public func putWithoutWaiting(_ key: [UInt8], _ value: [UInt8], expiresAt: Int64? = nil,
@@ -570,9 +570,9 @@ public final class LogKV: @unchecked Sendable {
     /// proves that fsync completed (see `RecordFormat`), so damage found
     /// later before it reads as damage, not as an unsynced tail.
     private func proveLastSync() throws {
-        try writerLock.withLock {
-            guard writeFailure == nil, syncState.withLock({ ledger.appended.bytes > 0 }) else { return }
-            try holdingWriterLockForDiskWork {
+        try holdingWriterLockForDiskWork {
+            try writerLock.withLock {
+                guard writeFailure == nil, syncState.withLock({ ledger.appended.bytes > 0 }) else { return }
                 try appendCommitRecord(evenIfNothingNew: true)
                 do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
             }
