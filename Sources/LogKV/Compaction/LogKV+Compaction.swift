@@ -146,7 +146,7 @@ extension LogKV {
     /// `checkpoint`: judge against this one instead of the index's (tests).
     func compactionCandidates(sealedLogSegments sealed: Set<UInt64>,
                               checkpoint override: LogPosition? = nil) throws -> [CompactionCandidate] {
-        let (files, current) = state.withLock { (segments, indexedUpTo) }
+        let (files, current) = state.withLock { (segments, indexProgress.checkpoint) }
         let checkpoint = override ?? current
         let checkpointMinSeq = files[checkpoint.segment]?.header?.minSeq
         return try readers.withReader { try $0.segments() }.compactMap { row in

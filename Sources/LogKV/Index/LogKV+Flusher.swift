@@ -37,7 +37,7 @@ extension LogKV {
         // `closing`: asked to stop; the loop indexes what is left first.
         var closing: Bool { flusher.stopRequested }
         while true {
-            let giveUp = closing && flusherFailures >= options.flushFailuresBeforeRefusingWrites
+            let giveUp = closing && indexProgress.failures >= options.flushFailuresBeforeRefusingWrites
             if !keyDir.hasPending || giveUp {
                 if closing { break }
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
@@ -51,7 +51,7 @@ extension LogKV {
             // took CPU from the event loops). The deadline is monotonic: a
             // wall clock stepping back must not stretch it.
             let gatherUntil = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, interval) * 1e9)
-            while !closing && keyDir.pending.count < batchTarget && flusherFailures == 0 && flushWaiters == 0
+            while !closing && keyDir.pending.count < batchTarget && indexProgress.failures == 0 && indexProgress.waiters == 0
                     && backlogFill < 0.5 {
                 let now = DispatchTime.now().uptimeNanoseconds
                 guard now < gatherUntil else { break }
@@ -84,10 +84,8 @@ extension LogKV {
             }
             // Finding the durable part of the backlog scans it: only worth it
             // when something became durable since the last look.
-            let nothingNewDurable = lastSeq > durableSeq && durableSeq == durableSeqAtLastTake && !durablePublished
-            durableSeqAtLastTake = durableSeq
-            durablePublished = false
-            let taken = nothingNewDurable ? nil
+            let worthLooking = indexProgress.takeLook(durableSeq: durableSeq, lastSeq: lastSeq)
+            let taken = !worthLooking ? nil
                 : keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq, durableEnd: durableEnd, logEnd: logEnd)
             if holdingWriters {
                 writerLock.unlock()
@@ -105,11 +103,9 @@ extension LogKV {
                 continue
             }
             let endAtTake = durableEnd
-            flushesStarted += 1
-            let flushNumber = flushesStarted
+            let flushNumber = indexProgress.beginFlush()
             let maxSeq = durableSeq
-            let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
-            sealedSizes.removeAll()
+            let sizes = indexProgress.takeSizes(durableEnd: durableEnd)
             state.unlock()
             if holdingWriters { changes.deliver() }  // what the catch-up fsync published
 
@@ -127,28 +123,22 @@ extension LogKV {
 
             state.lock()
             if let failure {
-                flusherFailures += 1
-                logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(flusherFailures)"])
+                indexProgress.flushFailed((failure as? LogKVError) ?? .index(code: 0, message: "\(failure)"))
+                logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(indexProgress.failures)"])
                 keyDir.batchFailed()
-                durablePublished = true  // the batch is durable: retry without waiting for an fsync
-                sealedSizes.merge(sizes) { old, _ in old }
-                flusherError = (failure as? LogKVError) ?? .index(code: 0, message: "\(failure)")
+                indexProgress.restoreSizes(sizes)
                 state.broadcast()
                 state.unlock()
-                Thread.sleep(forTimeInterval: min(1.0, 0.02 * Double(flusherFailures)))
+                Thread.sleep(forTimeInterval: min(1.0, 0.02 * Double(indexProgress.failures)))
                 state.lock()
                 continue
             }
-            flusherFailures = 0
-            flusherError = nil
-            recoveredBacklog = 0  // the first batch took all of pending
-            indexedUpTo = batch.checkpoint
+            indexProgress.flushCommitted(flushNumber, checkpoint: batch.checkpoint)
             if batch.checkpoint < endAtTake {
                 pinnedSince = pinnedSince ?? DispatchTime.now().uptimeNanoseconds
             } else {
                 pinnedSince = nil
             }
-            lastCompletedFlushStart = flushNumber
             keyDir.batchCommitted(batch)
             if backlogFill < 0.5 { backlogFullHint.store(false, ordering: .relaxed) }
             metrics.flushDuration.recordNanoseconds(Int64(nanos))
@@ -168,19 +158,17 @@ extension LogKV {
     func advanceIdleCheckpoint() throws {
         try indexWriterLock.withLock {
             let target: (end: LogPosition, seq: UInt64, sizes: [UInt64: Int64])? = state.withLock {
-                guard keyDir.isEmpty, lastSeq <= durableSeq, indexedUpTo != durableEnd else { return nil }
-                let sizes = sealedSizes.merging([durableEnd.segment: durableEnd.offset]) { $1 }
-                sealedSizes.removeAll()
-                return (durableEnd, durableSeq, sizes)
+                guard keyDir.isEmpty, lastSeq <= durableSeq, indexProgress.checkpoint != durableEnd else { return nil }
+                return (durableEnd, durableSeq, indexProgress.takeSizes(durableEnd: durableEnd))
             }
             guard let target else { return }
             do {
                 try indexWriter.apply([], checkpoint: target.end, maxSeq: target.seq, segmentSizes: target.sizes)
             } catch {
-                state.withLock { sealedSizes.merge(target.sizes) { newer, _ in newer } }
+                state.withLock { indexProgress.restoreSizes(target.sizes) }
                 throw error
             }
-            state.withLock { indexedUpTo = target.end }
+            state.withLock { indexProgress.idleCheckpointCommitted(target.end) }
         }
     }
 }

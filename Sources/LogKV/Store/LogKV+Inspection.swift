@@ -14,7 +14,7 @@ extension LogKV {
 
     /// The index's durable checkpoint: every record before it is in SQLite.
     var indexCheckpoint: LogPosition {
-        state.withLock { indexedUpTo }
+        state.withLock { indexProgress.checkpoint }
     }
 
     /// Changes in memory not yet in SQLite (unflushed and being flushed).

@@ -269,7 +269,7 @@ extension LogKV {
         keyDir.publish(key, change, recordAt: position)
         noteBacklogFill()
         changes.enqueue(KeyChange(key.bytes, change))
-        if change.seq <= durableSeq { durablePublished = true }
+        if change.seq <= durableSeq { indexProgress.noteDurableChange() }
     }
 
     /// Publishes every change an fsync now covers, each once, in seq order
@@ -281,8 +281,9 @@ extension LogKV {
     /// How full the index backlog is against its budget, 0...1 and beyond
     /// (writers wait at 1 for the flusher). Called with `state` locked.
     var backlogFill: Double {
-        let entries = Double(keyDir.count - recoveredBacklog) / Double(max(1, options.maxPendingEntries))
-        let bytes = Double(keyDir.backlogBytes) / Double(max(1, options.maxPendingBytes * (recoveredBacklog > 0 ? 2 : 1)))
+        let recovered = indexProgress.recoveredBacklog
+        let entries = Double(keyDir.count - recovered) / Double(max(1, options.maxPendingEntries))
+        let bytes = Double(keyDir.backlogBytes) / Double(max(1, options.maxPendingBytes * (recovered > 0 ? 2 : 1)))
         return max(entries, bytes)
     }
 
@@ -310,9 +311,9 @@ extension LogKV {
         state.lock()
         defer { state.unlock() }
         while true {
-            if let flusherError, flusherFailures >= options.flushFailuresBeforeRefusingWrites {
+            if let refusal = indexProgress.refusal(after: options.flushFailuresBeforeRefusingWrites) {
                 metrics.writeRefusals.increment()
-                throw LogKVError.readOnly(reason: "index cannot be written: \(flusherError)")
+                throw refusal
             }
             guard backlogIsFull && flusher.isAlive else { return }
             backlogFullHint.store(true, ordering: .relaxed)
@@ -403,7 +404,7 @@ extension LogKV {
                 durableEnd = start
                 logEnd = start
                 segments.add(next)
-                sealedSizes[sealed.id] = sealed.size
+                indexProgress.sealed(sealed.id, size: sealed.size)
             }
         }
         active = next

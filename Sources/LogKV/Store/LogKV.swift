@@ -109,24 +109,11 @@ public final class LogKV: @unchecked Sendable {
     var durableEnd: LogPosition
     /// The in-memory KeyDir: unflushed changes and the row cache.
     var keyDir: KeyDir
-    /// `durableSeq` when the flusher last looked for durable changes, and
-    /// whether a durable change (an expiry) was published since: lets the
-    /// flusher skip scanning a backlog nothing in which became durable.
-    var durableSeqAtLastTake: UInt64 = 0
-    var durablePublished = false
     /// Just past the last record whose change is in `pending` or earlier.
     var logEnd: LogPosition
     var lastSeq: UInt64
-    /// Final sizes of segments sealed since the last flush.
-    var sealedSizes: [UInt64: Int64] = [:]
-    /// Entries of the log tail recovered into `pending` at open, until the
-    /// flush that takes them commits: writers are not held back for them
-    /// (the backlog may reach twice its budget once, after a crash).
-    var recoveredBacklog = 0
-    /// The index's durable checkpoint: every record before it is in SQLite.
-    /// Compaction takes only log segments wholly before it (replay after a
-    /// crash starts there and must find every record it needs).
-    var indexedUpTo: LogPosition
+    /// The index's checkpoint and the flusher's bookkeeping (`IndexProgress`).
+    var indexProgress: IndexProgress
     /// `writeWouldWait`: the index backlog was last seen full.
     let backlogFullHint = Atomic<Bool>(false)
     /// Keys with a TTL refresh between its expiry check and its publish:
@@ -142,16 +129,6 @@ public final class LogKV: @unchecked Sendable {
     let flusher: BackgroundThread
     /// Runs `maintenanceLoop`; its flags are guarded by `state`.
     let maintenance: BackgroundThread
-    /// The last index flush error, and how many flushes in a row failed.
-    var flusherError: LogKVError?
-    var flusherFailures = 0
-    /// Flushes that took a batch, and the number of the last one committed.
-    var flushesStarted = 0
-    var lastCompletedFlushStart = 0
-    /// Callers of `flushIndex` waiting now: the flusher does not linger to
-    /// gather a bigger batch while any does (a broadcast alone can come
-    /// while it is busy and be missed).
-    var flushWaiters = 0
 
     // MARK: Durability, guarded by `syncState`.
     let syncState = NSCondition()
@@ -226,9 +203,9 @@ public final class LogKV: @unchecked Sendable {
         // The replayed tail is durable (recovery synced it): readers see it
         // at once, the flusher indexes it and then moves the checkpoint.
         keyDir.adoptRecoveredTail(recovered.unindexedTail, startingAt: recovered.unindexedTailStart)
-        self.recoveredBacklog = recovered.unindexedTail.count
-        self.indexedUpTo = recovered.unindexedTailStart ?? LogPosition(segment: recovered.active.id, offset: recovered.active.size)
-        self.sealedSizes = recovered.unindexedSizes
+        self.indexProgress = IndexProgress(
+            checkpoint: recovered.unindexedTailStart ?? LogPosition(segment: recovered.active.id, offset: recovered.active.size),
+            sealedSizes: recovered.unindexedSizes, recoveredBacklog: recovered.unindexedTail.count)
         startFlusher()
         startSyncer()
         startCommitter()
@@ -501,12 +478,12 @@ public final class LogKV: @unchecked Sendable {
         try state.withLock {
             // A flush that starts after this point takes every change present
             // now (all durable after the sync above).
-            let mark = flushesStarted
-            flushWaiters += 1
-            defer { flushWaiters -= 1 }
+            let mark = indexProgress.started
+            indexProgress.waiters += 1
+            defer { indexProgress.waiters -= 1 }
             state.broadcast()
-            while lastCompletedFlushStart <= mark && !keyDir.isEmpty {
-                if let flusherError { throw flusherError }
+            while indexProgress.lastCompletedStart <= mark && !keyDir.isEmpty {
+                if let error = indexProgress.lastError { throw error }
                 if !flusher.isAlive { throw LogKVError.closed }
                 state.wait()
             }
@@ -549,6 +526,7 @@ public final class LogKV: @unchecked Sendable {
         // Rule 8: the checkpoint covers the whole log, durably.
         // After a failed fsync nothing past the last good one may be
         // checkpointed (rule 6): the next open replays and checks the tail.
+        let flusherError = state.withLock { indexProgress.lastError }
         if firstError == nil && flusherError == nil && writeFailure == nil {
             do {
                 try indexWriterLock.withLock {
@@ -611,7 +589,7 @@ public final class LogKV: @unchecked Sendable {
     /// written (until a flush succeeds). For health checks.
     public var writeRefusal: LogKVError? {
         if let writeFailure { return writeFailure }
-        if let flusherError = state.withLock({ flusherError }) {
+        if let flusherError = state.withLock({ indexProgress.lastError }) {
             return .readOnly(reason: "index cannot be written: \(flusherError)")
         }
         if diskFullHint.load(ordering: .relaxed) || reserve.isReleased { return .diskFull }
