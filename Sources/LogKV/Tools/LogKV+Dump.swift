@@ -35,7 +35,16 @@ extension LogKV {
         let dir = DataDirectory(path: path)
         // A shared lock on an existing LOCK: refused while logkvd holds it.
         let lockFD = Glibc.open(dir.lockPath, O_RDONLY | O_CLOEXEC)
-        defer { if lockFD >= 0 { Glibc.close(lockFD) } }  // held until the dump is done
+        // Held until the dump is done, then released explicitly: a child
+        // forked meanwhile (by any thread) holds a copy of the descriptor
+        // until its exec, and closing ours alone would leave the lock held
+        // for that moment (an open right after would be refused).
+        defer {
+            if lockFD >= 0 {
+                flock(lockFD, LOCK_UN)
+                Glibc.close(lockFD)
+            }
+        }
         if lockFD >= 0 && flock(lockFD, LOCK_SH | LOCK_NB) != 0 {
             throw LogKVError.locked(path: dir.lockPath, holder: "a running process")
         }
