@@ -189,40 +189,34 @@ public final class KVAPI: Sendable {
         // committer's fsync acknowledges it (group commit across every
         // connection; no thread waits).
         let promise = request.eventLoop.makePromise(of: Response.self)
+        let respond: @Sendable (Result<UInt64, Error>) -> Void = { result in
+            switch result {
+            case let .success(seq): promise.succeed(answer(seq))
+            case let .failure(error): promise.succeed(.error(APIError.from(error)))
+            }
+        }
         let outcome: LogKV.ImmediateWrite
         do {
-            outcome = try store.putWithoutWaiting(key, value, expiresAt: expiresAt) { result in
-                switch result {
-                case let .success(seq): promise.succeed(answer(seq))
-                case let .failure(error): promise.succeed(.error(APIError.from(error)))
-                }
-            }
+            outcome = try store.putWithoutWaiting(key, value, expiresAt: expiresAt, whenDurable: respond)
         } catch {
             promise.succeed(.error(APIError.from(error)))  // refused before the append
             throw error
         }
-        guard case .appended = outcome else {
-            promise.succeed(.noContent)  // nobody reads it (NIO reports a promise left unfulfilled)
-            // On the pool, the callback form too: no pool thread waits for
-            // the fsync, and the write joins the committer's group commit.
-            let answered = request.eventLoop.makePromise(of: Response.self)
+        if case .wouldBlock = outcome {
+            // Nothing was written and `respond` was not called. On the pool,
+            // the callback form too: no pool thread waits for the fsync, and
+            // the write joins the committer's group commit.
             blockingPool.submit { [store] state in
                 guard case .active = state else {
-                    answered.succeed(.error(APIError(.serviceUnavailable, "server is shutting down")))
+                    promise.succeed(.error(APIError(.serviceUnavailable, "server is shutting down")))
                     return
                 }
                 do {
-                    try store.put(key, value, expiresAt: expiresAt) { result in
-                        switch result {
-                        case let .success(seq): answered.succeed(answer(seq))
-                        case let .failure(error): answered.succeed(.error(APIError.from(error)))
-                        }
-                    }
+                    try store.put(key, value, expiresAt: expiresAt, whenDurable: respond)
                 } catch {
-                    answered.succeed(.error(APIError.from(error)))
+                    respond(.failure(error))
                 }
             }
-            return .later(answered.futureResult)
         }
         return .later(promise.futureResult)
     }

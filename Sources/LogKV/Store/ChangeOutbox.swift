@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Hands changes to the store's observer in the order they became visible,
 /// with no engine lock held.
@@ -36,13 +37,20 @@ final class ChangeOutbox: @unchecked Sendable {
     private var observer: Observer?
     /// Held by the one thread delivering.
     private let deliveryLock = NSLock()
+    /// Changes queued and not yet taken by a deliverer (changed under
+    /// `lock`): lets `deliver` return without locking when there are none,
+    /// as on every write of a store nobody observes.
+    private let queued = Atomic<Int>(0)
 
     /// Replaces the observer, waiting for a delivery to the old one in
     /// progress to end. Not to be called from the observer.
     func setObserver(_ observer: Observer?) {
         lock.withLock {
             self.observer = observer
-            if observer == nil { queue.removeAll() }
+            if observer == nil {
+                queued.subtract(queue.count, ordering: .sequentiallyConsistent)
+                queue.removeAll()
+            }
         }
         // A deliverer took the old observer with its batch: wait it out.
         deliveryLock.lock()
@@ -54,24 +62,29 @@ final class ChangeOutbox: @unchecked Sendable {
         lock.withLock {
             guard observer != nil else { return }
             queue.append(change())
+            queued.add(1, ordering: .sequentiallyConsistent)
         }
     }
 
     /// Delivers every queued change, unless another thread is delivering.
     /// Call with no engine lock held.
     func deliver() {
-        while true {
+        while queued.load(ordering: .sequentiallyConsistent) > 0 {
             guard deliveryLock.try() else { return }
             while true {
                 let (batch, observer) = lock.withLock { () -> ([KeyChange], Observer?) in
-                    defer { queue.removeAll(keepingCapacity: queue.count < 4096) }
+                    defer {
+                        queued.subtract(queue.count, ordering: .sequentiallyConsistent)
+                        queue.removeAll(keepingCapacity: queue.count < 4096)
+                    }
                     return (queue, self.observer)
                 }
                 guard !batch.isEmpty else { break }
                 if let observer { for change in batch { observer(change) } }
             }
             deliveryLock.unlock()
-            if lock.withLock({ queue.isEmpty }) { return }
+            // Looks again (the loop's condition): a change queued after the
+            // last batch, whose own `deliver` found the lock taken.
         }
     }
 }

@@ -116,9 +116,9 @@ extension LogKV {
             if kind != .tombstone && reserve.isReleased { throw LogKVError.diskFull }
             var renewed: RecordLocation?
             if kind != .value || condition != .none {
-                let (currentLocation, judgedOnUnsynced) = try holdingWriterLockForDiskWork {
-                    try self.currentLocation(key, now: now)
-                }
+                // A blocking writer (only those judge conditions): its index
+                // read is flagged for event loops already.
+                let (currentLocation, judgedOnUnsynced) = try self.currentLocation(key, now: now)
                 do {
                     let current = currentLocation?.seq
                     switch condition {
@@ -379,11 +379,9 @@ extension LogKV {
     /// write-back error once; rule 6). What the sync covers is published
     /// before the next segment is created, so a failed create never leaves
     /// a synced write unacknowledged.
+    /// Its callers (a blocking writer's append, compaction) flag the disk
+    /// work for event loops before they take the writer lock.
     func rotate() throws {
-        try holdingWriterLockForDiskWork { try rotateFlagged() }
-    }
-
-    private func rotateFlagged() throws {
         try syncState.withLock {
             while ledger.syncInProgress { syncState.wait() }
             if let writeFailure { throw writeFailure }
