@@ -512,6 +512,15 @@ final class IndexReader: @unchecked Sendable {
         valueBytesStmt = try db.prepare("SELECT value FROM meta WHERE name = 'value_bytes'")
     }
 
+    /// Runs `body`'s reads against one snapshot of the index: without it,
+    /// each statement sees the latest commit, so a flush landing between two
+    /// of them (say, a key count and a lookup) mixes two states.
+    func inSnapshot<T>(_ body: () throws -> T) throws -> T {
+        try db.exec("BEGIN DEFERRED")
+        defer { try? db.exec("COMMIT") }
+        return try body()
+    }
+
     func lookup(_ key: [UInt8]) throws -> RecordLocation? {
         lookupRow.bind(1, key)
         defer { lookupRow.reset() }

@@ -407,7 +407,7 @@ public final class LogKV: @unchecked Sendable {
         // Unflushed changes in range override what SQLite says; each may hide
         // one SQLite row, so SQLite is asked for that many more.
         let overlay = state.withLock { keyDir.overlay(prefix: prefix, after: after) }
-        var rows = try readers.withReader { reader -> [KeyInfo] in
+        var rows = try readers.withReader { reader in try reader.inSnapshot { () -> [KeyInfo] in
             var rows = try reader.scan(prefix: prefix, after: after, limit: limit + overlay.count, now: now)
             rows.removeAll { overlay[$0.key] != nil }
             for (key, change) in overlay {
@@ -425,7 +425,7 @@ public final class LogKV: @unchecked Sendable {
                 }
             }
             return rows
-        }
+        } }
         rows.sort { KeyBytes.compare($0.key, $1.key) < 0 }
         return Array(rows.prefix(limit))
     }
@@ -437,7 +437,7 @@ public final class LogKV: @unchecked Sendable {
             (keyDir.allUnflushed, lastSeq, segments.count)
         }
         let now = options.clock()
-        let (rows, keys, valueBytes, liveDelta) = try readers.withReader { reader -> ([IndexReader.SegmentRow], Int64, Int64, Int64) in
+        let (rows, keys, valueBytes, liveDelta) = try readers.withReader { reader in try reader.inSnapshot { () -> ([IndexReader.SegmentRow], Int64, Int64, Int64) in
             var keys = try reader.keyCount()
             var valueBytes = try reader.valueBytes()
             var liveDelta: Int64 = 0
@@ -455,7 +455,7 @@ public final class LogKV: @unchecked Sendable {
                 }
             }
             return (try reader.segments(), keys, valueBytes, liveDelta)
-        }
+        } }
         // Unflushed writes count as live at once, as they do for `keys`.
         let live = max(0, rows.reduce(Int64(0)) { $0 + $1.liveBytes } + liveDelta)
         let total = state.withLock { segments.totalBytes }
