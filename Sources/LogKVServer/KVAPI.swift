@@ -240,7 +240,10 @@ public final class KVAPI: Sendable {
     func refreshTTL(_ request: Request) throws -> Reply {
         let key = request.key
         guard let text = request.query["ttl"] else {
-            throw APIError.badRequest("ttl is required: seconds from now, or 0 to remove the TTL")
+            // The seed answers a bare PATCH with 405; only `?ttl=` makes it
+            // a lease renewal here.
+            throw APIError(.methodNotAllowed, "PATCH renews a lease and needs ?ttl=SECONDS (0 removes the TTL)",
+                           headers: [("Allow", Self.allowedMethods(request.path))])
         }
         guard let seconds = Int64(text), seconds >= 0 else {
             throw APIError.badRequest("ttl must be a whole number of seconds, 0 or more")

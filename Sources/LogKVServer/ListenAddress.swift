@@ -28,5 +28,8 @@ public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
+    /// True for "every address" (0.0.0.0, ::), which names no host.
+    public var isWildcard: Bool { host == "0.0.0.0" || host == "::" || host == "*" }
+
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

@@ -71,6 +71,7 @@ public final class LogKVHTTPServer: Service, Sendable {
         let connections = self.connections
         let settings = HTTPConnectionHandler.Settings(
             requestGuard: RequestGuard(routes: routes, token: config.token, corsOrigins: config.corsOrigins,
+                                       adminHosts: address.isWildcard ? [] : [address.host],
                                        bodyLimit: bodyLimit, budget: bodyBudget),
             idleTimeout: config.idleTimeout, requestTimeout: config.requestTimeout)
         let quiescing = ServerQuiescingHelper(group: group)

@@ -44,12 +44,17 @@ struct RequestGuard: Sendable {
     var corsOrigins: [String] = []
     var bodyLimit: Int
     var budget: BodyBudget
+    /// Names besides loopback ones that a `Host` header may give on an admin
+    /// route while no token is set (the listen address, when it is one).
+    var adminHosts: [String]
     private let expectedAuthorization: [UInt8]?
 
-    init(routes: [Route], token: String?, corsOrigins: [String] = [], bodyLimit: Int, budget: BodyBudget) {
+    init(routes: [Route], token: String?, corsOrigins: [String] = [], adminHosts: [String] = [],
+         bodyLimit: Int, budget: BodyBudget) {
         self.routes = routes
         self.token = token
         self.corsOrigins = corsOrigins
+        self.adminHosts = adminHosts.map { $0.lowercased() }
         self.bodyLimit = bodyLimit
         self.budget = budget
         self.expectedAuthorization = token.map { Array($0.utf8) }
@@ -86,9 +91,18 @@ struct RequestGuard: Sendable {
             return APIError(.unauthorized, "missing or invalid bearer token",
                             headers: [("WWW-Authenticate", "Bearer realm=\"logkv\"")])
         }
-        if route.isAdmin && token == nil && !Self.isLoopback(remote) {
-            return APIError(.forbidden, "admin routes answer only loopback clients while no token is set (set --token-file or LOGKV_TOKEN)")
+        if route.isAdmin && token == nil {
+            if !Self.isLoopback(remote) {
+                return APIError(.forbidden, "admin routes answer only loopback clients while no token is set (set --token-file or LOGKV_TOKEN)")
+            }
+            // A loopback peer is not enough: a web page whose name an
+            // attacker re-points at 127.0.0.1 (DNS rebinding) reaches this
+            // server from the user's browser, with its own name as Host.
+            if let host = hosts.first, !isAdminHost(host) {
+                return APIError(.forbidden, "admin routes without a token answer only requests addressed to a loopback name or the listen address (Host \"\(host)\")")
+            }
         }
+        if let refusal = browserWriteRefusal(head, route: route) { return refusal }
         if let length = head.headers.first(name: "content-length") {
             guard let declared = Int(length), declared >= 0 else { return .badRequest("malformed Content-Length") }
             if declared > bodyLimit {
@@ -136,6 +150,48 @@ struct RequestGuard: Sendable {
             ("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match"),
             ("Access-Control-Max-Age", "600"),
         ])
+    }
+
+    /// Whether a `Host` header value (a name or address, a port optional)
+    /// names this machine's loopback or one of `adminHosts`.
+    func isAdminHost(_ value: String) -> Bool {
+        let name = Self.hostName(value)
+        if name == "localhost" || name.hasSuffix(".localhost") || name == "::1" { return true }
+        if let v4 = try? SocketAddress(ipAddress: name, port: 0), Self.isLoopback(v4) { return true }
+        return adminHosts.contains(name)
+    }
+
+    /// The name in a `Host` value, lowercased, without port or brackets.
+    static func hostName(_ value: String) -> String {
+        var text = Substring(value.lowercased().trimmingCharacters(in: .whitespaces))
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return String(text) }
+            return String(text[text.index(after: text.startIndex)..<close])
+        }
+        if let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon { text = text[..<colon] }
+        if text.hasSuffix(".") { text = text.dropLast() }
+        return String(text)
+    }
+
+    /// A write a browser could send on a page's behalf without the server's
+    /// consent (CSRF, or DNS rebinding with auth off): refused.
+    /// - An `Origin` outside `corsOrigins` on anything but a read: browsers
+    ///   send `Origin` with every cross-origin (and rebound) write.
+    /// - A "simple" content type (a form or text/plain) on a route that
+    ///   reads JSON with POST: an HTML form can send those with no preflight.
+    ///   Clients send `application/json` (or none).
+    private func browserWriteRefusal(_ head: HTTPRequestHead, route: Route) -> APIError? {
+        guard head.method != .GET && head.method != .HEAD && head.method != .OPTIONS else { return nil }
+        if let origin = head.headers.first(name: "origin"), !corsOrigins.contains(where: { $0 == "*" || $0 == origin }) {
+            return APIError(.forbidden, "writes from origin \(origin) are refused (allow it with --cors-origins)")
+        }
+        if head.method == .POST && route.readsJSON, let type = head.headers.first(name: "content-type") {
+            let mediaType = type.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            if ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"].contains(mediaType) {
+                return APIError(.unsupportedMediaType, "POST \(route.template) takes Content-Type: application/json, not \(mediaType) (which a web page may send unasked)")
+            }
+        }
+        return nil
     }
 
     static func busy(_ budget: BodyBudget) -> APIError {

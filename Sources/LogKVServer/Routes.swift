@@ -19,6 +19,8 @@ struct Route: Sendable {
     /// Whether requests carry a body: only writes and batches do. Any other
     /// request with a body is refused before the body is read.
     var takesBody: Bool { (method == .PUT || method == .POST) && !isAdmin }
+    /// Whether the body is JSON (so a form's content type is never meant).
+    var readsJSON: Bool { template == "/v1/kv" || template == "/v1/batch" }
 
     init(method: HTTPMethod, template: String, requiresAuth: Bool,
          handler: @escaping @Sendable (KVAPI, Request) throws -> Reply) {
@@ -77,9 +79,13 @@ extension KVAPI {
             return .success(route)
         }
         if !pathMatched { return .failure(.notFound("no route for \(request.path)")) }
-        let allow = table.filter { matchTemplate($0, request.path) != nil }.map(\.method.rawValue).joined(separator: ", ")
         return .failure(APIError(.methodNotAllowed, "method \(request.method.rawValue) not allowed on \(request.path)",
-                                 headers: [("Allow", allow)]))
+                                 headers: [("Allow", allowedMethods(request.path, in: table))]))
+    }
+
+    /// The `Allow` header's value for `path`: every method a route serves it with.
+    static func allowedMethods(_ path: String, in table: [Route] = routes) -> String {
+        table.filter { matchTemplate($0, path) != nil }.map(\.method.rawValue).joined(separator: ", ")
     }
 
     /// nil if the path does not match; .some(nil) for a match without

@@ -72,7 +72,8 @@ final class HTTPTestClient {
     }
 
     static func encode(_ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8]? = nil) -> [UInt8] {
-        var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\n"
+        var text = "\(method) \(path) HTTP/1.1\r\n"
+        if !headers.keys.contains(where: { $0.lowercased() == "host" }) { text += "Host: localhost\r\n" }
         for (k, v) in headers { text += "\(k): \(v)\r\n" }
         if let body { text += "Content-Length: \(body.count)\r\n" }
         text += "\r\n"

@@ -190,7 +190,11 @@ import Testing
             let missing = try c.request("PATCH", "/v1/kv/nobody?ttl=5")
             #expect(missing.status == 404)
             #expect(missing.json["success"] as? Bool == false)
-            for query in ["", "?ttl=-1", "?ttl=abc", "?ttl=1.5"] {
+            // The seed's suite: a bare PATCH is 405 with Allow.
+            let bare = try c.request("PATCH", "/v1/kv/foo")
+            #expect(bare.status == 405)
+            #expect(bare.headers["allow"]?.contains("GET") == true)
+            for query in ["?ttl=-1", "?ttl=abc", "?ttl=1.5"] {
                 let bad = try c.request("PATCH", "/v1/kv/lease\(query)")
                 #expect(bad.status == 400, "PATCH \(query)")
                 #expect(bad.json["message"] is String)

@@ -331,7 +331,7 @@ import Testing
         func status(remote: String, token: String?) throws -> HTTPResponseStatus? {
             let requestGuard = RequestGuard(routes: KVAPI.routes, token: token, bodyLimit: 1 << 20,
                                             budget: BodyBudget(limit: 1 << 20))
-            var headers = HTTPHeaders([("host", "x")])
+            var headers = HTTPHeaders([("host", "127.0.0.1:8080")])
             if let token { headers.add(name: "authorization", value: "Bearer \(token)") }
             let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/admin/compact", headers: headers)
             var request = Request(head: head, body: nil, eventLoop: EmbeddedEventLoop())
