@@ -162,7 +162,8 @@ struct Dump: ParsableCommand {
         }
         let out: FileHandle
         if let output {
-            FileManager.default.createFile(atPath: output, contents: nil)
+            // Every value goes in it: owner only, like the data directory.
+            FileManager.default.createFile(atPath: output, contents: nil, attributes: [.posixPermissions: 0o600])
             guard let handle = FileHandle(forWritingAtPath: output) else { throw Failure.usage("cannot write \(output)") }
             out = handle
         } else {

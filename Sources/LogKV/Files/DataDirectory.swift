@@ -75,6 +75,15 @@ struct DataDirectory: Sendable {
         }
     }
 
+    /// The directory's permission bits when group or others have any
+    /// (logkv makes it 0700), else nil.
+    var permissionsLooserThanOwnerOnly: UInt32? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let mode = UInt32(info.st_mode) & 0o777
+        return mode & 0o077 != 0 ? mode : nil
+    }
+
     func exists(_ path: String) -> Bool { fs.exists(path) }
 
     func remove(_ path: String) throws { try fs.remove(path) }

@@ -83,7 +83,8 @@ public struct PosixFileSystem: FileSystem {
         case .createNew: flags = O_RDWR | O_CREAT | O_EXCL
         case .createOrTruncate: flags = O_RDWR | O_CREAT | O_TRUNC
         }
-        let fd = Glibc.open(path, flags | O_CLOEXEC, 0o644)
+        // Owner only: every value is in these files (as etcd, 0600).
+        let fd = Glibc.open(path, flags | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LogKVError.io(operation: "open", path: path, errno: errno) }
         return PosixFile(path: path, fd: fd)
     }
@@ -104,7 +105,7 @@ public struct PosixFileSystem: FileSystem {
     }
 
     public func makeDirectory(_ path: String) throws {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
             throw LogKVError.io(operation: "mkdir", path: path, errno: errno)
         }
     }
@@ -217,7 +218,7 @@ final class PosixDirectoryLock: @unchecked Sendable {
     private let fd: Int32
 
     init(path: String, holder: String) throws {
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LogKVError.io(operation: "open", path: path, errno: errno) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let err = errno

@@ -77,6 +77,11 @@ enum Recovery {
             throw LogKVError.invalidArgument("\(path) is not empty and is not a logkv data directory (no segments/): refusing to create a store in it")
         }
         try dir.create()
+        if let mode = dir.permissionsLooserThanOwnerOnly {
+            // As etcd: said, not changed (the operator may mean it).
+            logger.warning("data directory is open to other users: every value is readable through it; run chmod 700 on it",
+                           metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
+        }
         let lock = try dir.lock(clock: options.clock)
         try settleCompaction(dir, logger: logger)
         var segments = try openSegments(dir, logger: logger)
