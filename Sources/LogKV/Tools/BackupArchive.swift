@@ -2,8 +2,8 @@ import Foundation
 
 /// The backup archive: a POSIX ustar stream holding one regular file per
 /// segment, named `segments/NNNNNNNNNNNN.seg`, in ascending id order, then
-/// `BACKUP_COMPLETE` (so a cut-short stream is never restored), and nothing
-/// else. It is what `GET /v1/admin/backup` streams and what
+/// `BACKUP_COMPLETE` (`BackupManifest`: each segment's length and CRC-32, so
+/// a cut-short or edited archive is never restored), and nothing else. It is what `GET /v1/admin/backup` streams and what
 /// `logkv restore` reads; `tar tf` lists it and `tar xf` unpacks it into a
 /// directory `logkv restore` also accepts.
 ///
@@ -17,12 +17,12 @@ public enum BackupArchive {
     /// the HTTP response carries a Content-Length).
     public static func size(of snapshot: [LogKV.SnapshotSegment]) -> Int64 {
         snapshot.reduce(Int64(2 * block)) { $0 + Int64(block) + padded($1.length) }
-            + Int64(block) + padded(Int64(completeMarker(snapshot).count))
+            + Int64(block) + padded(Int64(BackupManifest.encodedSize(lengths: snapshot.map(\.length))))
     }
 
-    static func completeMarker(_ snapshot: [LogKV.SnapshotSegment]) -> [UInt8] {
-        Array("segments \(snapshot.count)\nbytes \(snapshot.reduce(Int64(0)) { $0 + $1.length })\n".utf8)
-    }
+    /// The largest completion marker read (a line per segment: about 45
+    /// bytes each).
+    static let maxMarkerSize: Int64 = 16 << 20
 
     static func padded(_ n: Int64) -> Int64 { (n + Int64(block) - 1) / Int64(block) * Int64(block) }
 
@@ -30,20 +30,24 @@ public enum BackupArchive {
     /// `chunkSize` bytes. A throwing sink stops the stream.
     public static func write(_ snapshot: [LogKV.SnapshotSegment], chunkSize: Int = 1 << 20,
                              to sink: ([UInt8]) throws -> Void) throws {
+        var manifest = BackupManifest(segments: [])
         for segment in snapshot {
             try sink(header(name: "segments/" + segment.name, size: segment.length))
             var offset: Int64 = 0
+            var crc: UInt32 = 0
             while offset < segment.length {
                 let n = Int(min(Int64(chunkSize), segment.length - offset))
                 var chunk = try segment.read(at: offset, count: n)
+                crc = chunk.withUnsafeBytes { CRC32.update(crc, $0) }
                 offset += Int64(n)
                 if offset == segment.length {
                     chunk += [UInt8](repeating: 0, count: Int(padded(segment.length) - segment.length))
                 }
                 try sink(chunk)
             }
+            manifest.segments.append(.init(id: segment.id, length: segment.length, crc: crc))
         }
-        let marker = completeMarker(snapshot)
+        let marker = manifest.encoded()
         try sink(header(name: DataDirectory.backupCompleteMarker, size: Int64(marker.count)))
         try sink(marker + [UInt8](repeating: 0, count: Int(padded(Int64(marker.count))) - marker.count))
         try sink([UInt8](repeating: 0, count: 2 * block))
@@ -101,7 +105,7 @@ public enum BackupArchive {
             throw LogKVError.invalidArgument("backup archive entry \(name) has a malformed size")
         }
         if name == DataDirectory.backupCompleteMarker && prefix.isEmpty && (type == UInt8(ascii: "0") || type == 0) {
-            guard size < 4096 else { throw LogKVError.invalidArgument("backup archive has an oversized \(name)") }
+            guard size <= maxMarkerSize else { throw LogKVError.invalidArgument("backup archive has an oversized \(name)") }
             return Entry(segmentID: nil, size: size)
         }
         guard prefix.isEmpty, type == UInt8(ascii: "0") || type == 0,

@@ -59,18 +59,20 @@ extension LogKV {
             try target.remove(target.backupCompleteMarkerPath)
             try target.syncDirectory(target.path)
         }
-        let (count, bytes) = try withBackupSnapshot { snapshot -> (Int, Int64) in
-            var bytes: Int64 = 0
+        let manifest = try withBackupSnapshot { snapshot -> BackupManifest in
+            var manifest = BackupManifest(segments: [])
             for segment in snapshot {
-                bytes += try Self.copyDurably(segment.file, length: segment.length,
-                                              to: target.segmentPath(segment.id), fs: dir.fs)
+                let (length, crc) = try Self.copyDurably(segment.file, length: segment.length,
+                                                         to: target.segmentPath(segment.id), fs: dir.fs)
+                manifest.segments.append(.init(id: segment.id, length: length, crc: crc))
             }
-            return (snapshot.count, bytes)
+            return manifest
         }
         try target.syncDirectory(target.segmentsPath)
         // Written last: a backup without it was interrupted, and restoring
         // part of the segments could bring deleted keys back.
-        try target.writeDurably(Array("segments \(count)\nbytes \(bytes)\n".utf8), to: target.backupCompleteMarkerPath)
+        try target.writeDurably(manifest.encoded(), to: target.backupCompleteMarkerPath)
+        let (count, bytes) = (manifest.count, manifest.totalBytes)
         logger.info("backup written", metadata: ["destination": "\(destination)", "segments": "\(count)", "bytes": "\(bytes)"])
         return (count, bytes)
     }
@@ -132,13 +134,17 @@ extension LogKV {
         let source = DataDirectory(path: backup, fs: target.fs)
         let ids = (try? source.segmentIDs()) ?? []
         guard !ids.isEmpty else { throw LogKVError.invalidArgument("\(backup) holds no segments") }
-        guard source.exists(source.backupCompleteMarkerPath) else {
+        guard let marker = try source.readSmallFile(source.backupCompleteMarkerPath) else {
             throw LogKVError.invalidArgument("\(backup) is not a complete backup (no \(DataDirectory.backupCompleteMarker)): the backup was interrupted, or this is a data directory (back it up with `logkv backup` first)")
         }
+        let manifest = try BackupManifest.decode(marker)
+        var restored: [BackupManifest.Segment] = []
         for id in ids {
             let file = try SegmentFile.open(fs: source.fs, id: id, path: source.segmentPath(id), writable: false)
-            _ = try copyDurably(file, length: file.size, to: target.segmentPath(id), fs: target.fs)
+            let (length, crc) = try copyDurably(file, length: file.size, to: target.segmentPath(id), fs: target.fs)
+            restored.append(.init(id: id, length: length, crc: crc))
         }
+        try manifest.verify(restored, backup: backup)
     }
 
     /// Unpacks a backup archive (see `BackupArchive`), strictly: segment
@@ -155,51 +161,57 @@ extension LogKV {
             offset += Int64(count)
             return out
         }
-        var restored = 0
-        var complete = false
+        var restored: [BackupManifest.Segment] = []
+        var manifest: BackupManifest?
         while offset < total {
             guard let entry = try BackupArchive.parseHeader(read(BackupArchive.block)) else { break }
             guard let segmentID = entry.segmentID else {
                 // BACKUP_COMPLETE, written after every segment.
-                _ = try read(Int(BackupArchive.padded(entry.size)))
-                complete = true
+                guard manifest == nil else { throw LogKVError.invalidArgument("backup archive holds two completion markers") }
+                let padded = try read(Int(BackupArchive.padded(entry.size)))
+                manifest = try BackupManifest.decode(Array(padded.prefix(Int(entry.size))))
                 continue
             }
-            guard !complete else { throw LogKVError.invalidArgument("backup archive holds segments after its completion marker") }
+            guard manifest == nil else { throw LogKVError.invalidArgument("backup archive holds segments after its completion marker") }
             let path = target.segmentPath(segmentID)
             if fs.exists(path) { throw LogKVError.invalidArgument("backup archive holds segment \(segmentID) twice") }
-            _ = try writeDurably(length: entry.size, to: path, fs: fs) { _, count in try read(count) }
+            let (length, crc) = try writeDurably(length: entry.size, to: path, fs: fs) { _, count in try read(count) }
             _ = try read(Int(BackupArchive.padded(entry.size) - entry.size))
-            restored += 1
+            restored.append(.init(id: segmentID, length: length, crc: crc))
         }
-        guard complete else {
+        guard let manifest else {
             throw LogKVError.invalidArgument("backup archive \(archive) is incomplete (no \(DataDirectory.backupCompleteMarker)): the stream was cut short")
         }
-        guard restored > 0 else { throw LogKVError.invalidArgument("backup archive \(archive) holds no segments") }
+        guard !restored.isEmpty else { throw LogKVError.invalidArgument("backup archive \(archive) holds no segments") }
+        try manifest.verify(restored, backup: archive)
     }
 
     /// Copies the first `length` bytes of a segment under a temporary name,
     /// fsyncs it, and renames it into place (the caller syncs the directory).
-    /// Returns the bytes copied.
-    static func copyDurably(_ file: SegmentFile, length: Int64, to destination: String, fs: any FileSystem) throws -> Int64 {
+    /// Returns the bytes copied and their CRC-32.
+    static func copyDurably(_ file: SegmentFile, length: Int64, to destination: String, fs: any FileSystem) throws -> (Int64, UInt32) {
         try writeDurably(length: length, to: destination, fs: fs) { offset, count in try file.read(at: offset, count: count) }
     }
 
     /// Writes `length` bytes that `read(offset, count)` supplies, in 4 MiB
     /// chunks, under a temporary name; fsyncs; renames into place (the caller
-    /// syncs the directory). Returns the bytes written.
+    /// syncs the directory). Returns the bytes written and their CRC-32.
     static func writeDurably(length: Int64, to destination: String, fs: any FileSystem,
-                             read: (_ offset: Int64, _ count: Int) throws -> [UInt8]) throws -> Int64 {
+                             read: (_ offset: Int64, _ count: Int) throws -> [UInt8]) throws -> (Int64, UInt32) {
         let temp = destination + ".tmp"
         let out = try fs.open(temp, .createOrTruncate)
         var offset: Int64 = 0
+        var crc: UInt32 = 0
         while offset < length {
             let chunk = try read(offset, Int(min(Int64(4 << 20), length - offset)))
-            try chunk.withUnsafeBytes { try out.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: offset) }
+            try chunk.withUnsafeBytes {
+                crc = CRC32.update(crc, $0)
+                try out.write($0, UnsafeRawBufferPointer(start: nil, count: 0), at: offset)
+            }
             offset += Int64(chunk.count)
         }
         try out.sync()
         try fs.rename(temp, to: destination)
-        return offset
+        return (offset, crc)
     }
 }
