@@ -145,9 +145,21 @@ struct KVClient {
     }
 
     /// A key in a URL path: every byte but unreserved ones and `/` escaped.
+    /// The key's bytes percent-encoded for a URL path: unreserved bytes
+    /// and `/` as they are, all else encoded — and the dots of a `.` or
+    /// `..` segment too, which HTTP clients resolve away (`a/../b` would
+    /// otherwise reach the server as `b`).
     static func path(_ key: String) -> String {
+        key.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment.allSatisfy({ $0 == "." }) && !segment.isEmpty
+                ? String(repeating: "%2E", count: segment.count)
+                : encodeSegment(segment)
+        }.joined(separator: "/")
+    }
+
+    private static func encodeSegment(_ segment: Substring) -> String {
         var out = ""
-        for b in key.utf8 {
+        for b in segment.utf8 {
             switch b {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
                  UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),

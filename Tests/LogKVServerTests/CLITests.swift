@@ -316,4 +316,28 @@ import Testing
         let json = try Self.logkv(["list", "--json"], env: env)
         #expect(json.text.contains(#"{"base64":"\/w=="}"#) || json.text.contains(#""base64":"/w==""#), "\(json.text)")
     }
+
+    /// HTTP clients resolve `.` and `..` path segments: a key that holds
+    /// them must reach the server as those bytes, never as another key.
+    @Test func keysWithDotSegmentsAreTheKeysTheyNameNotOthers() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try LiveServerTests.Logkvd(dataDir: dir)
+        let port = server.port
+        defer { _ = server.terminate() }
+        #expect(server.waitUntilReady())
+        let env = ["LOGKV_ADDR": "127.0.0.1:\(port)"]
+        #expect(try Self.logkv(["set", "b", "original"], env: env).status == 0)
+        for key in ["a/../b", "./b", "a/./b", "..", ".", "x/..", "q/../b"] {
+            #expect(try Self.logkv(["set", key, "dots \(key)"], env: env).status == 0, "set \(key)")
+            let got = try Self.logkv(["get", key], env: env)
+            #expect(got.status == 0 && got.text == "dots \(key)", "get \(key): \(got.stderr)")
+        }
+        #expect(try Self.logkv(["delete", "q/../b"], env: env).status == 0)
+        #expect(try Self.logkv(["get", "b"], env: env).text == "original")
+        let admin = try Self.logkv(["get", "p/../../admin/backup"], env: env)
+        #expect(admin.status == 1, "\(admin.stdout.count) bytes: \(admin.stderr)")
+        let c = try HTTPTestClient(port: port)
+        #expect(try c.request("GET", "/v1/kv/a/%2E%2E/b?raw").text == "dots a/../b")
+    }
 }
