@@ -352,6 +352,15 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard !closing else { return }  // the client has gone
         var framing = framing
         if quiescing { framing.keepAlive = false }
+        if let source = response.bodySource, !framing.isHEAD, ResponseEncoder.mayHaveBody(response.status) {
+            context.write(wrapOutboundOut(ResponseEncoder.encodeHead(response, framing, extraHeaders: extraHeaders,
+                                                                     allocator: context.channel.allocator)), promise: nil)
+            needsFlush = true
+            flushIfNeeded(context)
+            answering = true
+            sendPiece(context, of: source, sent: 0, keepAlive: framing.keepAlive)
+            return
+        }
         let bytes = ResponseEncoder.encode(response, framing, extraHeaders: extraHeaders, allocator: context.channel.allocator)
         if framing.keepAlive {
             context.write(wrapOutboundOut(bytes), promise: nil)
@@ -360,6 +369,64 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         } else {
             close(context, after: bytes)
         }
+    }
+
+    /// Streams `source` after its head: a piece is reserved from the answer
+    /// budget, pulled on the blocking pool, written, and only once it is on
+    /// the socket is the next one pulled. No thread waits on the client; a
+    /// client that takes nothing for the stall timeout is disconnected.
+    private func sendPiece(_ context: ChannelHandlerContext, of source: BodySource, sent: Int, keepAlive: Bool) {
+        guard !closing, context.channel.isActive else { return }
+        if sent >= source.length {
+            answering = false
+            answered(context, keepAlive: keepAlive)
+            drain(context)
+            return
+        }
+        let api = self.api
+        let budget = api.answerBudget
+        let reservation = AnswerBudget.pieceSize
+        let stallTimeout = api.configuration.streamStallTimeout
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        budget.reserve(reservation, on: context.eventLoop) {
+            let (handler, context) = loopBound.value
+            guard !handler.closing, context.channel.isActive else {
+                budget.release(reservation)
+                return
+            }
+            api.blockingPool.runIfActive(eventLoop: context.eventLoop) { try source.next() }
+                .assumeIsolated().whenComplete { result in
+                    let (handler, context) = loopBound.value
+                    guard case let .success(piece) = result, !piece.isEmpty, piece.count <= reservation,
+                          sent + piece.count <= source.length, !handler.closing, context.channel.isActive else {
+                        // A read that failed after the head was sent (the
+                        // client sees a short body) or a client that left.
+                        budget.release(reservation)
+                        handler.breakStream(context)
+                        return
+                    }
+                    let channel = context.channel
+                    let stall = context.eventLoop.scheduleTask(in: stallTimeout) { channel.close(promise: nil) }
+                    let buffer = context.channel.allocator.buffer(bytes: piece)
+                    context.writeAndFlush(handler.wrapOutboundOut(buffer)).assumeIsolated().whenComplete { written in
+                        stall.cancel()
+                        budget.release(reservation)
+                        let (handler, context) = loopBound.value
+                        switch written {
+                        case .success: handler.sendPiece(context, of: source, sent: sent + piece.count, keepAlive: keepAlive)
+                        case .failure: handler.breakStream(context)
+                        }
+                    }
+                }
+        }
+    }
+
+    private func breakStream(_ context: ChannelHandlerContext) {
+        answering = false
+        guard !closing else { return }
+        closing = true
+        queue.removeAll()
+        context.close(promise: nil)
     }
 
     /// An answer is out (or queued for the socket): wait for the next

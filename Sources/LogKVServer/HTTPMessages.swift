@@ -106,6 +106,9 @@ struct Response {
     /// Set when `headers` already carries content-length (a streamed
     /// answer's head, whose body follows separately).
     var hasContentLength = false
+    /// A body too large to hold, streamed after the head in place of
+    /// `body` (whose length `headers` then carry).
+    var bodySource: BodySource?
 
     init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: [UInt8] = [], headers: HTTPHeaders = [:]) {
         self.status = status

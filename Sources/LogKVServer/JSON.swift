@@ -46,26 +46,82 @@ struct JSONWriter {
         if needsComma { bytes.append(UInt8(ascii: ",")) }
     }
 
+    /// Writes `"name":"`, the opening of a string field whose content the
+    /// caller writes (escaped by `appendEscaped`) elsewhere — a value
+    /// streamed in pieces; `closeStringField` ends it.
+    mutating func openStringField(_ name: String) { key(name); bytes.append(UInt8(ascii: "\"")) }
+    mutating func closeStringField() { bytes.append(UInt8(ascii: "\"")); needsComma = true }
+
     private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     private mutating func appendString<S: Sequence>(_ utf8: S) where S.Element == UInt8 {
         bytes.append(UInt8(ascii: "\""))
-        for b in utf8 {
-            switch b {
-            case UInt8(ascii: "\""): bytes.append(contentsOf: [92, 34])
-            case UInt8(ascii: "\\"): bytes.append(contentsOf: [92, 92])
-            case 0x0A: bytes.append(contentsOf: [92, UInt8(ascii: "n")])
-            case 0x0D: bytes.append(contentsOf: [92, UInt8(ascii: "r")])
-            case 0x09: bytes.append(contentsOf: [92, UInt8(ascii: "t")])
-            case 0..<0x20:
-                bytes.append(contentsOf: Array("\\u00".utf8))
-                bytes.append(Self.hex[Int(b >> 4)])
-                bytes.append(Self.hex[Int(b & 0xF)])
-            default: bytes.append(b)
-            }
-        }
+        for b in utf8 { Self.appendEscaped(b, to: &bytes) }
         bytes.append(UInt8(ascii: "\""))
     }
+
+    /// One byte of UTF-8 text inside a JSON string, escaped per RFC 8259
+    /// (bytes of multi-byte characters pass as they are, so text may be
+    /// escaped in pieces cut anywhere).
+    @inline(__always)
+    static func appendEscaped(_ b: UInt8, to out: inout [UInt8]) {
+        switch b {
+        case UInt8(ascii: "\""): out.append(contentsOf: [92, 34])
+        case UInt8(ascii: "\\"): out.append(contentsOf: [92, 92])
+        case 0x0A: out.append(contentsOf: [92, UInt8(ascii: "n")])
+        case 0x0D: out.append(contentsOf: [92, UInt8(ascii: "r")])
+        case 0x09: out.append(contentsOf: [92, UInt8(ascii: "t")])
+        case 0..<0x20:
+            out.append(contentsOf: [92, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+        default: out.append(b)
+        }
+    }
+
+    /// How many bytes `appendEscaped` writes for `b`.
+    @inline(__always)
+    static func escapedCount(_ b: UInt8) -> Int {
+        switch b {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09: return 2
+        case 0..<0x20: return 6
+        default: return 1
+        }
+    }
+}
+
+/// UTF-8 validity of bytes that arrive in pieces cut anywhere (RFC 3629:
+/// no overlong forms, no surrogates, nothing above U+10FFFF).
+struct UTF8Validator {
+    private(set) var isValid = true
+    /// Continuation bytes still expected, and the range the next one must
+    /// fall in (narrower right after some lead bytes).
+    private var pending = 0
+    private var low: UInt8 = 0x80
+    private var high: UInt8 = 0xBF
+
+    mutating func feed(_ b: UInt8) {
+        guard isValid else { return }
+        if pending > 0 {
+            guard b >= low && b <= high else { isValid = false; return }
+            pending -= 1
+            low = 0x80
+            high = 0xBF
+            return
+        }
+        switch b {
+        case 0x00...0x7F: return
+        case 0xC2...0xDF: pending = 1
+        case 0xE0: pending = 2; low = 0xA0
+        case 0xE1...0xEC, 0xEE...0xEF: pending = 2
+        case 0xED: pending = 2; high = 0x9F
+        case 0xF0: pending = 3; low = 0x90
+        case 0xF1...0xF3: pending = 3
+        case 0xF4: pending = 3; high = 0x8F
+        default: isValid = false
+        }
+    }
+
+    /// Valid once every piece is in.
+    var isCompleteAndValid: Bool { isValid && pending == 0 }
 }
 
 extension Array where Element == UInt8 {

@@ -19,6 +19,8 @@ public final class KVAPI: Sendable {
     let clock: @Sendable () -> Int64
     /// Streamed responses (backups) in flight.
     let streams = ActiveStreams(limit: 1)
+    /// Memory of streamed value answers across connections.
+    let answerBudget: AnswerBudget
     /// Blocking queries held, and the indexes reads report.
     let watches: WatchRegistry
 
@@ -29,6 +31,7 @@ public final class KVAPI: Sendable {
         self.configuration = configuration
         self.blockingPool = blockingPool
         self.serverMetrics = serverMetrics
+        self.answerBudget = AnswerBudget(limit: configuration.maxAnswerBytesInFlight)
     }
 
     /// Runs engine work off the event loop; errors become JSON error responses.
@@ -44,7 +47,8 @@ public final class KVAPI: Sendable {
     /// (bounds its memory whatever the page size).
     static let expiriesTrackedPerListing = 64
 
-    /// Largest value answered as JSON on the event loop itself.
+    /// Largest value answered whole (and, when in memory, on the event
+    /// loop itself); larger ones are streamed (`KVAPI+ValueAnswer`).
     static let inlineJSONLimit = 64 * 1024
 
     private static let healthResponse = Response(status: .ok, contentType: "text/plain; charset=utf-8", body: Array("ok".utf8))
@@ -74,86 +78,115 @@ public final class KVAPI: Sendable {
     func get(_ request: Request) throws -> Reply {
         let key = request.key
         let raw = request.query["raw"] != nil
-        let head = request.method == .HEAD
         let ifNoneMatch = request.headers.first(name: "if-none-match")
-        let respond: @Sendable (StoredValue?, UInt64) -> Response = { [clock] stored, index in
-            guard let stored else {
+        let respond: @Sendable (LoadedValue, UInt64) -> Response = { [clock] loaded, index in
+            let metadata: (seq: UInt64, writtenAt: Int64, expiresAt: Int64?)
+            switch loaded.read {
+            case .missing:
                 var missing = Response.error(APIError.notFound("key not found"))
                 missing.headers.add(name: "x-logkv-index", value: String(index))
                 return missing
+            case let .whole(stored): metadata = (stored.seq, stored.writtenAt, stored.expiresAt)
+            case let .large(reader): metadata = (reader.seq, reader.writtenAt, reader.expiresAt)
             }
             var headers = HTTPHeaders()
-            let etag = "\"\(stored.seq)\""
+            let etag = "\"\(metadata.seq)\""
             headers.add(name: "etag", value: etag)
             headers.add(name: "x-logkv-index", value: String(index))
             let now = clock()
-            if let expires = stored.expiresAt {
+            if let expires = metadata.expiresAt {
                 headers.add(name: "x-logkv-ttl", value: String(max(0, (expires - now + 999) / 1000)))
             }
-            if let ifNoneMatch, ETag.matches(ifNoneMatch, seq: stored.seq) {
+            if let ifNoneMatch, ETag.matches(ifNoneMatch, seq: metadata.seq) {
                 return Response(status: .notModified, headers: headers)
             }
-            var response: Response
             if raw {
-                response = Response(status: .ok, contentType: "application/octet-stream", body: stored.value, headers: headers)
-            } else {
-                var w = JSONWriter()
-                w.beginObject()
-                w.field("success", true)
-                w.field("message", "ok")
-                // logkv-store's type: integer Unix seconds of the write.
-                w.field("timestamp", stored.writtenAt / 1000)
-                Self.writeKey(&w, key)
-                w.valueField(stored.value)
-                w.field("version", stored.seq)
-                if let expires = stored.expiresAt {
-                    w.field("ttl", max(0, (expires - now + 999) / 1000))
-                    w.field("expires_at", rfc3339(millis: expires))
+                switch loaded.read {
+                case let .large(reader):
+                    return Self.streamed(KVAPI.streamedBody(reader, shape: nil, prefix: [], suffix: []),
+                                         contentType: "application/octet-stream", headers: headers)
+                case let .whole(stored):
+                    return Response(status: .ok, contentType: "application/octet-stream", body: stored.value, headers: headers)
+                case .missing: preconditionFailure("answered above")
                 }
-                w.endObject()
-                response = Response.json(w)
-                response.headers.add(contentsOf: headers)
             }
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("success", true)
+            w.field("message", "ok")
+            // logkv-store's type: integer Unix seconds of the write.
+            w.field("timestamp", metadata.writtenAt / 1000)
+            Self.writeKey(&w, key)
+            var prefix: [UInt8]?
+            var isText = true
+            switch loaded.read {
+            case let .whole(stored): w.valueField(stored.value)
+            case .large:
+                // The value's content is streamed between the two halves.
+                isText = loaded.shape?.isText ?? false
+                w.openStringField("value")
+                prefix = w.bytes
+                w.closeStringField()
+                if !isText { w.field("encoding", "base64") }
+            case .missing: preconditionFailure("answered above")
+            }
+            w.field("version", metadata.seq)
+            if let expires = metadata.expiresAt {
+                w.field("ttl", max(0, (expires - now + 999) / 1000))
+                w.field("expires_at", rfc3339(millis: expires))
+            }
+            w.endObject()
+            if let prefix, case let .large(reader) = loaded.read {
+                let body = KVAPI.streamedBody(reader, shape: loaded.shape ?? JSONValueShape(), prefix: prefix,
+                                              suffix: Array(w.bytes[prefix.count...]))
+                return Self.streamed(body, contentType: "application/json", headers: headers)
+            }
+            var response = Response.json(w)
+            response.headers.add(contentsOf: headers)
             return response  // a HEAD answer loses its body in the encoder
         }
         let watches = self.watches
         let store = self.store
-        let outcome: @Sendable (StoredValue?) -> HeldRead.Outcome = { stored in
-            let index = stored.map { WatchIndex.write($0.seq) } ?? watches.missingKeyIndex(key)
-            return HeldRead.Outcome(response: respond(stored, index), index: index, present: stored != nil,
-                                    settling: stored == nil && store.hasWriteInFlight(key), expiresAt: stored?.expiresAt)
+        let outcome: @Sendable (LoadedValue) -> HeldRead.Outcome = { loaded in
+            let index = loaded.seq.map { WatchIndex.write($0) } ?? watches.missingKeyIndex(key)
+            return HeldRead.Outcome(response: respond(loaded, index), index: index, present: loaded.seq != nil,
+                                    settling: loaded.seq == nil && store.hasWriteInFlight(key), expiresAt: loaded.expiresAt)
         }
         if let query = try BlockingQuery(request, maxWait: configuration.maxBlockingWait) {
             return .later(HeldRead.start(request, registry: watches, subject: .key(key), query: query, clock: clock) { [self] in
-                readKey(request, inline: raw || head, outcome)
+                readKey(request, raw: raw, outcome)
             })
         }
-        // Hot keys are answered on the event loop; anything that needs the
-        // disk goes to the blocking pool.
-        if case let .done(stored) = try store.getWithoutWaiting(key) {
-            // Encoding a large value as JSON (up to 6x for control bytes)
-            // is real work: not on the event loop.
-            if raw || head || (stored?.value.count ?? 0) <= Self.inlineJSONLimit {
-                return .now(outcome(stored).response)
-            }
-            return offload(request) { outcome(stored).response }
+        // Small values in memory are answered on the event loop; anything
+        // that needs the disk, and every large value (read, checked and
+        // streamed in pieces), goes to the blocking pool.
+        if case let .done(stored) = try store.getWithoutWaiting(key, valueUpTo: Self.inlineJSONLimit) {
+            return .now(outcome(LoadedValue(read: stored.map { .whole($0) } ?? .missing)).response)
         }
-        return offload(request) { [store] in outcome(try store.get(key)).response }
+        return offload(request) { [self] in outcome(try loadValue(key, raw: raw)).response }
+    }
+
+    /// A 200 whose body `source` streams.
+    static func streamed(_ source: BodySource, contentType: String, headers: HTTPHeaders) -> Response {
+        var response = Response(status: .ok, contentType: contentType, headers: headers)
+        response.headers.add(name: "content-length", value: String(source.length))
+        response.hasContentLength = true
+        response.bodySource = source
+        return response
     }
 
     /// Reads `key` into `make`'s outcome: on the event loop when that needs
-    /// no disk (and, unless `inline`, the value is small), else on the pool.
-    private func readKey(_ request: Request, inline: Bool,
-                         _ make: @escaping @Sendable (StoredValue?) -> HeldRead.Outcome) -> EventLoopFuture<HeldRead.Outcome> {
+    /// no disk and the value is small, else on the pool.
+    private func readKey(_ request: Request, raw: Bool,
+                         _ make: @escaping @Sendable (LoadedValue) -> HeldRead.Outcome) -> EventLoopFuture<HeldRead.Outcome> {
         do {
-            if case let .done(stored) = try store.getWithoutWaiting(request.key),
-               inline || (stored?.value.count ?? 0) <= Self.inlineJSONLimit {
-                return request.eventLoop.makeSucceededFuture(make(stored))
+            if case let .done(stored) = try store.getWithoutWaiting(request.key, valueUpTo: Self.inlineJSONLimit) {
+                return request.eventLoop.makeSucceededFuture(make(LoadedValue(read: stored.map { .whole($0) } ?? .missing)))
             }
         } catch {
             return request.eventLoop.makeFailedFuture(error)
         }
-        return blockingPool.runIfActive(eventLoop: request.eventLoop) { [store, key = request.key] in make(try store.get(key)) }
+        return blockingPool.runIfActive(eventLoop: request.eventLoop) { [self, key = request.key] in make(try loadValue(key, raw: raw)) }
     }
 
     func putJSON(_ request: Request) throws -> Reply {

@@ -34,6 +34,10 @@ public struct ServerConfiguration: Sendable {
     /// Request body bytes held in memory across all connections; a request
     /// that would go over gets a 503 with Retry-After before its body is read.
     public var maxBodyBytesInFlight = 512 * 1024 * 1024
+    /// Bytes of streamed answers (values over 64 KiB, sent in 128 KiB
+    /// pieces) held in memory across all connections; a stream that finds
+    /// it spent waits for room (see `AnswerBudget`).
+    public var maxAnswerBytesInFlight = 64 * 1024 * 1024
     /// Bytes of values one `POST /v1/batch` may return; beyond it the batch
     /// is refused with 413 (ask for fewer keys per batch).
     public var maxBatchResponseBytes = 64 * 1024 * 1024
@@ -42,8 +46,8 @@ public struct ServerConfiguration: Sendable {
     public var idleTimeout: TimeAmount = .seconds(60)
     /// A request body must arrive within this time of its head (else 408).
     public var requestTimeout: TimeAmount = .seconds(30)
-    /// A streamed response (a backup) whose client reads nothing for this
-    /// long is disconnected.
+    /// A streamed response (a backup, a large value) whose client reads
+    /// nothing for this long is disconnected.
     public var streamStallTimeout: TimeAmount = .seconds(60)
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish before
     /// their connections are closed; a second signal stops waiting at once.

@@ -52,8 +52,8 @@ private struct WarningCollector: LogHandler {
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .warning
     subscript(metadataKey key: String) -> Logger.Metadata.Value? { get { nil } set {} }
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-        if level >= .warning { lines.value.withLock { $0.append("\(message)") } }
+    func log(event: LogEvent) {
+        if event.level >= .warning { lines.value.withLock { $0.append("\(event.message)") } }
     }
 }
 

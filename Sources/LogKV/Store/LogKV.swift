@@ -340,29 +340,11 @@ public final class LogKV: @unchecked Sendable {
     /// - Throws: `.corruption` if the record fails its checksum (never returns
     ///   garbage), `.io`, `.index`, `.closed`.
     public func get(_ key: [UInt8]) throws -> StoredValue? {
-        try validate(key: key)
-        let now = options.clock()
-        for attempt in 0..<3 {
-            let observed = try locateObserving(key)
-            guard let location = observed.location else {
-                metrics.readMiss.increment()
-                return nil
-            }
-            if location.isExpired(now: now) {
-                expireLazily(key, location, observedEpoch: observed.epoch)
-                metrics.readExpired.increment()
-                return nil
-            }
-            do {
-                let value = try readValue(key: key, at: location)
-                metrics.readHit.increment()
-                return value
-            } catch SegmentGone.gone where attempt < 2 {
-                // Compaction moved the key between locating and reading it.
-                continue
-            }
+        switch try read(key, wholeUpTo: .max) {
+        case .missing: return nil
+        case let .whole(value): return value
+        case .large: preconditionFailure("every value is at most Int.max bytes")
         }
-        throw LogKVError.corruption(segment: 0, offset: 0, reason: "key kept moving while being read")
     }
 
     /// The outcome of `getWithoutWaiting`.
@@ -378,7 +360,9 @@ public final class LogKV: @unchecked Sendable {
     /// and its record in the page cache. Safe to call on an event loop.
     ///
     /// - Throws: as `get`.
-    public func getWithoutWaiting(_ key: [UInt8]) throws -> ImmediateRead {
+    /// A value larger than `limit` bytes is `.wouldBlock` before any of it
+    /// is read (see `read(_:wholeUpTo:)` for those).
+    public func getWithoutWaiting(_ key: [UInt8], valueUpTo limit: Int = .max) throws -> ImmediateRead {
         try validate(key: key)
         guard let observed = try locateWithoutWaiting(key) else { return .wouldBlock }
         guard let location = observed.location else {
@@ -390,7 +374,8 @@ public final class LogKV: @unchecked Sendable {
             metrics.readExpired.increment()
             return .done(nil)
         }
-        guard let segment = state.withLock({ segments[location.segment] }),
+        guard Supersession.valueSize(recordLength: location.length, keyCount: key.count) <= limit,
+              let segment = state.withLock({ segments[location.segment] }),
               let bytes = segment.readIfCached(at: location.offset, count: location.length) else {
             return .wouldBlock
         }

@@ -1,0 +1,64 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A body too large to hold in memory (a big value), pulled in pieces on
+/// the blocking pool. `HTTPConnectionHandler` writes each piece and waits
+/// until it is on the socket before it pulls the next, so an answer holds
+/// one piece in memory, and no thread waits on a slow client.
+struct BodySource: Sendable {
+    /// The body's exact length (the answer's Content-Length).
+    let length: Int
+    /// The next piece, at most `AnswerBudget.pieceSize` bytes; called one at
+    /// a time, off the event loop, until `length` bytes came.
+    let next: @Sendable () throws -> [UInt8]
+}
+
+/// Bytes of streamed answers (`BodySource` pieces) held in memory across
+/// every connection. A piece is reserved before it is read and released
+/// once it is on the socket; a connection that finds the budget spent waits
+/// its turn (first come, first served) without holding a thread. A client
+/// that reads nothing holds one piece until the stall timeout ends it.
+///
+/// Thread-safe.
+final class AnswerBudget: Sendable {
+    /// The largest piece a `BodySource` hands out.
+    static let pieceSize = 128 * 1024
+
+    let limit: Int
+    private struct Waiter { var bytes: Int; var loop: EventLoop; var granted: @Sendable () -> Void }
+    private struct State { var used = 0; var waiters = CircularBuffer<Waiter>() }
+    private let state = NIOLockedValueBox(State())
+
+    init(limit: Int) { self.limit = max(limit, Self.pieceSize) }
+
+    /// Calls `granted` on `loop` once `bytes` are reserved: at once if the
+    /// budget has room and nobody waits, else after releases make room.
+    func reserve(_ bytes: Int, on loop: EventLoop, _ granted: @escaping @Sendable () -> Void) {
+        let now: Bool = state.withLockedValue { state in
+            if state.waiters.isEmpty && state.used + bytes <= limit {
+                state.used += bytes
+                return true
+            }
+            state.waiters.append(Waiter(bytes: bytes, loop: loop, granted: granted))
+            return false
+        }
+        if now { granted() }
+    }
+
+    func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        let ready: [Waiter] = state.withLockedValue { state in
+            state.used -= bytes
+            var ready: [Waiter] = []
+            while let first = state.waiters.first, state.used + first.bytes <= limit {
+                state.used += first.bytes
+                ready.append(state.waiters.removeFirst())
+            }
+            return ready
+        }
+        for waiter in ready { waiter.loop.execute(waiter.granted) }
+    }
+
+    var inUse: Int { state.withLockedValue { $0.used } }
+    var waiting: Int { state.withLockedValue { $0.waiters.count } }
+}
