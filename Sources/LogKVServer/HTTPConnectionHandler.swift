@@ -352,6 +352,23 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard !closing else { return }  // the client has gone
         var framing = framing
         if quiescing { framing.keepAlive = false }
+        if response.body.count > ResponseCompression.maximumOnEventLoop,
+           let algorithm = ResponseCompression.coding(for: response, framing) {
+            // Compressing a large answer takes milliseconds: on the pool.
+            answering = true
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            api.blockingPool.runIfActive(eventLoop: context.eventLoop) { ResponseCompression.encoded(response, algorithm) }
+                .assumeIsolated().whenComplete { result in
+                    let (handler, context) = loopBound.value
+                    var settled = response
+                    settled.codingDecided = true
+                    if case let .success(encoded) = result { settled = encoded }
+                    handler.answering = false
+                    handler.answer(context, settled, framing, extraHeaders: extraHeaders)
+                    handler.drain(context)
+                }
+            return
+        }
         if let source = response.bodySource, !framing.isHEAD, ResponseEncoder.mayHaveBody(response.status) {
             context.write(wrapOutboundOut(ResponseEncoder.encodeHead(response, framing, extraHeaders: extraHeaders,
                                                                      allocator: context.channel.allocator)), promise: nil)

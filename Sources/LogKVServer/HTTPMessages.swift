@@ -109,6 +109,8 @@ struct Response {
     /// A body too large to hold, streamed after the head in place of
     /// `body` (whose length `headers` then carry).
     var bodySource: BodySource?
+    /// Whether the body's content coding (compression) is settled.
+    var codingDecided = false
 
     init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: [UInt8] = [], headers: HTTPHeaders = [:]) {
         self.status = status

@@ -11,9 +11,13 @@ import CZlib
 /// gzip preferred to deflate at equal weight, `*` means gzip.
 enum ResponseCompression {
     static let minimumBytes = 1024
-    /// Larger answers go as they are: compression runs on the event loop,
-    /// and a large value's JSON would hold it for many milliseconds.
+    /// Larger answers go as they are (values over 64 KiB are streamed and
+    /// never compressed; this bounds listings and the like).
     static let maximumBytes = 1 << 20
+    /// Answers larger than this are compressed on the blocking pool, not on
+    /// the event loop (gzip of 1 MiB takes milliseconds; of 16 KiB, about
+    /// a tenth of one).
+    static let maximumOnEventLoop = 16 * 1024
     static let compressedTypes = ["application/json", "text/plain"]
 
     enum Algorithm {
@@ -28,6 +32,27 @@ enum ResponseCompression {
     static func eligible(contentType: String?, bodyCount: Int) -> Bool {
         guard bodyCount >= minimumBytes, bodyCount <= maximumBytes, let contentType else { return false }
         return compressedTypes.contains(where: { contentType.hasPrefix($0) })
+    }
+
+    /// The coding to give `response` for this request, or nil to send it
+    /// as it is.
+    static func coding(for response: Response, _ framing: ResponseEncoder.Framing) -> Algorithm? {
+        guard !response.codingDecided, !framing.isHEAD, ResponseEncoder.mayHaveBody(response.status),
+              eligible(contentType: response.headers.first(name: "content-type"), bodyCount: response.body.count) else { return nil }
+        return negotiate(framing.requestHeaders["accept-encoding"])
+    }
+
+    /// `response` with its body compressed (or left as it is if zlib fails),
+    /// its coding decided either way.
+    static func encoded(_ response: Response, _ algorithm: Algorithm) -> Response {
+        var out = response
+        out.codingDecided = true
+        if let compressed = compress(response.body, algorithm) {
+            out.body = compressed
+            out.headers.add(name: "content-encoding", value: algorithm.token)
+            out.headers.add(name: "vary", value: "Accept-Encoding")
+        }
+        return out
     }
 
     /// The algorithm the client accepts best, or nil for none. `*` stands

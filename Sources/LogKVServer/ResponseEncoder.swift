@@ -22,18 +22,15 @@ enum ResponseEncoder {
 
     static func encode(_ response: Response, _ framing: Framing, extraHeaders: [(String, String)] = [],
                        allocator: ByteBufferAllocator) -> ByteBuffer {
-        var body = response.body
-        var headers = response.headers
-        let mayHaveBody = Self.mayHaveBody(response.status)
-        if !mayHaveBody || framing.isHEAD {
-            body = []
-        } else if ResponseCompression.eligible(contentType: headers.first(name: "content-type"), bodyCount: body.count),
-                  let algorithm = ResponseCompression.negotiate(framing.requestHeaders["accept-encoding"]),
-                  let compressed = ResponseCompression.compress(body, algorithm) {
-            body = compressed
-            headers.add(name: "content-encoding", value: algorithm.token)
-            headers.add(name: "vary", value: "Accept-Encoding")
+        var response = response
+        if let algorithm = ResponseCompression.coding(for: response, framing) {
+            // Small enough to compress here (larger ones the handler
+            // compressed on the blocking pool already).
+            response = ResponseCompression.encoded(response, algorithm)
         }
+        let mayHaveBody = Self.mayHaveBody(response.status)
+        let body = !mayHaveBody || framing.isHEAD ? [] : response.body
+        let headers = response.headers
         var buffer = allocator.buffer(capacity: 160 + headers.count * 40 + body.count)
         writeStatusLine(response.status, version: framing.version, into: &buffer)
         for (name, value) in headers where mayHaveBody || !isFramingHeader(name) {

@@ -38,6 +38,25 @@ import Testing
         }
     }
 
+    /// Over HTTP: a small answer is compressed on the event loop, a larger
+    /// one (over 16 KiB) on the blocking pool; both inflate to the answer a
+    /// client that accepts no coding gets, and the connection goes on.
+    @Test func answersSmallAndLargeAreCompressedToWhatInflatesToTheUncompressedAnswer() async throws {
+        try await withServer { s in
+            for i in 0..<2000 { try s.store.put(Array("key/\(i)".utf8), Array("v".utf8)) }
+            let c = try s.client()
+            for limit in [100, 2000] {
+                let plain = try c.request("GET", "/v1/keys?limit=\(limit)")
+                #expect(plain.headers["content-encoding"] == nil)
+                #expect((limit == 100) == (plain.body.count <= ResponseCompression.maximumOnEventLoop), "\(plain.body.count) bytes")
+                let gzip = try c.request("GET", "/v1/keys?limit=\(limit)", headers: ["Accept-Encoding": "gzip"])
+                #expect(gzip.headers["content-encoding"] == "gzip" && gzip.headers["vary"] == "Accept-Encoding")
+                #expect(Self.inflate(gzip.body, windowBits: 31) == plain.body, "limit \(limit)")
+            }
+            #expect(try c.request("GET", "/health").status == 200)
+        }
+    }
+
     /// zlib's inflate, one call: the whole output fits `capacity`.
     static func inflate(_ input: [UInt8], windowBits: Int32, capacity: Int = 1 << 20) -> [UInt8]? {
         var stream = z_stream()
