@@ -15,7 +15,7 @@ start_logkvd() {
         chmod 755 "$bindir"
         cp "$binary" "$bindir/logkvd"
         chmod 755 "$bindir/logkvd"
-        mkdir -p "$data"
+        mkdir -p -m 700 "$data"
         chown -R nobody: "$data"
         run=(setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$bindir/logkvd")
     fi

@@ -1,26 +1,47 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Open client connections across every listener, against a cap.
+/// Open client connections across every listener, against a cap, and a
+/// few more past it for health checks and scrapes: an orchestrator that
+/// finds `/health` refused at the cap would kill a server that is only busy.
 ///
 /// Thread-safe.
 final class ConnectionCounter: Sendable {
+    static var probeReserve: Int { ServerConfiguration.probeConnectionReserve }
+
+    enum Admission { case full, probesOnly, refused }
+
     let limit: Int
-    private let open = NIOLockedValueBox(0)
+    private let open = NIOLockedValueBox((regular: 0, probes: 0))
 
     init(limit: Int) { self.limit = limit }
 
-    func tryOpen() -> Bool {
+    /// Admits a connection; `close(_:)` with the same admission when it ends.
+    func tryOpen() -> Admission {
         open.withLockedValue { n in
-            guard n < limit else { return false }
-            n += 1
-            return true
+            if n.regular < limit {
+                n.regular += 1
+                return .full
+            }
+            if n.probes < Self.probeReserve {
+                n.probes += 1
+                return .probesOnly
+            }
+            return .refused
         }
     }
 
-    func close() { open.withLockedValue { $0 -= 1 } }
+    func close(_ admission: Admission) {
+        open.withLockedValue { n in
+            switch admission {
+            case .full: n.regular -= 1
+            case .probesOnly: n.probes -= 1
+            case .refused: break
+            }
+        }
+    }
 
-    var count: Int { open.withLockedValue { $0 } }
+    var count: Int { open.withLockedValue { $0.regular + $0.probes } }
 }
 
 /// The whole pipeline of a connection over the cap: a plain 503 (JSON body,

@@ -38,6 +38,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         var requestGuard: RequestGuard
         var idleTimeout: TimeAmount
         var requestTimeout: TimeAmount
+        /// A connection admitted past the cap (`ConnectionCounter`): it may
+        /// ask for `/health` or `/metrics` once, and anything else is 503.
+        var probesOnly = false
     }
 
     private let api: KVAPI
@@ -215,6 +218,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             armRequestTimer(context, head: head)
             var request = Request(head: head, body: nil, eventLoop: context.eventLoop)
             let route = KVAPI.match(&request, in: settings.requestGuard.routes)
+            if settings.probesOnly, (try? route.get())?.isProbe != true {
+                refuse(context, APIError(.serviceUnavailable, "too many connections (limit \(api.configuration.maxConnections)); retry later",
+                                         headers: [("Retry-After", "1")]), to: head, route: route, keepAlive: false)
+                return
+            }
             if let error = settings.requestGuard.check(head, route: route, remote: context.channel.remoteAddress,
                                                       reserved: &reserved) {
                 // Without a body to skip, the connection can stay open.
@@ -274,7 +282,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         var request = full.request
         request.connection = connectionEvents
         let head = full.head
-        let framing = ResponseEncoder.Framing(version: head.version, keepAlive: head.isKeepAlive, isHEAD: head.method == .HEAD,
+        let framing = ResponseEncoder.Framing(version: head.version, keepAlive: head.isKeepAlive && !settings.probesOnly,
+                                              isHEAD: head.method == .HEAD,
                                               requestHeaders: head.headers)
         let record = RequestRecord(metrics: api.serverMetrics, route: try? full.route.get(), method: head.method,
                                    started: started)

@@ -96,11 +96,14 @@ public final class LogKVHTTPServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    guard connections.tryOpen() else {
+                    let admission = connections.tryOpen()
+                    guard admission != .refused else {
                         try sync.addHandler(ConnectionRefusalHandler(limit: connections.limit))
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in connections.close() }
+                    channel.closeFuture.whenComplete { _ in connections.close(admission) }
+                    var settings = settings
+                    settings.probesOnly = admission == .probesOnly
                     // No other handler: every one a request crosses costs. A client
                     // that does not read its answers stops being read (the
                     // connection handler holds its reads).

@@ -19,6 +19,8 @@ struct Route: Sendable {
     /// Whether requests carry a body: only writes and batches do. Any other
     /// request with a body is refused before the body is read.
     var takesBody: Bool { (method == .PUT || method == .POST) && !isAdmin }
+    /// `/health` and `/metrics`: answered even past the connection cap.
+    var isProbe: Bool { template == "/health" || template == "/metrics" }
     /// Whether the body is JSON (so a form's content type is never meant).
     var readsJSON: Bool { template == "/v1/kv" || template == "/v1/batch" }
 
@@ -60,7 +62,7 @@ extension KVAPI {
     }
 
     /// What a separate metrics listener (`--metrics-addr`) serves.
-    static let metricsRoutes = routes.filter { $0.template == "/metrics" || $0.template == "/health" }
+    static let metricsRoutes = routes.filter(\.isProbe)
 
     /// Finds the route for a request, or the error to answer: 404 for an
     /// unknown path, 405 (with `Allow`) for a known path and another method.

@@ -31,6 +31,10 @@ public struct ServerConfiguration: Sendable {
     /// Open client connections across all listeners; more get a 503 and are
     /// closed at once.
     public var maxConnections = 4096
+    /// Connections past `maxConnections` that may still ask for `/health` or
+    /// `/metrics` (once each; anything else is 503), so a server busy at its
+    /// cap still answers its orchestrator and Prometheus.
+    public static let probeConnectionReserve = 16
     /// Request body bytes held in memory across all connections; a request
     /// that would go over gets a 503 with Retry-After before its body is read.
     public var maxBodyBytesInFlight = 512 * 1024 * 1024

@@ -50,6 +50,8 @@ struct Logkvd: AsyncParsableCommand {
     var maxWait: String?
     @Option(help: "Request body bytes held in memory across all connections.")
     var maxBodyBytesInFlight = ServerConfiguration().maxBodyBytesInFlight
+    @Option(help: "Bytes of large answers (values over 64 KiB, streamed in 128 KiB pieces) held in memory across all connections.")
+    var maxAnswerBytesInFlight = ServerConfiguration().maxAnswerBytesInFlight
     @Option(help: "Seconds a keep-alive connection may stay idle (or take to send a request head).")
     var idleTimeout = 60
     @Option(help: "Seconds a request body may take to arrive after its head.")
@@ -96,6 +98,7 @@ struct Logkvd: AsyncParsableCommand {
             serverConfig.maxBlockingWait = wait
         }
         serverConfig.maxBodyBytesInFlight = maxBodyBytesInFlight
+        serverConfig.maxAnswerBytesInFlight = maxAnswerBytesInFlight
         serverConfig.idleTimeout = .seconds(Int64(idleTimeout))
         serverConfig.requestTimeout = .seconds(Int64(requestTimeout))
         serverConfig.shutdownGracePeriod = .seconds(Int64(shutdownGrace))
@@ -103,15 +106,17 @@ struct Logkvd: AsyncParsableCommand {
             serverConfig.corsOrigins = origins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty }
         }
-        guard maxConnections > 0, maxBodyBytesInFlight > 0, idleTimeout > 0, requestTimeout > 0, shutdownGrace >= 0 else {
+        guard maxConnections > 0, maxBodyBytesInFlight > 0, maxAnswerBytesInFlight > 0, idleTimeout > 0, requestTimeout > 0, shutdownGrace >= 0 else {
             throw ValidationError("connection, body, timeout and grace settings must be positive")
         }
         let descriptors = Self.raiseFileDescriptorLimit(logger: logger)
-        // Connections must leave room for segments, the index and accepts:
-        // at the descriptor limit accept() fails and the loop would spin.
-        let reserve = LogKVOptions().maxOpenSegments + 64
-        if descriptors > 0 && serverConfig.maxConnections > descriptors - reserve {
-            let cap = max(1, descriptors - reserve)
+        // Connections must leave room for segments, the index and accepts
+        // (at the descriptor limit accept() fails and the loop would spin),
+        // and each may hold a second descriptor while it streams a large
+        // value (`ValueReader`), plus the few over the cap kept for probes.
+        let reserve = LogKVOptions().maxOpenSegments + 64 + ServerConfiguration.probeConnectionReserve
+        if descriptors > 0 && serverConfig.maxConnections > (descriptors - reserve) / 2 {
+            let cap = max(1, (descriptors - reserve) / 2)
             logger.notice("lowering --max-connections to fit the open-file limit",
                           metadata: ["max_connections": "\(cap)", "open_file_limit": "\(descriptors)"])
             serverConfig.maxConnections = cap

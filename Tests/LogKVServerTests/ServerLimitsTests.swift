@@ -225,7 +225,11 @@ import Testing
         }
     }
 
-    @Test func connectionsBeyondTheCapGet503AndTheServerRecovers() async throws {
+    /// Past the cap, a few connections may still ask for `/health` and
+    /// `/metrics` (an orchestrator must not kill a server that is only
+    /// busy); anything else there is 503, and past those few every
+    /// connection gets 503 at once.
+    @Test func connectionsBeyondTheCapGet503ButHealthAndMetricsStillAnswer() async throws {
         try await withServer(configure: { $0.maxConnections = 4 }) { s in
             var held: [HTTPTestClient] = []
             for _ in 0..<4 {
@@ -233,13 +237,31 @@ import Testing
                 #expect(try c.request("GET", "/health").status == 200)
                 held.append(c)
             }
-            let refused = try s.client()
-            let r = try refused.readResponse()
-            #expect(r.status == 503)
-            #expect((r.json["message"] as? String)?.contains("too many connections") == true)
+            let health = try s.client().request("GET", "/health")
+            #expect(health.status == 200 && health.headers["connection"] == "close")
+            #expect(try s.client().request("GET", "/metrics").status == 200)
+            let other = try s.client().request("GET", "/v1/keys")
+            #expect(other.status == 503)
+            #expect((other.json["message"] as? String)?.contains("too many connections") == true)
+            // Probe connections held open use up the reserve; past it, a
+            // connection gets 503 before it asks anything.
+            var probes: [HTTPTestClient] = []
+            var refusedAtOnce: [UInt8] = []
+            for _ in 0..<(ServerConfiguration.probeConnectionReserve + 8) where refusedAtOnce.isEmpty {
+                let c = try s.client()
+                var waited = 0
+                while refusedAtOnce.isEmpty && waited < 5, let bytes = try? c.readAvailable() {
+                    refusedAtOnce = bytes
+                    waited += 1
+                }
+                probes.append(c)
+            }
+            #expect(probes.count > ServerConfiguration.probeConnectionReserve)
+            #expect(String(decoding: refusedAtOnce, as: UTF8.self).hasPrefix("HTTP/1.1 503"))
             held.removeAll()
+            probes.removeAll()
             // The server notices the closes soon (a starved one, later).
-            #expect(eventually { (try? s.client().request("GET", "/health").status) == 200 })
+            #expect(eventually { (try? s.client().request("GET", "/v1/keys").status) == 200 })
         }
     }
 
