@@ -45,6 +45,16 @@ final class AnswerBudget: Sendable {
         if now { granted() }
     }
 
+    /// Reserves `bytes` now if the budget has room and nobody waits;
+    /// false (taking nothing) otherwise.
+    func tryReserve(_ bytes: Int) -> Bool {
+        state.withLockedValue { state in
+            guard state.waiters.isEmpty && state.used + bytes <= limit else { return false }
+            state.used += bytes
+            return true
+        }
+    }
+
     func release(_ bytes: Int) {
         guard bytes > 0 else { return }
         let ready: [Waiter] = state.withLockedValue { state in

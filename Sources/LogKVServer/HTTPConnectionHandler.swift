@@ -358,7 +358,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// (or closes it once the answer is out).
     private func answer(_ context: ChannelHandlerContext, _ response: Response, _ framing: ResponseEncoder.Framing,
                         extraHeaders: [(String, String)]) {
-        guard !closing else { return }  // the client has gone
+        let budgetBytes = response.answerBudgetBytes
+        guard !closing else {  // the client has gone
+            api.answerBudget.release(budgetBytes)
+            return
+        }
         var framing = framing
         if quiescing { framing.keepAlive = false }
         if response.body.count > ResponseCompression.maximumOnEventLoop,
@@ -388,12 +392,18 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         let bytes = ResponseEncoder.encode(response, framing, extraHeaders: extraHeaders, allocator: context.channel.allocator)
+        var written: EventLoopPromise<Void>?
+        if budgetBytes > 0 {
+            let budget = api.answerBudget
+            written = context.eventLoop.makePromise()
+            written!.futureResult.whenComplete { _ in budget.release(budgetBytes) }
+        }
         if framing.keepAlive {
-            context.write(wrapOutboundOut(bytes), promise: nil)
+            context.write(wrapOutboundOut(bytes), promise: written)
             needsFlush = true
             answered(context, keepAlive: true)
         } else {
-            close(context, after: bytes)
+            close(context, after: bytes, written: written)
         }
     }
 
@@ -468,8 +478,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Closes the connection once `last` (and every answer before it) is
     /// written; input still queued is dropped.
-    private func close(_ context: ChannelHandlerContext, after last: ByteBuffer?) {
-        guard !closing else { return }
+    private func close(_ context: ChannelHandlerContext, after last: ByteBuffer?, written: EventLoopPromise<Void>? = nil) {
+        guard !closing else {
+            written?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
         closing = true
         releaseBudget()
         queue.removeAll()
@@ -479,8 +492,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         unsentAtLastIdleCheck = nil
         startTicker(context)
         needsFlush = false
-        let written = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
-        written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        let flushed = context.writeAndFlush(wrapOutboundOut(last ?? context.channel.allocator.buffer(capacity: 0)))
+        flushed.cascade(to: written)
+        flushed.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Answers `error`; the connection closes unless `keepAlive` (nothing of

@@ -111,6 +111,9 @@ struct Response {
     var bodySource: BodySource?
     /// Whether the body's content coding (compression) is settled.
     var codingDecided = false
+    /// Bytes of the answer budget this body holds (a large batch answer),
+    /// released once it is written.
+    var answerBudgetBytes = 0
 
     init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: [UInt8] = [], headers: HTTPHeaders = [:]) {
         self.status = status

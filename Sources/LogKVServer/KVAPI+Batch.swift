@@ -10,7 +10,8 @@ import LogKV
 /// The answer is bounded by `maxBatchResponseBytes`: a get whose value would
 /// take it past the budget answers status 413 with a message instead of the
 /// value (ask for it alone), so no batch can make the server build a huge
-/// response.
+/// response; and it counts against the server-wide answer budget until it
+/// is written (503 while that is spent).
 extension KVAPI {
     struct BatchBody: Decodable { var ops: [WriteBody] }
 
@@ -46,7 +47,7 @@ extension KVAPI {
             }
         }
         let budget = configuration.maxBatchResponseBytes
-        return offload(request) { [store, ops] in
+        return offload(request) { [store, ops, answerBudget] in
             var w = JSONWriter()
             w.beginObject()
             w.field("success", true)
@@ -70,7 +71,10 @@ extension KVAPI {
                     case let .get(key):
                         w.field("op", "get")
                         if let stored = try store.get(key) {
-                            let encoded = stored.value.isValidUTF8 ? stored.value.count : (stored.value.count + 2) / 3 * 4
+                            // Exactly what `valueField` writes: escapes take
+                            // up to 6 bytes a byte, base64 4 per 3.
+                            let encoded = stored.value.isValidUTF8
+                                ? stored.value.reduce(0) { $0 + JSONWriter.escapedCount($1) } : (stored.value.count + 2) / 3 * 4
                             guard w.bytes.count + encoded <= budget else {
                                 w.field("success", false)
                                 w.field("status", 413)
@@ -97,7 +101,15 @@ extension KVAPI {
             }
             w.endArray()
             w.endObject()
-            return Response.json(w)
+            // Held whole until written: counted in the server's answer
+            // budget like streamed pieces, or refused while it is spent.
+            guard answerBudget.tryReserve(w.bytes.count) else {
+                return Response.error(APIError(.serviceUnavailable, "the server is sending too many large answers; retry later",
+                                               headers: [("Retry-After", "1")]))
+            }
+            var response = Response.json(w)
+            response.answerBudgetBytes = w.bytes.count
+            return response
         }
     }
 }

@@ -44,7 +44,7 @@ public struct ServerConfiguration: Sendable {
     public var maxAnswerBytesInFlight = 64 * 1024 * 1024
     /// Bytes of values one `POST /v1/batch` may return; beyond it the batch
     /// is refused with 413 (ask for fewer keys per batch).
-    public var maxBatchResponseBytes = 64 * 1024 * 1024
+    public var maxBatchResponseBytes = 16 * 1024 * 1024
     /// A keep-alive connection must send its next request head within this
     /// time of the last response (also bounds a head sent byte by byte).
     public var idleTimeout: TimeAmount = .seconds(60)

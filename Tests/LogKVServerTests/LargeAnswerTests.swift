@@ -99,7 +99,7 @@ import Testing
                 }
                 for try await same in group { #expect(same) }
             }
-            #expect(s.server.api.answerBudget.inUse == 0)
+            #expect(eventually { s.server.api.answerBudget.inUse == 0 })
         }
     }
 }

@@ -348,6 +348,35 @@ import Testing
         }
     }
 
+    /// Control bytes escape to six bytes each in JSON: the budget counts
+    /// what is written, not the value's length.
+    @Test func batchResponsesCountEscapedBytesAgainstTheirBudget() async throws {
+        try await withServer(configure: { $0.maxBatchResponseBytes = 100_000 }) { s in
+            try s.store.put(Array("c".utf8), [UInt8](repeating: 0x01, count: 10_000))  // 60,000 bytes escaped
+            let ops = (0..<10).map { _ in #"{"op":"get","key":"c"}"# }.joined(separator: ",")
+            let r = try s.client().request("POST", "/v1/batch", json: #"{"ops":[\#(ops)]}"#)
+            #expect(r.status == 200)
+            #expect(r.body.count < 100_000 + 4096, "\(r.body.count) bytes")
+            let results = r.json["results"] as? [[String: Any]] ?? []
+            #expect(results.filter { $0["status"] as? Int == 200 }.count == 1)
+            #expect(eventually { s.server.api.answerBudget.inUse == 0 }, "the batch answer's bytes went back to the answer budget")
+        }
+    }
+
+    /// A batch answer is held whole until written: it counts against the
+    /// server-wide answer budget, and while that is spent the batch is 503.
+    @Test func aBatchAnswerTheAnswerBudgetCannotHoldIs503() async throws {
+        try await withServer(configure: { $0.maxAnswerBytesInFlight = AnswerBudget.pieceSize }) { s in
+            try s.store.put(Array("v".utf8), [UInt8](repeating: 0x61, count: 60_000))
+            let ops = (0..<4).map { _ in #"{"op":"get","key":"v"}"# }.joined(separator: ",")
+            let r = try s.client().request("POST", "/v1/batch", json: #"{"ops":[\#(ops)]}"#)
+            #expect(r.status == 503 && r.headers["retry-after"] == "1")
+            let small = try s.client().request("POST", "/v1/batch", json: #"{"ops":[{"op":"get","key":"v"}]}"#)
+            #expect(small.status == 200)
+            #expect(eventually { s.server.api.answerBudget.inUse == 0 })
+        }
+    }
+
     @Test func adminRoutesAnswerOnlyLoopbackWithoutAToken() throws {
         // The guard on its own, with a client address the test chooses.
         func status(remote: String, token: String?) throws -> HTTPResponseStatus? {
