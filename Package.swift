@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "LogKV", targets: ["LogKV"]),
         .library(name: "LogKVServer", targets: ["LogKVServer"]),
+        .library(name: "LogKVClient", targets: ["LogKVClient"]),
         .executable(name: "logkvd", targets: ["logkvd"]),
         .executable(name: "logkv", targets: ["LogKVCLI"]),
         .executable(name: "logkv-bench", targets: ["LogKVBench"]),
@@ -19,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -59,6 +62,17 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        .target(
+            name: "LogKVClient",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .executableTarget(
@@ -78,6 +92,7 @@ let package = Package(
             name: "LogKVCLI",
             dependencies: [
                 "LogKV",
+                "LogKVClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -108,7 +123,7 @@ let package = Package(
         .testTarget(
             name: "LogKVServerTests",
             dependencies: [
-                "LogKVServer", "LogKV", "logkvd", "LogKVCLI", "LogKVTestSupport", "CZlib",
+                "LogKVServer", "LogKV", "logkvd", "LogKVCLI", "LogKVClient", "LogKVTestSupport", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

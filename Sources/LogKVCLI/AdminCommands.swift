@@ -115,13 +115,17 @@ struct Backup: ParsableCommand {
     @OptionGroup var directory: DirectoryOptions
     @Flag(help: "Back up through a running logkvd instead.") var online = false
     @Option(help: "Server address for --online. (env LOGKV_ADDR)") var addr: String?
+    @Option(help: "Seconds --online may take in all. (env LOGKV_TIMEOUT, default 3600)") var timeout: Double?
+    @OptionGroup var tls: TLSOptions
     @Argument(help: "Destination: a new or empty directory; with --online, a new archive file.") var destination: String
 
     func run() throws {
         if online {
             let env = ProcessInfo.processInfo.environment
-            let client = try KVClient(address: addr ?? env["LOGKV_ADDR"] ?? ":8080", token: env["LOGKV_TOKEN"])
-            let bytes = try client.download("/v1/admin/backup", to: destination)
+            let client = try KVClient(address: addr ?? env["LOGKV_ADDR"] ?? ":8080", token: env["LOGKV_TOKEN"], tls: tls.files)
+            let deadline = timeout ?? env["LOGKV_TIMEOUT"].flatMap(Double.init) ?? 3600
+            guard deadline > 0 else { throw Failure.usage("--timeout must be positive") }
+            let bytes = try client.download("/v1/admin/backup", to: destination, timeout: deadline)
             print("backed up \(bytes) bytes from \(client.base) to \(destination)")
             return
         }

@@ -1,12 +1,14 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import LogKVClient
+import NIOHTTP1
 
-/// A small synchronous HTTP client for logkvd.
+/// The `logkv` command's synchronous face over `LogKVClient`
+/// (async-http-client): requests with a total deadline (LOGKV_TIMEOUT,
+/// default 60 s), answers bounded in size, TLS with a private CA or a
+/// client certificate, IPv6 literals.
 struct KVClient {
-    let base: String
-    let token: String?
+    let client: LogKVClient
+    var base: String { client.baseURL }
 
     struct Reply {
         var status: Int
@@ -33,144 +35,103 @@ struct KVClient {
     /// Seconds a request may take in all (env LOGKV_TIMEOUT).
     static let totalTimeout: Double = Double(ProcessInfo.processInfo.environment["LOGKV_TIMEOUT"] ?? "") ?? 60
 
-    /// Accepts `http://host:port`, `host:port`, `[v6]:port` and `:port`.
-    init(address: String, token: String?) throws {
-        var text = address
-        while text.hasSuffix("/") { text.removeLast() }
-        if text.hasPrefix("http://") || text.hasPrefix("https://") {
-            base = text
-        } else if text.hasPrefix(":") {
-            base = "http://127.0.0.1" + text
-        } else if text.contains(":") {
-            base = "http://" + text
-        } else {
-            throw Failure.usage("invalid address \"\(address)\" (expected http://host:port, host:port or :port)")
+    init(address: String, token: String?, tls: TLSFiles = TLSFiles()) throws {
+        var configuration = LogKVClient.Configuration(address: address, token: token)
+        configuration.caFile = tls.caFile
+        configuration.certificateFile = tls.certificateFile
+        configuration.keyFile = tls.keyFile
+        configuration.timeout = .nanoseconds(Int64(Self.totalTimeout * 1e9))
+        do {
+            client = try LogKVClient(configuration)
+        } catch let error as LogKVClientError {
+            throw Failure.usage(error.description)
         }
-        self.token = token
-        // swift-corelibs-foundation's URLSession answers NSURLErrorBadURL
-        // for every IPv6 literal ("http://[::1]:8080"): say so plainly.
-        if base.contains("://[") {
-            throw Failure.usage("IPv6 literal addresses (\(address)) are not supported by this build's HTTP client (FoundationNetworking rejects them); use a host name that resolves to the address")
-        }
+    }
+
+    /// TLS files from options or the environment (LOGKV_CACERT, LOGKV_CERT, LOGKV_KEY).
+    struct TLSFiles {
+        var caFile: String?
+        var certificateFile: String?
+        var keyFile: String?
     }
 
     func request(_ method: String, _ path: String, body: Data? = nil, contentType: String? = nil) throws -> Reply {
-        guard let url = URL(string: base + path) else { throw Failure.usage("invalid URL \(base + path)") }
-        var request = URLRequest(url: url, timeoutInterval: 30)
-        request.httpMethod = method
-        request.httpBody = body
-        if let contentType { request.setValue(contentType, forHTTPHeaderField: "Content-Type") }
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        final class Box: @unchecked Sendable { var result: Result<(Data, HTTPURLResponse), Error>? }
-        let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            if let error {
-                box.result = .failure(error)
-            } else if let http = response as? HTTPURLResponse {
-                box.result = .success((data ?? Data(), http))
-            }
-            done.signal()
-        }.resume()
-        // A total deadline, not only an idle one: a server that trickles
-        // bytes cannot hold the command forever.
-        if done.wait(timeout: .now() + KVClient.totalTimeout) == .timedOut {
-            throw Failure.server("no complete answer from \(base) within \(Int(KVClient.totalTimeout)) s")
+        let client = self.client
+        let answer = try blocking {
+            try await client.send(HTTPMethod(rawValue: method), path, body: body.map { Array($0) },
+                                  headers: contentType.map { [("Content-Type", $0)] } ?? [])
         }
-        switch box.result {
-        case let .success((data, http)):
-            var headers: [String: String] = [:]
-            for (k, v) in http.allHeaderFields { headers[String(describing: k).lowercased()] = String(describing: v) }
-            let reply = Reply(status: http.statusCode, headers: headers, body: data)
-            if reply.status == 401 { throw Failure.server("unauthorized: \(reply.message) (set LOGKV_TOKEN)") }
-            if reply.status >= 500 { throw Failure.server("server error \(reply.status): \(reply.message)") }
-            return reply
-        case let .failure(error):
-            throw Failure.server("cannot reach \(base): \(error.localizedDescription)")
-        case nil:
-            throw Failure.server("no response from \(base)")
-        }
+        var headers: [String: String] = [:]
+        for (name, value) in answer.headers { headers[name.lowercased()] = value }
+        let reply = Reply(status: answer.status, headers: headers, body: Data(answer.body))
+        if reply.status >= 500 { throw Failure.server("server error \(reply.status): \(reply.message)") }
+        return reply
     }
 
-    /// Streams a GET response body to a new file at `destination` (never
-    /// held in memory); returns the bytes written. Nothing is left at
-    /// `destination` unless the whole body arrived with status 200.
-    func download(_ path: String, to destination: String) throws -> Int64 {
-        guard let url = URL(string: base + path) else { throw Failure.usage("invalid URL \(base + path)") }
+    /// Streams a GET answer's body into a new file at `destination`, never
+    /// held in memory: written to a temporary file beside it (0600, so a
+    /// copy of the store is never readable by others), checked against the
+    /// answer's Content-Length, then renamed into place. On any failure,
+    /// or SIGINT/SIGTERM meanwhile, the temporary file is removed and
+    /// nothing is left at `destination`. Returns the bytes written.
+    func download(_ path: String, to destination: String, timeout: Double) throws -> Int64 {
         if FileManager.default.fileExists(atPath: destination) {
             throw Failure.usage("\(destination) already exists")
         }
-        var request = URLRequest(url: url, timeoutInterval: 300)
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        final class Box: @unchecked Sendable { var result: Result<Int64, Error>? }
-        let box = Box()
+        let temp = destination + ".partial-\(getpid())"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure.usage("cannot write \(temp): \(String(cString: strerror(errno)))") }
+        TemporaryFile.remember(temp)
+        defer { TemporaryFile.forget() }
+        let client = self.client
+        do {
+            let written = try blocking {
+                try await client.download(path, timeout: .nanoseconds(Int64(timeout * 1e9))) { piece in
+                    try piece.withUnsafeReadableBytes { bytes in
+                        var offset = 0
+                        while offset < bytes.count {
+                            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                            if n < 0 && errno == EINTR { continue }
+                            guard n > 0 else { throw Failure.server("cannot write \(temp): \(String(cString: strerror(errno)))") }
+                            offset += n
+                        }
+                    }
+                }
+            }
+            guard fsync(fd) == 0 else { throw Failure.server("cannot write \(temp): \(String(cString: strerror(errno)))") }
+            close(fd)
+            guard rename(temp, destination) == 0 else { throw Failure.server("cannot write \(destination): \(String(cString: strerror(errno)))") }
+            return written
+        } catch {
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+    }
+
+    /// Runs `body` to completion from synchronous code: the CLI's commands
+    /// are synchronous, the client is async.
+    func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        let box = ResultBox<T>()
         let done = DispatchSemaphore(value: 0)
-        URLSession.shared.downloadTask(with: request) { file, response, error in
-            defer {
-                // Never leave a copy of the store behind in a temp file.
-                if let file, FileManager.default.fileExists(atPath: file.path) { try? FileManager.default.removeItem(at: file) }
-                done.signal()
-            }
-            if let error { box.result = .failure(Failure.server("cannot reach \(base): \(error.localizedDescription)")); return }
-            guard let http = response as? HTTPURLResponse, let file else {
-                box.result = .failure(Failure.server("no response from \(base)"))
-                return
-            }
-            guard http.statusCode == 200 else {
-                let body = (try? Data(contentsOf: file)) ?? Data()
-                let reply = Reply(status: http.statusCode, headers: [:], body: body)
-                box.result = .failure(Failure.server("\(http.statusCode): \(reply.message)"))
-                return
-            }
-            do {
-                let size = ((try FileManager.default.attributesOfItem(atPath: file.path))[.size] as? NSNumber)?.int64Value ?? -1
-                if let expected = http.value(forHTTPHeaderField: "Content-Length").flatMap(Int64.init), expected != size {
-                    throw Failure.server("backup stream ended after \(size) of \(expected) bytes")
-                }
-                guard http.value(forHTTPHeaderField: "Content-Length") != nil else {
-                    throw Failure.server("the server sent no Content-Length: cannot tell a complete backup from a cut one")
-                }
-                do {
-                    try FileManager.default.moveItem(atPath: file.path, toPath: destination)
-                } catch {
-                    throw Failure.server("cannot write \(destination): \(error.localizedDescription)")
-                }
-                box.result = .success(size)
-            } catch {
-                box.result = .failure(error)
-            }
-        }.resume()
+        Task {
+            do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+            done.signal()
+        }
         done.wait()
-        return try box.result!.get()
-    }
-
-    /// A key in a URL path: every byte but unreserved ones and `/` escaped.
-    /// The key's bytes percent-encoded for a URL path: unreserved bytes
-    /// and `/` as they are, all else encoded — and the dots of a `.` or
-    /// `..` segment too, which HTTP clients resolve away (`a/../b` would
-    /// otherwise reach the server as `b`).
-    static func path(_ key: String) -> String {
-        key.split(separator: "/", omittingEmptySubsequences: false).map { segment in
-            segment.allSatisfy({ $0 == "." }) && !segment.isEmpty
-                ? String(repeating: "%2E", count: segment.count)
-                : encodeSegment(segment)
-        }.joined(separator: "/")
-    }
-
-    private static func encodeSegment(_ segment: Substring) -> String {
-        var out = ""
-        for b in segment.utf8 {
-            switch b {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
-                 UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"):
-                out.unicodeScalars.append(Unicode.Scalar(b))
-            default:
-                out += String(format: "%%%02X", b)
+        do {
+            return try box.result!.get()
+        } catch let error as LogKVClientError {
+            switch error {
+            case let .unauthorized(message): throw Failure.server("unauthorized: \(message) (set LOGKV_TOKEN)")
+            case .server(404, let message): throw Failure.server("404: \(message)")
+            default: throw Failure.server(error.description)
             }
         }
-        return out
     }
+
+    /// A key in a URL path (`LogKVClient.path(forKey:)`).
+    static func path(_ key: String) -> String { LogKVClient.path(forKey: Array(key.utf8)) }
 
     static func query(_ value: String) -> String {
         path(value).replacingOccurrences(of: "/", with: "%2F")
@@ -256,4 +217,38 @@ func writeOutput(_ bytes: [UInt8], newline: Bool) {
 
 extension Array where Element == UInt8 {
     var isValidUTF8Text: Bool { String(validating: self, as: UTF8.self) != nil }
+}
+
+/// The partial file of a download in progress, removed if the command is
+/// interrupted (SIGINT, SIGTERM) before it completes.
+enum TemporaryFile {
+    nonisolated(unsafe) private static var path: [CChar]?
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+
+    static func remember(_ file: String) {
+        path = Array(file.utf8CString)
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                if let path { path.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+                FileHandle.standardError.write(Data("logkv: interrupted; removed the partial download\n".utf8))
+                exit(130)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    static func forget() {
+        for source in sources { source.cancel() }
+        sources.removeAll()
+        for signalNumber in [SIGINT, SIGTERM] { signal(signalNumber, SIG_DFL) }
+        path = nil
+    }
+}
+
+/// Carries an async call's result back to the thread that waits for it.
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, Error>?
 }

@@ -48,13 +48,30 @@ struct Failure: Error {
 
 /// Options every client command takes.
 struct ClientOptions: ParsableArguments {
-    @Option(help: "Server address: http://host:port, host:port or :port. (env LOGKV_ADDR, default :8080)")
+    @Option(help: "Server address: http://host:port, https://host:port, host:port, [v6]:port or :port. (env LOGKV_ADDR, default :8080)")
     var addr: String?
     @Flag(help: "Print JSON for scripts instead of text for people.")
     var json = false
+    @OptionGroup var tls: TLSOptions
 
     func client() throws -> KVClient {
         let env = ProcessInfo.processInfo.environment
-        return try KVClient(address: addr ?? env["LOGKV_ADDR"] ?? ":8080", token: env["LOGKV_TOKEN"])
+        return try KVClient(address: addr ?? env["LOGKV_ADDR"] ?? ":8080", token: env["LOGKV_TOKEN"], tls: tls.files)
+    }
+}
+
+/// TLS for an https:// address.
+struct TLSOptions: ParsableArguments {
+    @Option(help: "PEM file of the CA that signed the server's certificate. (env LOGKV_CACERT)")
+    var cacert: String?
+    @Option(help: "PEM client certificate, for a server that asks for one. (env LOGKV_CERT)")
+    var cert: String?
+    @Option(help: "PEM key of --cert. (env LOGKV_KEY)")
+    var key: String?
+
+    var files: KVClient.TLSFiles {
+        let env = ProcessInfo.processInfo.environment
+        return KVClient.TLSFiles(caFile: cacert ?? env["LOGKV_CACERT"], certificateFile: cert ?? env["LOGKV_CERT"],
+                                 keyFile: key ?? env["LOGKV_KEY"])
     }
 }

@@ -40,20 +40,38 @@ public final class LogKVApplication: Sendable {
     ///
     /// - Parameter onListening: told the addresses the server listens on
     ///   once bound (a port 0 becomes the one the kernel picked).
-    /// - Throws: the store's open errors (`LogKVError`).
+    /// - Throws: the store's open errors (`LogKVError`), unusable TLS files
+    ///   (`TLSSettingsError`).
     public init(_ configuration: ApplicationConfiguration, metricsFactory: (any MetricsFactory)? = nil,
                 logger: Logger = Logger(label: "logkvd"),
                 onListening: (@Sendable ([SocketAddress]) -> Void)? = nil) throws {
         self.configuration = configuration
         self.logger = logger
         store = try LogKV(path: configuration.dataPath, options: configuration.store)
-        server = LogKVHTTPServer(store: store, configuration: configuration.server, metricsFactory: metricsFactory,
-                                 logger: logger, onListening: onListening)
+        do {
+            server = try LogKVHTTPServer(store: store, configuration: configuration.server, metricsFactory: metricsFactory,
+                                         logger: logger, onListening: onListening)
+        } catch {
+            try? store.close()
+            throw error
+        }
     }
 
     /// Serves until one of `signals` (or cancellation), then drains and
     /// closes the store. Throws what the server or the store's close threw.
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
+        // SIGHUP reads the TLS certificate and key again (a renewal).
+        let reloads: Task<Void, Never>? = configuration.server.tls == nil ? nil : Task { [server, logger] in
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                do {
+                    try server.reloadTLS()
+                    logger.notice("TLS certificate and key reloaded")
+                } catch {
+                    logger.error("TLS reload failed; serving with the previous certificate", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        defer { reloads?.cancel() }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: StoreService(store: store, logger: logger)), .init(service: server)],
             gracefulShutdownSignals: signals,

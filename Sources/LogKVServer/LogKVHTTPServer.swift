@@ -31,10 +31,13 @@ public final class LogKVHTTPServer: Service, Sendable {
     let controlGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     /// Told the bound addresses by `run()`.
     let onListening: (@Sendable ([SocketAddress]) -> Void)?
+    /// The API listener's TLS, when configured.
+    let tls: ServerTLS?
 
     public init(store: LogKV, configuration: ServerConfiguration, metricsFactory: (any MetricsFactory)? = nil,
-                logger: Logger = Logger(label: "logkvd"), onListening: (@Sendable ([SocketAddress]) -> Void)? = nil) {
+                logger: Logger = Logger(label: "logkvd"), onListening: (@Sendable ([SocketAddress]) -> Void)? = nil) throws {
         self.configuration = configuration
+        self.tls = try configuration.tls.map(ServerTLS.init)
         self.logger = logger
         self.onListening = onListening
         connections = ConnectionCounter(limit: configuration.maxConnections)
@@ -48,6 +51,13 @@ public final class LogKVHTTPServer: Service, Sendable {
         store.setChangeObserver { [watches = api.watches] change in watches.record(change) }
     }
 
+    /// Reads the TLS certificate and key again (SIGHUP): new connections
+    /// use them, open ones keep theirs. Throws, keeping the old ones, if
+    /// they cannot be used.
+    public func reloadTLS() throws {
+        try tls?.reload()
+    }
+
     /// The largest request body accepted: a maximal value as JSON or base64,
     /// with room for the key and the envelope.
     var bodyLimit: Int {
@@ -58,14 +68,14 @@ public final class LogKVHTTPServer: Service, Sendable {
     /// Binds the listeners; returns the channels (their local addresses carry
     /// the real ports when port 0 was asked for).
     public func bind() async throws -> [Channel] {
-        var channels = [try await bind(configuration.address, routes: KVAPI.routes)]
+        var channels = [try await bind(configuration.address, routes: KVAPI.routes, tls: tls)]
         if let metrics = configuration.metricsAddress {
-            channels.append(try await bind(metrics, routes: KVAPI.metricsRoutes))
+            channels.append(try await bind(metrics, routes: KVAPI.metricsRoutes, tls: nil))
         }
         return channels
     }
 
-    private func bind(_ address: ListenAddress, routes: [Route]) async throws -> Channel {
+    private func bind(_ address: ListenAddress, routes: [Route], tls: ServerTLS?) async throws -> Channel {
         let api = self.api
         let config = configuration
         let connections = self.connections
@@ -96,6 +106,8 @@ public final class LogKVHTTPServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    // TLS first: even a refusal is answered inside it.
+                    if let tls { try sync.addHandler(tls.handler()) }
                     let admission = connections.tryOpen()
                     guard admission != .refused else {
                         try sync.addHandler(ConnectionRefusalHandler(limit: connections.limit))

@@ -8,6 +8,9 @@ public struct ServerConfiguration: Sendable {
     public var address: ListenAddress = ListenAddress(host: "0.0.0.0", port: 8080)
     /// Serve `/metrics` on its own address too (it is always on the main one).
     public var metricsAddress: ListenAddress?
+    /// TLS on the API listener (`metricsAddress` stays plain HTTP: it serves
+    /// only `/health` and `/metrics`).
+    public var tls: TLSSettings?
     /// Bearer token required on every route but `/health` and `/metrics`; nil =
     /// auth off, and admin routes (`/v1/admin/...`) answer loopback clients
     /// only (like Redis's protected mode; see `RequestGuard`).

@@ -58,6 +58,12 @@ struct Logkvd: AsyncParsableCommand {
     var requestTimeout = 30
     @Option(help: "Seconds in-flight requests get to finish after SIGTERM/SIGINT; a second signal stops at once.")
     var shutdownGrace = 10
+    @Option(help: "PEM certificate (chain) for HTTPS on --addr; with --tls-key. SIGHUP reloads both. (env LOGKV_TLS_CERT)")
+    var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert. (env LOGKV_TLS_KEY)")
+    var tlsKey: String?
+    @Option(help: "PEM CA file: clients must present a certificate it signed (mutual TLS). (env LOGKV_TLS_CLIENT_CA)")
+    var tlsClientCa: String?
     @Option(help: "Browser origins allowed to call the API (CORS), comma-separated; * for any. Off by default. (env LOGKV_CORS_ORIGINS)")
     var corsOrigins: String?
 
@@ -86,6 +92,14 @@ struct Logkvd: AsyncParsableCommand {
             serverConfig.metricsAddress = metrics
         }
         serverConfig.token = try loadToken(env: env)
+        switch (tlsCert ?? env["LOGKV_TLS_CERT"], tlsKey ?? env["LOGKV_TLS_KEY"]) {
+        case let (cert?, key?):
+            serverConfig.tls = TLSSettings(certificatePath: cert, keyPath: key, clientCAPath: tlsClientCa ?? env["LOGKV_TLS_CLIENT_CA"])
+        case (nil, nil):
+            if tlsClientCa ?? env["LOGKV_TLS_CLIENT_CA"] != nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
         serverConfig.maxConnections = maxConnections
         if let text = maxWatches.map(String.init) ?? env["LOGKV_MAX_WATCHES"] {
             guard let n = Int(text), n >= 0 else { throw ValidationError("--max-watches must be a whole number, 0 or more") }
@@ -151,6 +165,10 @@ struct Logkvd: AsyncParsableCommand {
         let app: LogKVApplication
         do {
             app = try LogKVApplication(configuration, logger: logger, onListening: Self.announce)
+        } catch let error as TLSSettingsError {
+            logger.critical("cannot start TLS", metadata: ["error": "\(error)"])
+            FileHandle.standardError.write("logkvd: \(error)\n".data(using: .utf8)!)
+            throw ExitCode(1)
         } catch let error as LogKVError {
             logger.critical("cannot open data directory", metadata: ["path": "\(configuration.dataPath)", "error": "\(error)"])
             FileHandle.standardError.write("logkvd: \(error)\n".data(using: .utf8)!)
