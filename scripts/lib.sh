@@ -23,7 +23,7 @@ start_logkvd() {
     "${run[@]}" --addr "$addr" --data-dir "$data" "$@" >/dev/null &
     LOGKVD_PID=$!
     for _ in $(seq 100); do
-        curl -sf "http://$addr/health" >/dev/null && return 0
+        curl -sfk "${LOGKVD_SCHEME:-http}://$addr/health" >/dev/null && return 0
         kill -0 "$LOGKVD_PID" 2>/dev/null || { echo "logkvd exited at start" >&2; return 1; }
         sleep 0.1
     done

@@ -27,12 +27,12 @@ trap cleanup EXIT
 # One worker: hypothesis under several threads has tripped CPython 3.11's
 # ast module ("AST constructor recursion depth mismatch"), a tool error
 # that says nothing about the API.
-run() {  # run NAME SPEC ADDR [st args...]
-    local name="$1" spec="$2" addr="$3"
+run() {  # run NAME SPEC URL [st args...]
+    local name="$1" spec="$2" url="$3"
     shift 3
     echo "== schemathesis: $name"
     (cd "$work" && "$OLDPWD/$venv/bin/st" --config-file "$OLDPWD/scripts/schemathesis.toml" run "$spec" \
-        --url "http://$addr" --checks all --phases examples,coverage,fuzzing,stateful \
+        --url "$url" --checks all --phases examples,coverage,fuzzing,stateful \
         --max-examples "${ST_MAX_EXAMPLES:-40}" --workers 1 --no-color "$@")
 }
 
@@ -40,7 +40,7 @@ run() {  # run NAME SPEC ADDR [st args...]
 # with a high `index` answer within schemathesis's request timeout.
 port=$(free_port)
 start_logkvd "$logkvd" "$work/open" "127.0.0.1:$port" --log-level error --max-wait 200ms
-run "auth off" "$PWD/docs/openapi.json" "127.0.0.1:$port"
+run "auth off" "$PWD/docs/openapi.json" "http://127.0.0.1:$port"
 kill "$LOGKVD_PID"; wait "$LOGKVD_PID" || true
 
 # With a token the bearer scheme is required: the same document, with the
@@ -56,4 +56,18 @@ json.dump(doc, open(sys.argv[2], "w"))
 PY
 port=$(free_port)
 LOGKV_TOKEN=st-secret-token start_logkvd "$logkvd" "$work/token" "127.0.0.1:$port" --log-level error --max-wait 200ms
-run "auth on" "$work/openapi-token.json" "127.0.0.1:$port" -H "Authorization: Bearer st-secret-token"
+run "auth on" "$work/openapi-token.json" "http://127.0.0.1:$port" -H "Authorization: Bearer st-secret-token"
+kill "$LOGKVD_PID"; wait "$LOGKVD_PID" || true
+
+# With TLS on (a CA and a certificate for 127.0.0.1 made here), auth off.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=schemathesis CA" \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$work/server.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
+    -extfile "$work/server.ext" -out "$work/server.pem" 2>/dev/null
+chmod 644 "$work/server.key" "$work/server.pem"
+port=$(free_port)
+LOGKVD_SCHEME=https start_logkvd "$logkvd" "$work/tls" "127.0.0.1:$port" --log-level error --max-wait 200ms \
+    --tls-cert "$work/server.pem" --tls-key "$work/server.key"
+run "TLS" "$PWD/docs/openapi.json" "https://127.0.0.1:$port" --tls-verify "$work/ca.pem"
