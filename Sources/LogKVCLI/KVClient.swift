@@ -79,18 +79,19 @@ struct KVClient {
             throw Failure.usage("\(destination) already exists")
         }
         let temp = destination + ".partial-\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        var fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Failure.usage("cannot write \(temp): \(String(cString: strerror(errno)))") }
         TemporaryFile.remember(temp)
         defer { TemporaryFile.forget() }
         let client = self.client
+        let output = fd
         do {
             let written = try blocking {
                 try await client.download(path, timeout: .nanoseconds(Int64(timeout * 1e9))) { piece in
                     try piece.withUnsafeReadableBytes { bytes in
                         var offset = 0
                         while offset < bytes.count {
-                            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                            let n = write(output, bytes.baseAddress! + offset, bytes.count - offset)
                             if n < 0 && errno == EINTR { continue }
                             guard n > 0 else { throw Failure.server("cannot write \(temp): \(String(cString: strerror(errno)))") }
                             offset += n
@@ -100,10 +101,13 @@ struct KVClient {
             }
             guard fsync(fd) == 0 else { throw Failure.server("cannot write \(temp): \(String(cString: strerror(errno)))") }
             close(fd)
-            guard rename(temp, destination) == 0 else { throw Failure.server("cannot write \(destination): \(String(cString: strerror(errno)))") }
+            fd = -1
+            // Renamed with the handler's lock held: an interruption now
+            // either removes the partial file first or finds it complete.
+            guard TemporaryFile.renameIntoPlace(temp, destination) == 0 else { throw Failure.server("cannot write \(destination): \(String(cString: strerror(errno)))") }
             return written
         } catch {
-            close(fd)
+            if fd >= 0 { close(fd) }
             unlink(temp)
             throw error
         }
@@ -222,21 +226,33 @@ extension Array where Element == UInt8 {
 /// The partial file of a download in progress, removed if the command is
 /// interrupted (SIGINT, SIGTERM) before it completes.
 enum TemporaryFile {
+    /// Guards `path` between the signal handler's queue and the command.
+    private static let lock = NSLock()
     nonisolated(unsafe) private static var path: [CChar]?
     nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
 
     static func remember(_ file: String) {
-        path = Array(file.utf8CString)
+        lock.withLock { path = Array(file.utf8CString) }
         for signalNumber in [SIGINT, SIGTERM] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
-                if let path { path.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+                lock.withLock {
+                    if let path { path.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+                }
                 FileHandle.standardError.write(Data("logkv: interrupted; removed the partial download\n".utf8))
-                exit(130)
+                exit(128 + signalNumber)
             }
             source.resume()
             sources.append(source)
+        }
+    }
+
+    static func renameIntoPlace(_ from: String, _ to: String) -> Int32 {
+        lock.withLock {
+            let rc = rename(from, to)
+            if rc == 0 { path = nil }
+            return rc
         }
     }
 
@@ -244,7 +260,7 @@ enum TemporaryFile {
         for source in sources { source.cancel() }
         sources.removeAll()
         for signalNumber in [SIGINT, SIGTERM] { signal(signalNumber, SIG_DFL) }
-        path = nil
+        lock.withLock { path = nil }
     }
 }
 

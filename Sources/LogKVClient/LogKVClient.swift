@@ -146,8 +146,8 @@ public final class LogKVClient: Sendable {
     /// Sends one request and returns its answer (any status). `path`
     /// includes the query, already encoded (see `path(forKey:)`).
     public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil,
-                     headers: [(String, String)] = []) async throws -> Answer {
-        let response = try await execute(method, path, body: body, headers: headers)
+                     headers: [(String, String)] = [], timeout: TimeAmount? = nil) async throws -> Answer {
+        let response = try await execute(method, path, body: body, headers: headers, timeout: timeout)
         var collected: [UInt8] = []
         do {
             var body = try await response.body.collect(upTo: configuration.maxAnswerBytes)
@@ -238,7 +238,9 @@ public final class LogKVClient: Sendable {
     /// index passes `index`, then reads it: Consul's blocking query.
     public func get(_ key: [UInt8], after index: UInt64, wait: TimeAmount) async throws -> Value? {
         let millis = max(1, wait.nanoseconds / 1_000_000)
-        let answer = try await send(.GET, "/v1/kv/\(try Self.checkedPath(forKey: key))?raw&index=\(index)&wait=\(millis)ms")
+        // The call may take the wait itself, plus the usual time.
+        let answer = try await send(.GET, "/v1/kv/\(try Self.checkedPath(forKey: key))?raw&index=\(index)&wait=\(millis)ms",
+                                    timeout: wait + configuration.timeout)
         return try value(from: answer)
     }
 

@@ -25,31 +25,48 @@ final class AnswerBudget: Sendable {
     static let pieceSize = 128 * 1024
 
     let limit: Int
-    private struct Waiter { var bytes: Int; var loop: EventLoop; var granted: @Sendable () -> Void }
-    private struct State { var used = 0; var waiters = CircularBuffer<Waiter>() }
+    private struct Waiter { var id: Int; var bytes: Int; var loop: EventLoop; var granted: @Sendable () -> Void }
+    private struct State { var used = 0; var nextID = 0; var waiters = CircularBuffer<Waiter>() }
     private let state = NIOLockedValueBox(State())
 
     init(limit: Int) { self.limit = max(limit, Self.pieceSize) }
 
     /// Calls `granted` on `loop` once `bytes` are reserved: at once if the
     /// budget has room and nobody waits, else after releases make room.
-    func reserve(_ bytes: Int, on loop: EventLoop, _ granted: @escaping @Sendable () -> Void) {
-        let now: Bool = state.withLockedValue { state in
+    /// Returns nil when granted at once, else the waiter's id for `cancel`.
+    @discardableResult
+    func reserve(_ bytes: Int, on loop: EventLoop, _ granted: @escaping @Sendable () -> Void) -> Int? {
+        let waiting: Int? = state.withLockedValue { state in
             if state.waiters.isEmpty && state.used + bytes <= limit {
                 state.used += bytes
-                return true
+                return nil
             }
-            state.waiters.append(Waiter(bytes: bytes, loop: loop, granted: granted))
-            return false
+            state.nextID += 1
+            state.waiters.append(Waiter(id: state.nextID, bytes: bytes, loop: loop, granted: granted))
+            return state.nextID
         }
-        if now { granted() }
+        if waiting == nil { granted() }
+        return waiting
     }
 
-    /// Reserves `bytes` now if the budget has room and nobody waits;
-    /// false (taking nothing) otherwise.
+    /// Forgets a waiter whose connection closed (and what its closure
+    /// holds: a value's descriptor). True if it was still waiting; false
+    /// if it was granted meanwhile (its `granted` then releases).
+    @discardableResult
+    func cancel(_ id: Int) -> Bool {
+        state.withLockedValue { state in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return false }
+            state.waiters.remove(at: index)
+            return true
+        }
+    }
+
+    /// Reserves `bytes` now if the budget has room; false (taking nothing)
+    /// otherwise. For answers held whole (a batch), which then need not
+    /// queue behind streams.
     func tryReserve(_ bytes: Int) -> Bool {
         state.withLockedValue { state in
-            guard state.waiters.isEmpty && state.used + bytes <= limit else { return false }
+            guard state.used + bytes <= limit else { return false }
             state.used += bytes
             return true
         }

@@ -62,6 +62,11 @@ final class ConnectionRefusalHandler: ChannelInboundHandler, RemovableChannelHan
         let framing = ResponseEncoder.Framing(version: .http1_1, keepAlive: false, isHEAD: false, requestHeaders: [:])
         let buffer = ResponseEncoder.encode(refusal, framing, allocator: context.channel.allocator)
         context.writeAndFlush(NIOAny(buffer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        // Under TLS the answer waits for a handshake the client may never
+        // make: the connection goes regardless, so refused sockets cannot
+        // pile up.
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}

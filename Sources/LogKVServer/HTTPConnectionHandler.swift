@@ -84,6 +84,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var draining = false
     /// Request-body bytes reserved from the server-wide budget.
     private var reserved = 0
+    /// A streamed answer waiting for room in the answer budget: cancelled
+    /// when the connection closes, so the value it holds open goes too.
+    private var budgetWaiter: Int?
     private let connectionEvents = ConnectionEvents()
 
     /// The connection's one clock: what happens once `deadline.at` passes
@@ -116,6 +119,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func channelInactive(context: ChannelHandlerContext) {
         stopClock()
         releaseBudget()
+        if let waiter = budgetWaiter {
+            api.answerBudget.cancel(waiter)
+            budgetWaiter = nil
+        }
         queue.removeAll()
         incoming = nil
         closing = true
@@ -424,8 +431,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let reservation = AnswerBudget.pieceSize
         let stallTimeout = api.configuration.streamStallTimeout
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        budget.reserve(reservation, on: context.eventLoop) {
+        budgetWaiter = budget.reserve(reservation, on: context.eventLoop) {
             let (handler, context) = loopBound.value
+            handler.budgetWaiter = nil
             guard !handler.closing, context.channel.isActive else {
                 budget.release(reservation)
                 return

@@ -10,8 +10,9 @@ import LogKV
 /// The answer is bounded by `maxBatchResponseBytes`: a get whose value would
 /// take it past the budget answers status 413 with a message instead of the
 /// value (ask for it alone), so no batch can make the server build a huge
-/// response; and it counts against the server-wide answer budget until it
-/// is written (503 while that is spent).
+/// response; and it is reserved from the server-wide answer budget before
+/// any operation runs (503, nothing applied, while that is spent) until it
+/// is written.
 extension KVAPI {
     struct BatchBody: Decodable { var ops: [WriteBody] }
 
@@ -46,8 +47,20 @@ extension KVAPI {
                 throw APIError(error.status, "operation \(i): \(error.message)")
             }
         }
-        let budget = configuration.maxBatchResponseBytes
-        return offload(request) { [store, ops, answerBudget] in
+        // The answer is held whole until written, so it is reserved from the
+        // server-wide answer budget before any operation runs: a batch is
+        // refused (503) with nothing applied, never after its writes. Each
+        // result costs its escaped key and a little; gets may add values up
+        // to `maxBatchResponseBytes`.
+        let resultBytes = ops.reduce(1024) { $0 + 160 + $1.key.reduce(0) { $0 + JSONWriter.escapedCount($1) } }
+        let hasGets = ops.contains { if case .get = $0 { return true } else { return false } }
+        let reserved = min(answerBudget.limit, resultBytes + (hasGets ? configuration.maxBatchResponseBytes : 0))
+        guard answerBudget.tryReserve(reserved) else {
+            throw APIError(.serviceUnavailable, "the server is sending too many large answers; retry later (nothing was applied)",
+                           headers: [("Retry-After", "1")])
+        }
+        let budget = max(0, min(configuration.maxBatchResponseBytes, reserved - resultBytes))
+        return offload(request, releasingOnFailure: reserved) { [store, ops, answerBudget] in
             var w = JSONWriter()
             w.beginObject()
             w.field("success", true)
@@ -101,14 +114,12 @@ extension KVAPI {
             }
             w.endArray()
             w.endObject()
-            // Held whole until written: counted in the server's answer
-            // budget like streamed pieces, or refused while it is spent.
-            guard answerBudget.tryReserve(w.bytes.count) else {
-                return Response.error(APIError(.serviceUnavailable, "the server is sending too many large answers; retry later",
-                                               headers: [("Retry-After", "1")]))
-            }
+            // What the answer does not use goes back at once; the rest when
+            // it is written.
+            let held = min(w.bytes.count, reserved)
+            answerBudget.release(reserved - held)
             var response = Response.json(w)
-            response.answerBudgetBytes = w.bytes.count
+            response.answerBudgetBytes = held
             return response
         }
     }

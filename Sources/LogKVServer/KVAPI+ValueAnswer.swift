@@ -100,8 +100,10 @@ final class JSONValuePieces: @unchecked Sendable {
     func next() throws -> [UInt8] {
         try lock.withLock {
             if let prefix {
-                self.prefix = nil
-                return prefix
+                // A long key (escaped up to 6x) may make it longer than a piece.
+                let piece = Array(prefix.prefix(AnswerBudget.pieceSize))
+                self.prefix = prefix.count > piece.count ? Array(prefix.dropFirst(piece.count)) : nil
+                return piece
             }
             if offset < reader.length {
                 // Base64 pieces start on 3-byte boundaries, so they join up.
@@ -115,8 +117,9 @@ final class JSONValuePieces: @unchecked Sendable {
                 return out
             }
             let last = suffix ?? []
-            suffix = nil
-            return last
+            let piece = Array(last.prefix(AnswerBudget.pieceSize))
+            suffix = last.count > piece.count ? Array(last.dropFirst(piece.count)) : nil
+            return piece
         }
     }
 }

@@ -41,6 +41,21 @@ public final class KVAPI: Sendable {
         })
     }
 
+    /// `offload` for work that holds `bytes` of the answer budget: released
+    /// here if the pool never runs it (shutting down).
+    func offload(_ request: Request, releasingOnFailure bytes: Int,
+                 _ body: @escaping @Sendable () throws -> Response) -> Reply {
+        let budget = answerBudget
+        let future = blockingPool.runIfActive(eventLoop: request.eventLoop) {
+            do { return try body() } catch {
+                budget.release(bytes)
+                return Response.error(APIError.from(error))
+            }
+        }
+        future.whenFailure { _ in budget.release(bytes) }
+        return .later(future)
+    }
+
     // MARK: Routes
 
     /// Keys with a TTL a held listing remembers from its page, soonest first

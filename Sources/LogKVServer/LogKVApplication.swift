@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import LogKV
 import Metrics
@@ -60,7 +63,10 @@ public final class LogKVApplication: Sendable {
     /// Serves until one of `signals` (or cancellation), then drains and
     /// closes the store. Throws what the server or the store's close threw.
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
-        // SIGHUP reads the TLS certificate and key again (a renewal).
+        // SIGHUP reads the TLS certificate and key again (a renewal); it is
+        // ignored from here on, so one sent before the task below listens
+        // cannot end the process.
+        if configuration.server.tls != nil { signal(SIGHUP, SIG_IGN) }
         let reloads: Task<Void, Never>? = configuration.server.tls == nil ? nil : Task { [server, logger] in
             for await _ in await UnixSignalsSequence(trapping: .sighup) {
                 do {

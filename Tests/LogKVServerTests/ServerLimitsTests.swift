@@ -363,17 +363,26 @@ import Testing
         }
     }
 
-    /// A batch answer is held whole until written: it counts against the
-    /// server-wide answer budget, and while that is spent the batch is 503.
-    @Test func aBatchAnswerTheAnswerBudgetCannotHoldIs503() async throws {
+    /// A batch answer is held whole until written: it is reserved from the
+    /// server-wide answer budget before any operation runs, so a batch the
+    /// budget cannot hold is a 503 with nothing applied (never after its
+    /// writes), and what it reserved goes back.
+    @Test func aBatchTheAnswerBudgetCannotHoldIs503WithNothingApplied() async throws {
         try await withServer(configure: { $0.maxAnswerBytesInFlight = AnswerBudget.pieceSize }) { s in
+            let budget = s.server.api.answerBudget
+            #expect(budget.tryReserve(budget.limit - 100))  // the budget spent elsewhere
+            let r = try s.client().request("POST", "/v1/batch", json: #"{"ops":[{"op":"put","key":"b","value":"1"}]}"#)
+            #expect(r.status == 503 && r.headers["retry-after"] == "1")
+            #expect(try s.store.get(Array("b".utf8)) == nil, "a refused batch applied its put")
+            budget.release(budget.limit - 100)
+            // With room: the gets share what the budget holds, the rest are 413.
             try s.store.put(Array("v".utf8), [UInt8](repeating: 0x61, count: 60_000))
             let ops = (0..<4).map { _ in #"{"op":"get","key":"v"}"# }.joined(separator: ",")
-            let r = try s.client().request("POST", "/v1/batch", json: #"{"ops":[\#(ops)]}"#)
-            #expect(r.status == 503 && r.headers["retry-after"] == "1")
-            let small = try s.client().request("POST", "/v1/batch", json: #"{"ops":[{"op":"get","key":"v"}]}"#)
-            #expect(small.status == 200)
-            #expect(eventually { s.server.api.answerBudget.inUse == 0 })
+            let gets = try s.client().request("POST", "/v1/batch", json: #"{"ops":[\#(ops)]}"#)
+            #expect(gets.status == 200)
+            let results = gets.json["results"] as? [[String: Any]] ?? []
+            #expect(results.filter { $0["status"] as? Int == 200 }.count == 2)
+            #expect(eventually { budget.inUse == 0 })
         }
     }
 

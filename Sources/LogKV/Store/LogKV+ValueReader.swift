@@ -9,7 +9,11 @@ import Glibc
 /// Rules it keeps:
 /// - No byte is handed out from a record that fails its checksum:
 ///   `openValue` reads the whole record once, in chunks, and checks it
-///   before returning a reader.
+///   before returning a reader. Read again in order from start to end (as
+///   a stream does), the value is checked once more as it goes: the read
+///   that would hand out its last bytes throws instead if they differ from
+///   what was checked (a page that changed on the disk since), so a
+///   client sees a cut answer, never a whole wrong one.
 /// - The reader reads through a descriptor of its own, opened before the
 ///   check: a compaction that removes the segment meanwhile cannot cut the
 ///   value short (segments are append-only, so the checked bytes stay
@@ -24,23 +28,43 @@ public final class ValueReader: @unchecked Sendable {
     public let length: Int
     private let file: any StorageFile
     private let valueStart: Int64
+    private let expectedCRC: UInt32
+    /// The record's CRC over everything before `nextInOrder`, while reads
+    /// come in order from the start; nil once one does not.
+    private var runningCRC: UInt32?
+    private var nextInOrder = 0
 
-    init(file: any StorageFile, header: RecordHeader, valueStart: Int64, expiresAt: Int64) {
+    init(file: any StorageFile, header: RecordHeader, valueStart: Int64, expiresAt: Int64, crcBeforeValue: UInt32) {
         self.file = file
         self.seq = header.seq
         self.writtenAt = header.writtenAt
         self.expiresAt = expiresAt == 0 ? nil : expiresAt
         self.length = Int(header.valueLength)
         self.valueStart = valueStart
+        self.expectedCRC = header.crc
+        self.runningCRC = crcBeforeValue
     }
 
     /// The value's bytes `offset..<offset+count` (clamped to its end).
+    ///
+    /// - Throws: `.corruption` when, read in order, the value's last bytes
+    ///   would complete a checksum that no longer matches; `.io`.
     public func read(at offset: Int, count: Int) throws -> [UInt8] {
         let n = max(0, min(count, length - offset))
         var out = [UInt8](repeating: 0, count: n)
         let got = try out.withUnsafeMutableBytes { try file.read(into: $0, at: valueStart + Int64(offset)) }
         guard got == n else {
             throw LogKVError.io(operation: "read", path: file.path, errno: EIO)
+        }
+        if let crc = runningCRC, offset == nextInOrder {
+            let next = out.withUnsafeBytes { CRC32.update(crc, $0) }
+            nextInOrder += n
+            runningCRC = next
+            if nextInOrder == length && next != expectedCRC {
+                throw LogKVError.corruption(segment: 0, offset: valueStart, reason: "the value changed on disk while it was being sent (checksum mismatch)")
+            }
+        } else {
+            runningCRC = nil
         }
         return out
     }
@@ -136,7 +160,8 @@ extension LogKV {
             throw corrupt("index points at a different record")
         }
         // The checksum covers everything after its own four bytes.
-        var crc = head.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[4...])) }
+        let crcBeforeValue = head.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[4...])) }
+        var crc = crcBeforeValue
         let valueStart = location.offset + Int64(head.count)
         var chunk = [UInt8](repeating: 0, count: min(chunkSize, max(1, Int(header.valueLength))))
         var offset: Int64 = 0
@@ -152,6 +177,7 @@ extension LogKV {
             offset += Int64(n)
         }
         guard crc == header.crc else { throw corrupt("checksum mismatch") }
-        return ValueReader(file: file, header: header, valueStart: valueStart, expiresAt: location.expiresAt)
+        return ValueReader(file: file, header: header, valueStart: valueStart, expiresAt: location.expiresAt,
+                           crcBeforeValue: crcBeforeValue)
     }
 }
