@@ -59,6 +59,11 @@ struct Check: ParsableCommand {
     @OptionGroup var directory: DirectoryOptions
 
     func run() throws {
+        // `check` takes the directory's lock (writing LOCK): never in a
+        // directory that is not logkv's.
+        guard directory.force || LogKV.isDataDirectory(directory.path) else {
+            throw Failure.usage("\(directory.path) is not a logkv data directory (no logkv segment in segments/); nothing was changed (--force to check it anyway)")
+        }
         let progress = Progress("checking segments")
         let report = try engine { try LogKV.check(path: directory.path) { progress.update($0, $1) } }
         progress.finish()
@@ -204,26 +209,58 @@ struct Load: ParsableCommand {
     @OptionGroup var directory: DirectoryOptions
     @Option(help: "Read from here instead of standard input.") var input: String?
 
+    /// Every line is read and checked before anything is written: a file
+    /// with a bad line loads nothing, and each bad line is reported with its
+    /// number (exit 2).
     func run() throws {
         let data = try readInput(file: input)
+        let now = LogKVOptions.systemMillis()
+        var records: [(key: [UInt8], value: [UInt8], expiresAt: Int64?)] = []
+        var problems: [String] = []
+        for (number, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
+        where !line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") }) {
+            do {
+                records.append(try Self.record(Data(line)))
+            } catch let failure as Failure {
+                problems.append("line \(number + 1): \(failure.message)")
+            }
+        }
+        guard problems.isEmpty else {
+            for problem in problems.prefix(50) { FileHandle.standardError.write(Data("logkv: \(problem)\n".utf8)) }
+            if problems.count > 50 { FileHandle.standardError.write(Data("logkv: … and \(problems.count - 50) more\n".utf8)) }
+            throw Failure.usage("\(problems.count) bad line(s); nothing was loaded")
+        }
         let store = try directory.open(create: true)
         defer { try? store.close() }
-        let now = LogKVOptions.systemMillis()
         var loaded = 0, expired = 0
-        for (number, line) in data.split(separator: UInt8(ascii: "\n")).enumerated() where !line.isEmpty {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-                throw Failure.usage("line \(number + 1): not a JSON object")
-            }
-            guard let key = Self.bytes(object, "key"), let value = Self.bytes(object, "value") else {
-                throw Failure.usage("line \(number + 1): needs \"key\" and \"value\" (or their _base64 forms)")
-            }
-            let expiresAt = (object["expires_at"] as? NSNumber)?.int64Value
-            if let expiresAt, expiresAt <= now { expired += 1; continue }
-            try engine { try store.put(key, value, expiresAt: expiresAt) }
+        for record in records {
+            if let expiresAt = record.expiresAt, expiresAt <= now { expired += 1; continue }
+            try engine { try store.put(record.key, record.value, expiresAt: record.expiresAt) }
             loaded += 1
         }
         try engine { try store.flushIndex() }
         print("loaded \(loaded) keys (\(expired) already expired, skipped)")
+    }
+
+    /// One line of `dump`'s format, checked: an object with `key` and
+    /// `value` (or their `_base64` forms) and, if present, `expires_at` as
+    /// whole milliseconds since the epoch.
+    static func record(_ line: Data) throws -> (key: [UInt8], value: [UInt8], expiresAt: Int64?) {
+        guard let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
+            throw Failure.usage("not a JSON object")
+        }
+        guard let key = bytes(object, "key"), !key.isEmpty else {
+            throw Failure.usage("needs a non-empty \"key\" (or \"key_base64\")")
+        }
+        guard let value = bytes(object, "value") else { throw Failure.usage("needs \"value\" (or \"value_base64\")") }
+        guard let raw = object["expires_at"], !(raw is NSNull) else { return (key, value, nil) }
+        // JSONSerialization gives numbers as NSNumber, booleans too: only a
+        // whole, positive number of milliseconds is an expiry.
+        guard type(of: raw) != Bool.self, let number = raw as? NSNumber, String(cString: number.objCType) != "c",
+              let millis = Int64(exactly: number.doubleValue), Double(millis) == number.doubleValue, millis > 0 else {
+            throw Failure.usage("\"expires_at\" must be whole milliseconds since 1970 (got \(raw))")
+        }
+        return (key, value, millis)
     }
 
     static func bytes(_ object: [String: Any], _ name: String) -> [UInt8]? {

@@ -94,7 +94,13 @@ struct List: ParsableCommand {
                     writeOutput(key, newline: true)
                 }
             }
-            guard let next = reply.json["next_after_base64"] as? String, next != after, !keys.isEmpty else { break }
+            guard let next = reply.json["next_after_base64"] as? String, !keys.isEmpty else { break }
+            // A cursor that does not move forward (a proxy or server that
+            // cycles) would page forever.
+            let from = Array(Data(base64Encoded: after) ?? Data()), to = Array(Data(base64Encoded: next) ?? Data())
+            guard after.isEmpty || from.lexicographicallyPrecedes(to) else {
+                throw Failure.server("the listing's cursor did not move forward after \(seen) keys: the server or a proxy is cycling")
+            }
             after = next
         }
         if options.json { printJSON(all) }

@@ -196,7 +196,7 @@ import Testing
         let before = snapshot(dir)
         let line = Data(#"{"key":"k","value":"v"}"#.utf8 + [10])
         for args in [["dump", "--data-dir", dir], ["rebuild-index", "--data-dir", dir], ["compact", "--data-dir", dir],
-                     ["backup", "--data-dir", dir, dir + "-b"], ["load", "--data-dir", dir]] {
+                     ["backup", "--data-dir", dir, dir + "-b"], ["load", "--data-dir", dir], ["check", "--data-dir", dir]] {
             let run = try Self.logkv(args, stdin: args[0] == "load" ? line : nil)
             #expect(run.status == 2, "\(args[0]): \(run.stderr)")
             #expect(run.stderr.contains("not a logkv data directory"), "\(args[0]): \(run.stderr)")
@@ -210,6 +210,31 @@ import Testing
         #expect(restore.status != 0 && restore.stderr.contains("not empty"), "\(restore.stderr)")
         #expect(snapshot(dir) == before, "a refused command changed the directory")
         #expect(!FileManager.default.fileExists(atPath: dir + "-b"))
+    }
+
+    /// `load` checks every line before it writes anything: bad lines are
+    /// reported with their numbers and nothing is loaded.
+    @Test func loadReportsEveryBadLineByNumberAndLoadsNothing() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let future = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
+        let lines = [
+            #"{"key":"good","value":"v","expires_at":\#(future)}"#,
+            #"{"key":"string-expiry","value":"v","expires_at":"tomorrow"}"#,
+            #"{"key":"fraction","value":"v","expires_at":1.5}"#,
+            #"{"key":"negative","value":"v","expires_at":-5}"#,
+            #"{"key":"bool","value":"v","expires_at":true}"#,
+            #"{"value":"no key"}"#,
+            "not json",
+            #"{"key":"ok-too","value_base64":"AAE="}"#,
+        ]
+        let bad = try Self.logkv(["load", "--data-dir", dir], stdin: Data(lines.joined(separator: "\n").utf8))
+        #expect(bad.status == 2, "\(bad.stderr)")
+        for number in 2...7 { #expect(bad.stderr.contains("line \(number):"), "line \(number): \(bad.stderr)") }
+        #expect(!bad.stderr.contains("line 1:") && !bad.stderr.contains("line 8:"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/segments"), "a refused load wrote something")
+        let good = try Self.logkv(["load", "--data-dir", dir], stdin: Data([lines[0], lines[7]].joined(separator: "\n").utf8))
+        #expect(good.status == 0 && good.text.contains("loaded 2 keys"), "\(good.stderr)")
     }
 
     /// A process killed at any moment of a rebuild — scanning, sorting,

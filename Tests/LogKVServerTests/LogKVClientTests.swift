@@ -116,6 +116,25 @@ import Testing
         }
     }
 
+    /// A server (or proxy) whose cursor never moves forward ends the
+    /// listing with an error, in the library and in `logkv list`.
+    @Test func aListingWhoseCursorDoesNotMoveForwardFailsInsteadOfCycling() async throws {
+        let server = CyclingServer(answer: #"{"success":true,"message":"ok","keys":["a"],"keys_base64":["YQ=="],"next_after_base64":"YQ=="}"#)
+        defer { server.stop() }
+        let client = try LogKVClient(LogKVClient.Configuration(address: "127.0.0.1:\(server.port)"))
+        var pages = 0
+        do {
+            for try await _ in client.keys() { pages += 1 }
+            Issue.record("the listing ended without an error")
+        } catch let error as LogKVClientError {
+            guard case .protocolError = error else { Issue.record("\(error)"); return }
+        }
+        #expect(pages == 1)
+        try await client.shutdown()
+        let cli = try CLITests.logkv(["list"], env: ["LOGKV_ADDR": "127.0.0.1:\(server.port)", "LOGKV_TIMEOUT": "20"])
+        #expect(cli.status == 3 && cli.stderr.contains("did not move forward"), "\(cli.stderr)")
+    }
+
     @Test func anIPv6LiteralAddressIsReached() async throws {
         guard FileManager.default.fileExists(atPath: "/proc/net/if_inet6") else { return }  // no IPv6 on this host
         try await withServer(configure: { $0.address = ListenAddress(host: "::1", port: 0) }) { s in
