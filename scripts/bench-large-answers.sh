@@ -20,27 +20,9 @@ source scripts/lib.sh
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"  # 4,096 clients and as many server sockets
 
-dir="$(mktemp -d)"
-chmod 755 "$dir"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    git worktree remove --force "$dir/before-src" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-swift build -c release --product logkvd >/dev/null
-cp .build/release/logkvd "$dir/logkvd-after"
-before_bin="${BENCH_BEFORE_BIN:-.build/bench-before/$(git rev-parse --short "$before_rev")/logkvd}"
-if [ ! -x "$before_bin" ]; then
-    git worktree add --detach "$dir/before-src" "$before_rev" >/dev/null 2>&1
-    (cd "$dir/before-src" && swift build -c release --product logkvd >/dev/null)
-    mkdir -p "$(dirname "$before_bin")"
-    cp "$dir/before-src/.build/release/logkvd" "$before_bin"
-fi
-cp "$before_bin" "$dir/logkvd-before"
+bench_workdir
+dir="$DIR"
+bench_builds "$before_rev"
 
 head -c $((64 << 20)) /dev/urandom > "$dir/big"
 head -c $((60 << 20)) /dev/zero | tr '\0' '\001' > "$dir/controls"

@@ -21,28 +21,9 @@ keys=1000000
 source scripts/lib.sh
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
-dir="$(mktemp -d)"
-chmod 755 "$dir"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    git worktree remove --force "$dir/before-src" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-swift build -c release --product logkvd >/dev/null
-cp .build/release/logkvd "$dir/logkvd-after"
-# BEFORE is built once per commit and kept under .build/bench-before/.
-before_bin="${BENCH_BEFORE_BIN:-.build/bench-before/$(git rev-parse --short "$before_rev")/logkvd}"
-if [ ! -x "$before_bin" ]; then
-    git worktree add --detach "$dir/before-src" "$before_rev" >/dev/null 2>&1
-    (cd "$dir/before-src" && swift build -c release --product logkvd >/dev/null)
-    mkdir -p "$(dirname "$before_bin")"
-    cp "$dir/before-src/.build/release/logkvd" "$before_bin"
-fi
-cp "$before_bin" "$dir/logkvd-before"
+bench_workdir
+dir="$DIR"
+bench_builds "$before_rev"
 
 value="$(head -c 256 /dev/zero | tr '\0' 'v')"
 cat > "$dir/put.lua" <<LUA

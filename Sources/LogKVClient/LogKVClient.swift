@@ -147,46 +147,75 @@ public final class LogKVClient: Sendable {
     /// includes the query, already encoded (see `path(forKey:)`).
     public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil,
                      headers: [(String, String)] = [], timeout: TimeAmount? = nil) async throws -> Answer {
-        let response = try await execute(method, path, body: body, headers: headers, timeout: timeout)
-        var collected: [UInt8] = []
-        do {
-            var body = try await response.body.collect(upTo: configuration.maxAnswerBytes)
-            collected = body.readBytes(length: body.readableBytes) ?? []
-        } catch is NIOTooManyBytesError {
-            throw LogKVClientError.answerTooLarge(limit: configuration.maxAnswerBytes)
-        } catch {
-            throw Self.translate(error, base: baseURL, timeout: configuration.timeout)
+        let deadline = timeout ?? configuration.timeout
+        let limit = configuration.maxAnswerBytes
+        let base = baseURL
+        return try await Self.within(deadline) { [self] in
+            let response = try await execute(method, path, body: body, headers: headers, timeout: deadline)
+            var collected: [UInt8] = []
+            do {
+                var body = try await response.body.collect(upTo: limit)
+                collected = body.readBytes(length: body.readableBytes) ?? []
+            } catch is NIOTooManyBytesError {
+                throw LogKVClientError.answerTooLarge(limit: limit)
+            } catch {
+                throw Self.translate(error, base: base, timeout: deadline)
+            }
+            return Answer(status: Int(response.status.code), headers: response.headers, body: collected)
         }
-        return Answer(status: Int(response.status.code), headers: response.headers, body: collected)
     }
 
     /// Streams a 200 answer's body to `write` piece by piece (nothing held
     /// whole); returns the bytes written. Any other status is an error. With
-    /// a Content-Length, a body that ends short is `.truncated`.
+    /// a Content-Length, a body that ends short is `.truncated`. The whole
+    /// download, body included, ends by the deadline.
     public func download(_ path: String, timeout: TimeAmount? = nil,
-                         to write: (ByteBuffer) throws -> Void) async throws -> Int64 {
-        let response = try await execute(.GET, path, body: nil, headers: [], timeout: timeout)
-        guard response.status == .ok else {
-            var body = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
-            let answer = Answer(status: Int(response.status.code), headers: response.headers,
-                                body: body.readBytes(length: body.readableBytes) ?? [])
-            throw LogKVClientError.from(answer)
-        }
-        var written: Int64 = 0
-        do {
-            for try await piece in response.body {
-                try write(piece)
-                written += Int64(piece.readableBytes)
+                         to write: @escaping @Sendable (ByteBuffer) throws -> Void) async throws -> Int64 {
+        let deadline = timeout ?? configuration.timeout
+        let base = baseURL
+        return try await Self.within(deadline) { [self] in
+            let response = try await execute(.GET, path, body: nil, headers: [], timeout: deadline)
+            guard response.status == .ok else {
+                var body = (try? await response.body.collect(upTo: 1 << 20)) ?? ByteBuffer()
+                let answer = Answer(status: Int(response.status.code), headers: response.headers,
+                                    body: body.readBytes(length: body.readableBytes) ?? [])
+                throw LogKVClientError.from(answer)
             }
-        } catch let error as LogKVClientError {
-            throw error
-        } catch {
-            throw Self.translate(error, base: baseURL, timeout: timeout ?? configuration.timeout)
+            var written: Int64 = 0
+            do {
+                for try await piece in response.body {
+                    try write(piece)
+                    written += Int64(piece.readableBytes)
+                }
+            } catch let error as LogKVClientError {
+                throw error
+            } catch {
+                throw Self.translate(error, base: base, timeout: deadline)
+            }
+            if let expected = response.headers.first(name: "content-length").flatMap(Int64.init), expected != written {
+                throw LogKVClientError.truncated(received: written, expected: expected)
+            }
+            return written
         }
-        if let expected = response.headers.first(name: "content-length").flatMap(Int64.init), expected != written {
-            throw LogKVClientError.truncated(received: written, expected: expected)
+    }
+
+    /// Runs `operation` and cancels it at `timeout`: async-http-client's
+    /// deadline ends a request only until its answer's head, not while its
+    /// body trickles in.
+    static func within<T: Sendable>(_ timeout: TimeAmount,
+                                    _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await operation() }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let result = first else {
+                throw LogKVClientError.timedOut(seconds: Double(timeout.nanoseconds) / 1e9)
+            }
+            return result
         }
-        return written
     }
 
     private func execute(_ method: HTTPMethod, _ path: String, body: [UInt8]?, headers: [(String, String)],

@@ -9,7 +9,8 @@ public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    /// Parses an address; nil when it is not `[host]:port` with a port in 0...65535.
+    /// Parses an address; nil when it is not `[host]:port` with a port in
+    /// 0...65535. No host (`:8080`) means every address, IPv6 and IPv4.
     public init?(parsing text: String) {
         var rest = Substring(text)
         if rest.hasPrefix("http://") { rest = rest.dropFirst(7) }
@@ -18,7 +19,7 @@ public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
               (0...65535).contains(port) else { return nil }
         var host = String(rest[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        if host.isEmpty { host = "0.0.0.0" }
+        if host.isEmpty { host = "::" }  // IPv6 and IPv4
         self.host = host
         self.port = port
     }

@@ -86,7 +86,28 @@ public final class LogKVHTTPServer: Service, Sendable {
             idleTimeout: config.idleTimeout, requestTimeout: config.requestTimeout)
         let quiescing = ServerQuiescingHelper(group: group)
         self.quiescing.withLockedValue { $0.append(quiescing) }
-        return try await ServerBootstrap(group: group)
+        let group = self.group
+        // `::` (the default) listens on IPv6 and IPv4 alike; where the host
+        // has no IPv6, on every IPv4 address instead.
+        if address.host == "::" {
+            do {
+                return try await bootstrap(group, quiescing, api, connections, settings, tls, config)
+                    .serverChannelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 0)
+                    .bind(host: "::", port: address.port).get()
+            } catch {
+                logger.notice("no IPv6 here: listening on IPv4 only", metadata: ["error": "\(error)"])
+                return try await bootstrap(group, quiescing, api, connections, settings, tls, config)
+                    .bind(host: "0.0.0.0", port: address.port).get()
+            }
+        }
+        return try await bootstrap(group, quiescing, api, connections, settings, tls, config)
+            .bind(host: address.host, port: address.port).get()
+    }
+
+    private func bootstrap(_ group: MultiThreadedEventLoopGroup, _ quiescing: ServerQuiescingHelper, _ api: KVAPI,
+                           _ connections: ConnectionCounter, _ settings: HTTPConnectionHandler.Settings,
+                           _ tls: ServerTLS?, _ config: ServerConfiguration) -> ServerBootstrap {
+        ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // At the descriptor limit, accept() fails at once: back
@@ -125,8 +146,6 @@ public final class LogKVHTTPServer: Service, Sendable {
                     try sync.addHandler(HTTPConnectionHandler(api: api, settings: settings))
                 }
             }
-            .bind(host: address.host, port: address.port)
-            .get()
     }
 
     /// Serves until graceful shutdown (SIGTERM/SIGINT through the service

@@ -5,7 +5,9 @@ import Prometheus
 /// Everything the HTTP layer needs to know; built by `logkvd` from flags and
 /// environment, or by tests directly.
 public struct ServerConfiguration: Sendable {
-    public var address: ListenAddress = ListenAddress(host: "0.0.0.0", port: 8080)
+    /// Every address, IPv6 and IPv4 (`::` with IPV6_V6ONLY off; IPv4 alone
+    /// where the host has no IPv6).
+    public var address: ListenAddress = ListenAddress(host: "::", port: 8080)
     /// Serve `/metrics` on its own address too (it is always on the main one).
     public var metricsAddress: ListenAddress?
     /// TLS on the API listener (`metricsAddress` stays plain HTTP: it serves

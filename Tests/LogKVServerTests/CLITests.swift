@@ -212,6 +212,39 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "-b"))
     }
 
+    /// `backup --online` writes an owner-only file, and leaves nothing
+    /// behind when the stream stalls past its deadline or the command is
+    /// interrupted (the old client left a world-readable copy in /tmp).
+    @Test func onlineBackupLeavesNothingBehindOnATimeoutOrAnInterruption() throws {
+        let dir = tempDir()
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func leftovers() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }
+        let stalling = StallingServer()
+        defer { stalling.stop() }
+        let addr = "127.0.0.1:\(stalling.port)"
+        let timedOut = try Self.logkv(["backup", "--online", "--addr", addr, "--timeout", "1", dir + "/b.tar"])
+        #expect(timedOut.status == 3, "\(timedOut.stderr)")
+        #expect(leftovers().isEmpty, "\(leftovers())")
+        // Interrupted mid-stream.
+        let process = try runRetryingSpawnRaces {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: builtProduct("logkv"))
+            process.arguments = ["backup", "--online", "--addr", addr, "--timeout", "60", dir + "/c.tar"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            return process
+        }
+        #expect(eventually(timeout: 30) { leftovers().contains { $0.hasPrefix("c.tar.partial-") } })
+        #expect(leftovers().allSatisfy { name in
+            var info = stat()
+            return stat(dir + "/" + name, &info) == 0 && UInt32(info.st_mode) & 0o077 == 0
+        }, "the partial file is readable by others")
+        kill(process.processIdentifier, SIGINT)
+        #expect(waitForExit(process).code == 130)
+        #expect(leftovers().isEmpty, "\(leftovers())")
+    }
+
     /// `load` checks every line before it writes anything: bad lines are
     /// reported with their numbers and nothing is loaded.
     @Test func loadReportsEveryBadLineByNumberAndLoadsNothing() throws {

@@ -205,6 +205,19 @@ import Testing
         _ = idle
     }
 
+    /// `--addr :PORT` (as the default `:8080`) listens on IPv6 and IPv4.
+    @Test func anAddressWithoutAHostListensOnIPv6AndIPv4() throws {
+        guard FileManager.default.fileExists(atPath: "/proc/net/if_inet6") else { return }  // no IPv6 on this host
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = try Logkvd(dataDir: dir, env: ["LOGKV_ADDR": ":0"])
+        defer { _ = server.terminate() }
+        #expect(server.waitUntilReady())
+        #expect(try CLITests.logkv(["set", "both", "yes"], env: ["LOGKV_ADDR": "127.0.0.1:\(server.port)"]).status == 0)
+        let v6 = try CLITests.logkv(["get", "both"], env: ["LOGKV_ADDR": "[::1]:\(server.port)"])
+        #expect(v6.status == 0 && v6.text == "yes", "\(v6.stderr)")
+    }
+
     /// A client with a half-sent body cannot hold a shutdown: after the
     /// grace period the connection is closed and the store closes cleanly.
     @Test func shutdownFinishesWithinTheGracePeriodWhateverTheClients() throws {

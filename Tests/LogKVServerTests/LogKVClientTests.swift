@@ -85,16 +85,9 @@ import Testing
             await #expect(throws: LogKVClientError.answerTooLarge(limit: 100_000)) { try await small.get(Array("big".utf8)) }
             try await small.shutdown()
             // A server that accepts and never answers: the total deadline ends the call.
-            let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let (silent, silentPort) = CyclingServer.listenOnLoopback()
             defer { close(silent) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) } }
-            _ = listen(silent, 8)
-            _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(silent, $0, &length) } }
-            var configuration = LogKVClient.Configuration(address: "127.0.0.1:\(UInt16(bigEndian: addr.sin_port))")
+            var configuration = LogKVClient.Configuration(address: "127.0.0.1:\(silentPort)")
             configuration.timeout = .milliseconds(300)
             let hurried = try LogKVClient(configuration)
             let started = ContinuousClock.now
