@@ -8,6 +8,12 @@ struct Get: ParsableCommand {
 
     func run() throws {
         let client = try options.client()
+        if !options.json && !stdoutIsTerminal {
+            // Raw bytes into a pipe or file: streamed as they come, never
+            // held whole.
+            try client.stream("/v1/kv/\(KVClient.path(key))?raw", key: key, to: STDOUT_FILENO)
+            return
+        }
         let reply = try client.request("GET", "/v1/kv/\(KVClient.path(key))" + (options.json ? "" : "?raw"))
         try reply.require(200, key: key)
         if options.json {

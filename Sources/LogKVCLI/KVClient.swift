@@ -113,6 +113,29 @@ struct KVClient {
         }
     }
 
+    /// Streams a GET answer's body to the descriptor `output` piece by
+    /// piece; a missing key is exit 1, as with `request(...).require`.
+    func stream(_ path: String, key: String, to output: Int32) throws {
+        let client = self.client
+        do {
+            _ = try blocking {
+                try await client.download(path) { piece in
+                    try piece.withUnsafeReadableBytes { bytes in
+                        var offset = 0
+                        while offset < bytes.count {
+                            let n = write(output, bytes.baseAddress! + offset, bytes.count - offset)
+                            if n < 0 && errno == EINTR { continue }
+                            guard n > 0 else { throw Failure.server("cannot write the value: \(String(cString: strerror(errno)))") }
+                            offset += n
+                        }
+                    }
+                }
+            }
+        } catch let failure as Failure where failure.message == "404: key not found" {
+            throw Failure.notFound("key \"\(displayText(Array(key.utf8)))\" not found")
+        }
+    }
+
     /// Runs `body` to completion from synchronous code: the CLI's commands
     /// are synchronous, the client is async.
     func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {

@@ -184,11 +184,13 @@ public final class LogKVClient: Sendable {
             var written: Int64 = 0
             do {
                 for try await piece in response.body {
-                    try write(piece)
+                    do { try write(piece) } catch { throw SinkError(underlying: error) }
                     written += Int64(piece.readableBytes)
                 }
             } catch let error as LogKVClientError {
                 throw error
+            } catch let error as SinkError {
+                throw error.underlying  // the caller's own failure (a full disk), as it threw it
             } catch {
                 throw Self.translate(error, base: base, timeout: deadline)
             }
@@ -198,6 +200,9 @@ public final class LogKVClient: Sendable {
             return written
         }
     }
+
+    /// An error thrown by a download's `write`, kept apart from the network's.
+    private struct SinkError: Error { var underlying: Error }
 
     /// Runs `operation` and cancels it at `timeout`: async-http-client's
     /// deadline ends a request only until its answer's head, not while its

@@ -98,12 +98,16 @@ import Testing
                 guard case .timedOut = error else { Issue.record("\(error)"); return }
             }
             #expect(ContinuousClock.now - started < .seconds(5))
-            // A blocking query may take its wait on top of the deadline.
-            let patient = try Self.client(s) { $0.timeout = .milliseconds(500) }
-            let index = try #require(try await patient.get(Array("big".utf8))?.index)
+            // A blocking query may take its wait on top of the deadline: a
+            // 3 s wait with a 2 s deadline answers after the wait.
+            try s.store.put(Array("small".utf8), Array("1".utf8))
+            let reader = try Self.client(s)
+            let index = try #require(try await reader.get(Array("small".utf8))?.index)
+            try await reader.shutdown()
+            let patient = try Self.client(s) { $0.timeout = .seconds(2) }
             let waited = ContinuousClock.now
-            _ = try await patient.get(Array("big".utf8), after: index, wait: .seconds(1))
-            #expect(ContinuousClock.now - waited >= .milliseconds(900))
+            _ = try await patient.get(Array("small".utf8), after: index, wait: .seconds(3))
+            #expect(ContinuousClock.now - waited >= .milliseconds(2900))
             try await patient.shutdown()
             try await hurried.shutdown()
         }
