@@ -136,7 +136,13 @@ public final class LogKVHTTPServer: Service, Sendable {
                     }
                     channel.closeFuture.whenComplete { _ in connections.close(admission) }
                     var settings = settings
-                    settings.probesOnly = admission == .probesOnly
+                    if admission == .probesOnly {
+                        // A probe asks at once: an idle one must not hold the
+                        // few slots past the cap for long.
+                        settings.probesOnly = true
+                        settings.idleTimeout = min(settings.idleTimeout, .seconds(5))
+                        settings.requestTimeout = min(settings.requestTimeout, .seconds(5))
+                    }
                     // No other handler: every one a request crosses costs. A client
                     // that does not read its answers stops being read (the
                     // connection handler holds its reads).

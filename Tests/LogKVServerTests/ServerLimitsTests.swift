@@ -243,21 +243,17 @@ import Testing
             let other = try s.client().request("GET", "/v1/keys")
             #expect(other.status == 503)
             #expect((other.json["message"] as? String)?.contains("too many connections") == true)
-            // Probe connections held open use up the reserve; past it, a
-            // connection gets 503 before it asks anything.
+            // Probe connections held open use up the reserve (each for at
+            // most 5 s idle); past it, a connection gets 503 before it asks.
             var probes: [HTTPTestClient] = []
+            for _ in 0..<ServerConfiguration.probeConnectionReserve { probes.append(try s.client()) }
+            usleep(300_000)
+            let past = try s.client()
             var refusedAtOnce: [UInt8] = []
-            for _ in 0..<(ServerConfiguration.probeConnectionReserve + 8) where refusedAtOnce.isEmpty {
-                let c = try s.client()
-                var waited = 0
-                while refusedAtOnce.isEmpty && waited < 5, let bytes = try? c.readAvailable() {
-                    refusedAtOnce = bytes
-                    waited += 1
-                }
-                probes.append(c)
-            }
-            #expect(probes.count > ServerConfiguration.probeConnectionReserve)
+            for _ in 0..<30 where refusedAtOnce.isEmpty { refusedAtOnce = (try? past.readAvailable()) ?? [] }
             #expect(String(decoding: refusedAtOnce, as: UTF8.self).hasPrefix("HTTP/1.1 503"))
+            // An idle probe connection is closed soon, freeing its slot.
+            #expect(eventually(timeout: 30) { (try? probes[0].readAvailable()) == nil })
             held.removeAll()
             probes.removeAll()
             // The server notices the closes soon (a starved one, later).
