@@ -117,9 +117,12 @@ struct KVClient {
     /// piece; a missing key is exit 1, as with `request(...).require`.
     func stream(_ path: String, key: String, to output: Int32) throws {
         let client = self.client
+        // A reader that pauses (a pager) must not cut the value off at the
+        // usual 60 s: an hour unless LOGKV_TIMEOUT says otherwise.
+        let deadline = ProcessInfo.processInfo.environment["LOGKV_TIMEOUT"].flatMap(Double.init) ?? 3600
         do {
             _ = try blocking {
-                try await client.download(path) { piece in
+                try await client.download(path, timeout: .nanoseconds(Int64(deadline * 1e9))) { piece in
                     try piece.withUnsafeReadableBytes { bytes in
                         var offset = 0
                         while offset < bytes.count {
@@ -260,9 +263,12 @@ enum TemporaryFile {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
-                lock.withLock {
-                    if let path { path.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+                let removed: Bool = lock.withLock {
+                    guard let path else { return false }  // already complete and in place
+                    path.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+                    return true
                 }
+                guard removed else { return }
                 FileHandle.standardError.write(Data("logkv: interrupted; removed the partial download\n".utf8))
                 exit(128 + signalNumber)
             }

@@ -206,20 +206,57 @@ public final class LogKVClient: Sendable {
 
     /// Runs `operation` and cancels it at `timeout`: async-http-client's
     /// deadline ends a request only until its answer's head, not while its
-    /// body trickles in.
+    /// body trickles in. Returns at the deadline even if the operation is
+    /// slow to notice its cancellation (a write blocked on a full pipe).
     static func within<T: Sendable>(_ timeout: TimeAmount,
                                     _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await operation() }
-            group.addTask {
-                try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+        let work = Task { try await operation() }
+        let race = Race<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                race.start(continuation)
+                let timer = Task {
+                    try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+                    race.finish(.failure(LogKVClientError.timedOut(seconds: Double(timeout.nanoseconds) / 1e9)))
+                    work.cancel()
+                }
+                Task {
+                    let result = await work.result
+                    timer.cancel()
+                    race.finish(result)
+                }
+            }
+        } onCancel: {
+            work.cancel()
+        }
+    }
+
+    /// The first of two outcomes resumes the waiting call; the other is dropped.
+    private final class Race<T: Sendable>: @unchecked Sendable {
+        private let lock = NIOLock()
+        private var continuation: CheckedContinuation<T, Error>?
+        private var early: Result<T, Error>?
+
+        func start(_ continuation: CheckedContinuation<T, Error>) {
+            let ready: Result<T, Error>? = lock.withLock {
+                if let early { return early }
+                self.continuation = continuation
                 return nil
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let result = first else {
-                throw LogKVClientError.timedOut(seconds: Double(timeout.nanoseconds) / 1e9)
+            if let ready { continuation.resume(with: ready) }
+        }
+
+        func finish(_ result: Result<T, Error>) {
+            let waiting: CheckedContinuation<T, Error>? = lock.withLock {
+                if let continuation {
+                    self.continuation = nil
+                    early = result  // later outcomes are dropped
+                    return continuation
+                }
+                if early == nil { early = result }
+                return nil
             }
-            return result
+            waiting?.resume(with: result)
         }
     }
 

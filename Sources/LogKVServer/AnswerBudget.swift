@@ -72,6 +72,18 @@ final class AnswerBudget: Sendable {
         }
     }
 
+    /// Reserves as much of `atMost` as the budget has free, if that is at
+    /// least `atLeast`; returns the bytes reserved, or nil (taking nothing).
+    func tryReserve(atLeast: Int, atMost: Int) -> Int? {
+        state.withLockedValue { state in
+            let free = limit - state.used
+            guard free >= atLeast else { return nil }
+            let taken = min(max(atLeast, atMost), free)
+            state.used += taken
+            return taken
+        }
+    }
+
     func release(_ bytes: Int) {
         guard bytes > 0 else { return }
         let ready: [Waiter] = state.withLockedValue { state in

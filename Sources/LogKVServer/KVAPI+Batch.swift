@@ -16,6 +16,12 @@ import LogKV
 extension KVAPI {
     struct BatchBody: Decodable { var ops: [WriteBody] }
 
+    /// Bytes `writeKey` writes for `key`: escaped text, or percent-encoded
+    /// bytes with their `key_encoding`.
+    static func writtenKeySize(_ key: [UInt8]) -> Int {
+        key.isValidUTF8 ? key.reduce(8) { $0 + JSONWriter.escapedCount($1) } : key.count * 3 + 40
+    }
+
     enum BatchOp: Sendable {
         case put([UInt8], [UInt8], Int64?)
         case delete([UInt8])
@@ -52,10 +58,13 @@ extension KVAPI {
         // refused (503) with nothing applied, never after its writes. Each
         // result costs its escaped key and a little; gets may add values up
         // to `maxBatchResponseBytes`.
-        let resultBytes = ops.reduce(1024) { $0 + 160 + $1.key.reduce(0) { $0 + JSONWriter.escapedCount($1) } }
+        let resultBytes = ops.reduce(1024) { $0 + 256 + Self.writtenKeySize($1.key) }
         let hasGets = ops.contains { if case .get = $0 { return true } else { return false } }
-        let reserved = min(answerBudget.limit, resultBytes + (hasGets ? configuration.maxBatchResponseBytes : 0))
-        guard answerBudget.tryReserve(reserved) else {
+        // Gets get what the budget has free, up to `maxBatchResponseBytes`
+        // (those past it answer 413 each), so a batch never waits and
+        // never holds more than its answer can use.
+        guard let reserved = answerBudget.tryReserve(atLeast: resultBytes,
+                                                     atMost: resultBytes + (hasGets ? configuration.maxBatchResponseBytes : 0)) else {
             throw APIError(.serviceUnavailable, "the server is sending too many large answers; retry later (nothing was applied)",
                            headers: [("Retry-After", "1")])
         }

@@ -84,24 +84,31 @@ public final class LogKVHTTPServer: Service, Sendable {
                                        adminHosts: address.isWildcard ? [] : [address.host],
                                        bodyLimit: bodyLimit, budget: bodyBudget),
             idleTimeout: config.idleTimeout, requestTimeout: config.requestTimeout)
-        let quiescing = ServerQuiescingHelper(group: group)
-        self.quiescing.withLockedValue { $0.append(quiescing) }
         let group = self.group
+        // One quiescing helper per listener that binds (a failed bind has
+        // spent its helper on a dead channel).
+        func listen(host: String, dualStack: Bool) async throws -> Channel {
+            let quiescing = ServerQuiescingHelper(group: group)
+            var bootstrap = self.bootstrap(group, quiescing, api, connections, settings, tls, config)
+            if dualStack {
+                bootstrap = bootstrap.serverChannelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 0)
+            }
+            let channel = try await bootstrap.bind(host: host, port: address.port).get()
+            self.quiescing.withLockedValue { $0.append(quiescing) }
+            return channel
+        }
         // `::` (the default) listens on IPv6 and IPv4 alike; where the host
-        // has no IPv6, on every IPv4 address instead.
+        // has no IPv6, on every IPv4 address instead. Any other failure (the
+        // port taken) is an error, not a quiet fallback.
         if address.host == "::" {
             do {
-                return try await bootstrap(group, quiescing, api, connections, settings, tls, config)
-                    .serverChannelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 0)
-                    .bind(host: "::", port: address.port).get()
-            } catch {
+                return try await listen(host: "::", dualStack: true)
+            } catch let error as IOError where [EAFNOSUPPORT, EADDRNOTAVAIL, EPROTONOSUPPORT].contains(error.errnoCode) {
                 logger.notice("no IPv6 here: listening on IPv4 only", metadata: ["error": "\(error)"])
-                return try await bootstrap(group, quiescing, api, connections, settings, tls, config)
-                    .bind(host: "0.0.0.0", port: address.port).get()
+                return try await listen(host: "0.0.0.0", dualStack: false)
             }
         }
-        return try await bootstrap(group, quiescing, api, connections, settings, tls, config)
-            .bind(host: address.host, port: address.port).get()
+        return try await listen(host: address.host, dualStack: false)
     }
 
     private func bootstrap(_ group: MultiThreadedEventLoopGroup, _ quiescing: ServerQuiescingHelper, _ api: KVAPI,

@@ -34,11 +34,19 @@ public final class ValueReader: @unchecked Sendable {
     private var runningCRC: UInt32?
     private var nextInOrder = 0
 
-    init(file: any StorageFile, header: RecordHeader, valueStart: Int64, expiresAt: Int64, crcBeforeValue: UInt32) {
+    /// Where the record is, and what to do when it turns out damaged (the
+    /// engine's log line and `logkv_read_corrupt_total`).
+    private let location: RecordLocation
+    private let reportCorruption: @Sendable (String) -> LogKVError
+
+    init(file: any StorageFile, header: RecordHeader, valueStart: Int64, location: RecordLocation, crcBeforeValue: UInt32,
+         reportCorruption: @escaping @Sendable (String) -> LogKVError) {
         self.file = file
+        self.location = location
+        self.reportCorruption = reportCorruption
         self.seq = header.seq
         self.writtenAt = header.writtenAt
-        self.expiresAt = expiresAt == 0 ? nil : expiresAt
+        self.expiresAt = location.expiresAt == 0 ? nil : location.expiresAt
         self.length = Int(header.valueLength)
         self.valueStart = valueStart
         self.expectedCRC = header.crc
@@ -61,7 +69,7 @@ public final class ValueReader: @unchecked Sendable {
             nextInOrder += n
             runningCRC = next
             if nextInOrder == length && next != expectedCRC {
-                throw LogKVError.corruption(segment: 0, offset: valueStart, reason: "the value changed on disk while it was being sent (checksum mismatch)")
+                throw reportCorruption("checksum mismatch: the value changed on disk while it was being read")
             }
         } else {
             runningCRC = nil
@@ -143,7 +151,8 @@ extension LogKV {
         } catch LogKVError.io(_, _, let err) where err == ENOENT && state.withLock({ segments.isRetired(location.segment) }) {
             throw SegmentGone.gone
         }
-        func corrupt(_ reason: String) -> LogKVError {
+        let metrics = self.metrics, logger = self.logger
+        let corrupt: @Sendable (String) -> LogKVError = { reason in
             metrics.readCorrupt.increment()
             logger.error("\(reason) on read", metadata: ["segment": "\(location.segment)", "offset": "\(location.offset)"])
             return LogKVError.corruption(segment: location.segment, offset: location.offset, reason: reason)
@@ -177,7 +186,7 @@ extension LogKV {
             offset += Int64(n)
         }
         guard crc == header.crc else { throw corrupt("checksum mismatch") }
-        return ValueReader(file: file, header: header, valueStart: valueStart, expiresAt: location.expiresAt,
-                           crcBeforeValue: crcBeforeValue)
+        return ValueReader(file: file, header: header, valueStart: valueStart, location: location,
+                           crcBeforeValue: crcBeforeValue, reportCorruption: corrupt)
     }
 }
