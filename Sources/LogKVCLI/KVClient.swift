@@ -1,5 +1,6 @@
 import Foundation
 import LogKVClient
+import NIOCore
 import NIOHTTP1
 
 /// The `logkv` command's synchronous face over `LogKVClient`
@@ -88,15 +89,7 @@ struct KVClient {
         do {
             let written = try blocking {
                 try await client.download(path, timeout: .nanoseconds(Int64(timeout * 1e9))) { piece in
-                    try piece.withUnsafeReadableBytes { bytes in
-                        var offset = 0
-                        while offset < bytes.count {
-                            let n = write(output, bytes.baseAddress! + offset, bytes.count - offset)
-                            if n < 0 && errno == EINTR { continue }
-                            guard n > 0 else { throw Failure.server("cannot write \(temp): \(String(cString: strerror(errno)))") }
-                            offset += n
-                        }
-                    }
+                    try Self.writeAll(piece, to: output, naming: temp)
                 }
             }
             guard fsync(fd) == 0 else { throw Failure.server("cannot write \(temp): \(String(cString: strerror(errno)))") }
@@ -123,19 +116,25 @@ struct KVClient {
         do {
             _ = try blocking {
                 try await client.download(path, timeout: .nanoseconds(Int64(deadline * 1e9))) { piece in
-                    try piece.withUnsafeReadableBytes { bytes in
-                        var offset = 0
-                        while offset < bytes.count {
-                            let n = write(output, bytes.baseAddress! + offset, bytes.count - offset)
-                            if n < 0 && errno == EINTR { continue }
-                            guard n > 0 else { throw Failure.server("cannot write the value: \(String(cString: strerror(errno)))") }
-                            offset += n
-                        }
-                    }
+                    try Self.writeAll(piece, to: output, naming: "the value")
                 }
             }
         } catch let failure as Failure where failure.message == "404: key not found" {
             throw Failure.notFound("key \"\(displayText(Array(key.utf8)))\" not found")
+        }
+    }
+
+    /// Writes all of `piece` to the descriptor `output` (`what` names it in
+    /// the error).
+    static func writeAll(_ piece: ByteBuffer, to output: Int32, naming what: String) throws {
+        try piece.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(output, bytes.baseAddress! + offset, bytes.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw Failure.server("cannot write \(what): \(String(cString: strerror(errno)))") }
+                offset += n
+            }
         }
     }
 
