@@ -6,8 +6,12 @@ import LogKVTestSupport
 final class TempDir: @unchecked Sendable {
     let path: String
 
-    init(_ name: String = "logkv") {
-        path = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString)"
+    /// `inMemory`: under `/dev/shm` where there is one (tests that open and
+    /// close thousands of stores, whose fsyncs would dominate on a disk).
+    init(_ name: String = "logkv", inMemory: Bool = false) {
+        let shm = "/dev/shm/"
+        let base = inMemory && access(shm, W_OK) == 0 ? shm : NSTemporaryDirectory()
+        path = base + "\(name)-\(UUID().uuidString)"
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 
@@ -24,7 +28,7 @@ final class TempDir: @unchecked Sendable {
     /// What a process crash leaves: a copy of every file as it is now, the
     /// lock released.
     func crashCopy() throws -> TempDir {
-        let copy = TempDir("crash-copy")
+        let copy = TempDir("crash-copy", inMemory: path.hasPrefix("/dev/shm/"))
         try FileManager.default.removeItem(atPath: copy.path)
         try FileManager.default.copyItem(atPath: path, toPath: copy.path)
         try? FileManager.default.removeItem(atPath: copy.path + "/LOCK")
