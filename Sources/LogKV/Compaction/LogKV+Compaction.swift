@@ -10,15 +10,10 @@ import Foundation
 ///    (so no input holds a change still pending in memory, and a replay from
 ///    the checkpoint finds every record after it).
 /// 2. Write `COMPACTION` (old ids; new ids as they are created), durably.
-/// 3. Copy each record whose index row points at exactly it, with its
-///    original seq, into new segments (kind "compacted", never replayed).
-///    A record that hides older values — a tombstone, an expired value, a
-///    value whose row expiry removed, a TTL refresh no longer in force — is
-///    kept while any segment that stays may hold an older record (its
-///    `min_seq` is not above the record's seq): decided by seq, never by
-///    segment id (rule 4). A TTL refresh is live while its seq is the row's
-///    `ttl_seq`, and the row's expiry (not the value record's own) decides
-///    whether the value is expired.
+/// 3. Copy what `CompactionPlan` keeps, with its original seq, into new
+///    segments (kind "compacted", never replayed): each record its index
+///    row points at, and each record that may hide an older one in a
+///    segment that stays.
 /// 4. fsync the new segments and the directory.
 /// 5. One durable index transaction (synchronous=FULL) moves rows
 ///    conditionally (a racing write wins) and swaps the segments' rows.
@@ -273,31 +268,15 @@ extension LogKV {
                 report.bytesRead += Int64(h.recordLength)
                 limiter.spend(h.recordLength)
                 let row = try readers.withReader { try $0.lookup(entry.key) }
-                let mayHideOlder = minStayingSeq <= h.seq
-                // The row owns this record when it points at it: as its value,
-                // or (for a TTL refresh) as the refresh that set its expiry.
-                let isRowOwner = h.isTTLRefresh
-                    ? row?.ttl.segment == input.id && row?.ttl.offset == entry.offset && row?.ttl.seq == h.seq
-                    : row?.segment == input.id && row?.offset == entry.offset
-                // The row's expiry is the key's: a TTL refresh may have moved it.
-                let expired = isRowOwner ? row!.isExpired(now: now)
-                    : !h.isTombstone && !h.isTTLRefresh && Supersession.isExpired(expiresAt: h.expiresAt, now: now)
-                var keep: Bool
-                if isRowOwner {
-                    keep = !expired || mayHideOlder
-                    if !keep && !h.isTTLRefresh {
-                        drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset, new: row!))
-                    }
-                } else if let row, row.latestSeq >= h.seq {
-                    keep = false  // a newer record (or this one's copy) is indexed and hides it
-                } else {
-                    // No row: the key was deleted or expired. This record may be
-                    // what hides an older value, if it is a tombstone, expired,
-                    // or a TTL refresh (which hides the values before the one
-                    // it names).
-                    keep = (h.isTombstone || h.isTTLRefresh || expired || row != nil) && mayHideOlder
+                let fate = CompactionPlan.fate(of: h, segment: input.id, offset: entry.offset, row: row,
+                                               minStayingSeq: minStayingSeq, now: now)
+                switch fate {
+                case .drop: continue
+                case .dropWithRow:
+                    drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset, new: row!))
+                    continue
+                case .copyOwned, .copyHiding: break
                 }
-                guard keep else { continue }
                 if output == nil || output!.size + Int64(h.recordLength) > options.segmentSize {
                     if let full = output { try full.sync() }
                     output = try newOutput()
@@ -308,7 +287,7 @@ extension LogKV {
                 try output!.append(record)
                 report.bytesWritten += Int64(record.count)
                 limiter.spend(record.count)
-                if isRowOwner {
+                if fate == .copyOwned {
                     moves.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
                                                 new: RecordLocation(segment: output!.id, offset: offset, length: record.count,
                                                                     seq: h.seq, expiresAt: h.expiresAt),
