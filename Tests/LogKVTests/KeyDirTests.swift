@@ -13,7 +13,7 @@ import Testing
         var keyDir = KeyDir(cacheBudgetBytes: 0, tracksUnindexed: true)
         let tailStart = LogPosition(segment: 1, offset: 1_000)
         let k = KeyBytes(Array("k".utf8)), other = KeyBytes(Array("other".utf8))
-        keyDir.adoptRecoveredTail([k: put(5, at: 1_000), other: put(6, at: 1_040)], startingAt: tailStart)
+        keyDir.adoptRecoveredTail(Recovery.RecoveredTail(changes: [k: put(5, at: 1_000), other: put(6, at: 1_040)], start: tailStart))
         #expect(keyDir.count == 2)
         // A new write replaces k's recovered change before any flush and
         // is not durable yet (fsync=interval).
@@ -47,7 +47,7 @@ import Testing
         var keyDir = KeyDir(cacheBudgetBytes: 0, tracksUnindexed: true)
         let tailStart = LogPosition(segment: 1, offset: 1_000)
         let a = KeyBytes(Array("a".utf8)), b = KeyBytes(Array("b".utf8))
-        keyDir.adoptRecoveredTail([a: put(5, at: 1_000)], startingAt: tailStart)
+        keyDir.adoptRecoveredTail(Recovery.RecoveredTail(changes: [a: put(5, at: 1_000)], start: tailStart))
         keyDir.publish(b, put(10, at: 1_040), recordAt: LogPosition(segment: 1, offset: 1_040))
         let batch = keyDir.takeDurableBatch(durableSeq: 5, lastSeq: 10, durableEnd: LogPosition(segment: 1, offset: 1_040),
                                             logEnd: LogPosition(segment: 1, offset: 1_080))
@@ -59,7 +59,7 @@ import Testing
         var keyDir = KeyDir(cacheBudgetBytes: 0, tracksUnindexed: true)
         let tailStart = LogPosition(segment: 1, offset: 1_000)
         let k = KeyBytes(Array("k".utf8)), o = KeyBytes(Array("o".utf8))
-        keyDir.adoptRecoveredTail([o: put(4, at: 1_000), k: put(5, at: 1_040)], startingAt: tailStart)
+        keyDir.adoptRecoveredTail(Recovery.RecoveredTail(changes: [o: put(4, at: 1_000), k: put(5, at: 1_040)], start: tailStart))
         let end = LogPosition(segment: 1, offset: 1_080)
         let failing = keyDir.takeDurableBatch(durableSeq: 5, lastSeq: 5, durableEnd: end, logEnd: end)
         #expect(failing?.changes.keys.sorted() == [k, o])

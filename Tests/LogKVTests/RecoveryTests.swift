@@ -20,8 +20,8 @@ import Testing
         let dir = TempDir()
         try populate(dir)
         let result = try Recovery.open(path: dir.path, options: .testing())
-        #expect(result.replayedRecords == 0)
-        #expect(result.rebuilt == false)
+        #expect(result.report.replayedRecords == 0)
+        #expect(result.report.rebuilt == false)
     }
 
     @Test func reopenAfterTornWriteKeepsAckedKeys() throws {
@@ -93,8 +93,8 @@ import Testing
         #expect(before.problems.contains { $0.contains("offset \(RecordFormat.segmentHeaderSize)") && $0.contains("intact records follow") },
                 "\(before.problems)")
         let result = try Recovery.open(path: dir.path, options: .testing())
-        #expect(result.damagedSpans == 1)
-        #expect(result.truncatedBytes == 0)
+        #expect(result.report.damagedSpans == 1)
+        #expect(result.report.truncatedBytes == 0)
     }
 
     @Test func intactRecordsAfterDamageStayReadableAcrossRestarts() throws {
@@ -130,8 +130,8 @@ import Testing
             try? FileManager.default.removeItem(atPath: file)
         }
         let result = try Recovery.open(path: dir.path, options: options)
-        #expect(result.rebuilt)
-        #expect(result.replayedRecords == 324)
+        #expect(result.report.rebuilt)
+        #expect(result.report.replayedRecords == 324)
         _ = consume result
         // Identical but for the seq high-water mark: without the old index
         // the last close cannot be known clean, so seq jumps ahead (rule 5).
@@ -181,7 +181,7 @@ import Testing
 
         for (file, data) in zip(files, killed) { try data.write(to: URL(fileURLWithPath: file)) }
         let result = try Recovery.open(path: dir.path, options: .testing())
-        #expect(result.rebuilt)
+        #expect(result.report.rebuilt)
         _ = consume result
         #expect(!FileManager.default.fileExists(atPath: dir.indexPath + "-journal"))
         let store = try LogKV(path: dir.path, options: .testing())
@@ -201,8 +201,8 @@ import Testing
         // Put back the older index: its checkpoint is 31 records behind.
         try savedIndex.write(to: URL(fileURLWithPath: dir.indexPath))
         let result = try Recovery.open(path: dir.path, options: .testing())
-        #expect(result.replayedRecords == 31)
-        #expect(result.rebuilt == false)
+        #expect(result.report.replayedRecords == 31)
+        #expect(result.report.rebuilt == false)
         _ = consume result
         let reopened = try LogKV(path: dir.path, options: .testing())
         defer { try? reopened.close() }
@@ -235,7 +235,7 @@ import Testing
         let copy = try dir.crashCopy()
         try store.close()
         let again = try Recovery.open(path: copy.path, options: .testing())
-        #expect(again.replayedRecords == 32)
+        #expect(again.report.replayedRecords == 32)
         _ = consume again
         let reopened = try LogKV(path: copy.path, options: .testing())
         #expect(try reopened.get("k0")?.value == bytes("changed"))
@@ -244,7 +244,7 @@ import Testing
         try reopened.close()
         // The store that ran to its close indexed the tail: nothing to replay.
         let clean = try Recovery.open(path: dir.path, options: .testing())
-        #expect(clean.replayedRecords == 0)
+        #expect(clean.report.replayedRecords == 0)
     }
 
     @Test func seqsHandedOutAfterACrashAreNeverHandedOutAgainAfterASecondCrash() throws {

@@ -84,8 +84,8 @@ import Testing
         let checked = try LogKV.check(path: dir.path)
         #expect(checked.problems.contains { $0.contains("intact records follow") }, "\(checked.problems)")
         let result = try Recovery.open(path: dir.path, options: Self.options(.interval))
-        #expect(result.damagedSpans == 1)
-        #expect(result.droppedTailRecords == 0)
+        #expect(result.report.damagedSpans == 1)
+        #expect(result.report.droppedTailRecords == 0)
         withExtendedLifetime(result.lock) {}
     }
 

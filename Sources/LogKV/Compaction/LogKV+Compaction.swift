@@ -50,11 +50,11 @@ extension LogKV {
         // the flush returns; one that reads it later finds the key already
         // expired. So compaction never drops a value a refresh renewed.
         var now: Int64 = 0
-        let sealed: Set<UInt64> = try holdingWriterLockForDiskWork {
-            try writerLock.withLock {
-                if writerClosed { throw LogKVError.closed }
+        let sealed: Set<UInt64> = try log.flaggingDiskWork {
+            try log.lock.withLock {
+                if log.isClosed { throw LogKVError.closed }
                 if let writeFailure { throw writeFailure }
-                if everything && !active.isEmpty { try rotate() }
+                if everything && !log.active.isEmpty { try rotate() }
                 now = options.clock()
                 return sealedLogSegments()
             }
@@ -85,7 +85,7 @@ extension LogKV {
                 // `now`: once more, with a fresh time and flush.
                 retried = true
                 logger.warning("compaction met a key renewed after its expiry was judged; starting over")
-                now = writerLock.withLock { options.clock() }
+                now = log.lock.withLock { options.clock() }
                 try indexAcknowledgedChanges()
             }
         }
@@ -123,7 +123,7 @@ extension LogKV {
     /// The log segments sealed now: every one but the active. A recorded
     /// fact, not an id comparison (rule 4). Called under the writer lock.
     func sealedLogSegments() -> Set<UInt64> {
-        let activeID = active.id
+        let activeID = log.active.id
         return state.withLock { segments.logSegments(excluding: activeID) }
     }
 
@@ -162,7 +162,7 @@ extension LogKV {
 
     /// Whether a background compaction should run now (Bitcask-style triggers).
     func compactionTriggered() throws -> Bool {
-        let sealed = writerLock.withLock { sealedLogSegments() }
+        let sealed = log.lock.withLock { sealedLogSegments() }
         return try compactionCandidates(sealedLogSegments: sealed).contains { candidate in
             guard candidate.size > 0 else { return false }
             return Double(candidate.dead) / Double(candidate.size) >= options.compactionTriggerRatio
@@ -208,10 +208,7 @@ extension LogKV {
             // The id and high-water mark are taken under the writer lock;
             // the file is created (and synced) outside it, which writers and
             // event loops take.
-            let (id, highWater) = writerLock.withLock { () -> (UInt64, UInt64) in
-                defer { nextSegmentID += 1 }
-                return (nextSegmentID, nextSeq - 1)
-            }
+            let (id, highWater) = log.lock.withLock { log.reserveSegment() }
             outputIDs.append(id)
             try writeManifest()
             let file = try createSegment(kind: .compacted, minSeq: outputMinSeq, reserved: (id, highWater))

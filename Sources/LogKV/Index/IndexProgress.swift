@@ -43,6 +43,12 @@ struct IndexProgress {
         self.recoveredBacklog = recoveredBacklog
     }
 
+    /// As recovery left the index: checkpointed at the start of the tail it
+    /// replayed into memory, or at the log's end when there was none.
+    init(_ tail: Recovery.RecoveredTail, logEnd: LogPosition) {
+        self.init(checkpoint: tail.start ?? logEnd, sealedSizes: tail.sizes, recoveredBacklog: tail.changes.count)
+    }
+
     /// A log segment was sealed at `size` bytes.
     mutating func sealed(_ id: UInt64, size: Int64) { sealedSizes[id] = size }
 

@@ -76,8 +76,7 @@ extension LogKV {
                DispatchTime.now().uptimeNanoseconds - since >= Self.pinnedCheckpointCatchUpNanos {
                 pinnedSince = nil
                 state.unlock()
-                writerLockDiskWork.wrappingAdd(1, ordering: .releasing)  // before queueing for the lock
-                writerLock.lock()
+                log.lockForDiskWork()
                 holdingWriters = true
                 try? sync(writerLockHeld: true)
                 state.lock()
@@ -88,8 +87,7 @@ extension LogKV {
             let taken = !worthLooking ? nil
                 : keyDir.takeDurableBatch(durableSeq: durableSeq, lastSeq: lastSeq, durableEnd: durableEnd, logEnd: logEnd)
             if holdingWriters {
-                writerLock.unlock()
-                writerLockDiskWork.wrappingSubtract(1, ordering: .releasing)
+                log.unlockAfterDiskWork()
             }
             guard let batch = taken else {
                 if holdingWriters {

@@ -70,12 +70,12 @@ struct KeyDir {
     /// Takes the log tail recovery read (every change durable, newest per
     /// key) as `pending`, at open, before any write: one move instead of a
     /// publish per key.
-    mutating func adoptRecoveredTail(_ tail: [KeyBytes: KeyDirChange], startingAt tailStart: LogPosition?) {
+    mutating func adoptRecoveredTail(_ tail: Recovery.RecoveredTail) {
         precondition(pending.isEmpty && flushing.isEmpty, "the recovered tail is adopted before any write")
-        pending = tail
-        backlogBytes = tail.keys.reduce(0) { $0 + $1.bytes.count + Self.entryOverhead }
-        tailFloor = tail.isEmpty ? nil : tailStart
-        tailMaxSeq = tail.values.reduce(0) { max($0, $1.seq) }
+        pending = tail.changes
+        backlogBytes = tail.changes.keys.reduce(0) { $0 + $1.bytes.count + Self.entryOverhead }
+        tailFloor = tail.changes.isEmpty ? nil : tail.start
+        tailMaxSeq = tail.changes.values.reduce(0) { max($0, $1.seq) }
     }
 
     /// A recovered change (`old`) is being hidden by a newer one before the

@@ -34,15 +34,41 @@ import Logging
 /// the checkpoint's, every replayed record's and every segment header's
 /// high-water mark.
 enum Recovery {
+    /// What an open hands the store: the directory and its lock, the index,
+    /// and the starting state of each owner — the log (`Log`), the KeyDir's
+    /// and the flusher's replayed tail — with a report of what it found.
     struct Result {
         var dir: DataDirectory
         var lock: AnyObject
         var storeID: [UInt8]
-        /// Every segment, ascending id; `active` is among them.
+        var index: IndexWriter
+        var log: LogStart
+        var tail: RecoveredTail
+        var report: RecoveryReport
+    }
+
+    /// Where the log starts: every segment (ascending id, `active` among
+    /// them) and the highest seq ever issued (rule 5).
+    struct LogStart {
         var segments: [SegmentFile]
         var active: SegmentFile
-        var index: IndexWriter
         var maxSeq: UInt64
+    }
+
+    /// The replayed tail not yet in the index (newest per key, all durable),
+    /// for the KeyDir's `pending`; the index checkpoint still sits before
+    /// it, so a crash before the flusher takes it replays it again.
+    struct RecoveredTail {
+        var changes: [KeyBytes: KeyDirChange] = [:]
+        /// The segment sizes the flusher records with it.
+        var sizes: [UInt64: Int64] = [:]
+        /// Where the tail starts (the checkpoint): no later checkpoint may
+        /// pass it while a tail change is not in the index.
+        var start: LogPosition?
+    }
+
+    /// What the open found and did, for logs and metrics.
+    struct RecoveryReport {
         var replayedRecords: Int
         var truncatedBytes: Int
         /// Intact records cut with the unsynced tail, after a hole.
@@ -50,15 +76,6 @@ enum Recovery {
         /// Stretches of unreadable bytes with intact records after them.
         var damagedSpans: Int
         var rebuilt: Bool
-        /// The replayed tail not yet in the index (newest per key, all
-        /// durable), for the KeyDir's pending map; the index checkpoint still
-        /// sits before it, so a crash before the flusher takes it replays it
-        /// again. With the segment sizes the flusher records with it.
-        var unindexedTail: [KeyBytes: KeyDirChange] = [:]
-        var unindexedSizes: [UInt64: Int64] = [:]
-        /// Where the tail starts (the checkpoint): no later checkpoint may
-        /// pass it while a tail change is not in the index.
-        var unindexedTailStart: LogPosition?
     }
 
     /// Records applied per index transaction while replaying.
@@ -168,11 +185,14 @@ enum Recovery {
         try replay.index.setClosedCleanly(false)
         let maxSeq = replay.maxSeq
         let active = segments.last { $0.kind == .log }!
-        return Result(dir: dir, lock: lock, storeID: storeID, segments: segments, active: active, index: replay.index,
-                      maxSeq: maxSeq, replayedRecords: replay.records, truncatedBytes: replay.truncatedBytes,
-                      droppedTailRecords: replay.droppedTailRecords, damagedSpans: replay.damagedSpans, rebuilt: rebuildReason != nil,
-                      unindexedTail: replay.unindexedTail, unindexedSizes: replay.unindexedSizes,
-                      unindexedTailStart: rebuildReason == nil ? start?.position : nil)
+        return Result(
+            dir: dir, lock: lock, storeID: storeID, index: replay.index,
+            log: LogStart(segments: segments, active: active, maxSeq: maxSeq),
+            tail: RecoveredTail(changes: replay.unindexedTail, sizes: replay.unindexedSizes,
+                                start: rebuildReason == nil ? start?.position : nil),
+            report: RecoveryReport(replayedRecords: replay.records, truncatedBytes: replay.truncatedBytes,
+                                   droppedTailRecords: replay.droppedTailRecords, damagedSpans: replay.damagedSpans,
+                                   rebuilt: rebuildReason != nil))
     }
 
     /// Finishes or undoes a compaction a crash interrupted. Its durable index

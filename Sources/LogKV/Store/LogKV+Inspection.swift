@@ -9,7 +9,7 @@ extension LogKV {
 
     /// The log segments sealed now (every one but the active).
     var sealedLogSegmentsNow: Set<UInt64> {
-        writerLock.withLock { sealedLogSegments() }
+        log.lock.withLock { sealedLogSegments() }
     }
 
     /// The index's durable checkpoint: every record before it is in SQLite.

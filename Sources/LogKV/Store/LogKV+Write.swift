@@ -19,28 +19,6 @@ extension LogKV {
     /// A write that may not wait would have had to (see `putWithoutWaiting`).
     struct WouldBlock: Error {}
 
-    /// Takes the writer lock for an event loop: waits for another event
-    /// loop's append (microseconds, and cheaper than handing the write to
-    /// another thread), but not while any thread that may do disk work under
-    /// the lock holds it or queues for it (`writerLockDiskWork`, raised
-    /// before such a thread takes the lock). Left: a runSync that fails and
-    /// cuts the unsynced tail flags the cut only once it holds the lock.
-    private func tryWriterLockBriefly() -> Bool {
-        if writerLock.try() { return true }
-        if writerLockDiskWork.load(ordering: .acquiring) > 0 { return false }
-        writerLock.lock()
-        return true
-    }
-
-    /// Runs `body`, which holds (or is about to take) the writer lock across
-    /// disk work (an fsync, a file creation, an index read), flagged for
-    /// event loops. Flag before taking the lock where the work is known.
-    func holdingWriterLockForDiskWork<T>(_ body: () throws -> T) rethrows -> T {
-        writerLockDiskWork.wrappingAdd(1, ordering: .releasing)
-        defer { writerLockDiskWork.wrappingSubtract(1, ordering: .releasing) }
-        return try body()
-    }
-
     /// What a write appends.
     enum AppendedRecord {
         case value, tombstone
@@ -83,9 +61,8 @@ extension LogKV {
             // A writer that may wait may also rotate, read the index or
             // take the reserve under the lock: flagged from before it queues
             // for the lock, so no event loop queues behind it.
-            writerLockDiskWork.wrappingAdd(1, ordering: .releasing)
-            writerLock.lock()
-        } else if !tryWriterLockBriefly() {
+            log.lockForDiskWork()
+        } else if !log.tryLockBriefly() {
             metrics.handedOffContended.increment()
             throw WouldBlock()
         }
@@ -106,10 +83,9 @@ extension LogKV {
         do {
             defer {
                 if let refreshing { state.withLock { _ = refreshesInFlight.remove(refreshing) } }
-                writerLock.unlock()
-                if mayWait { writerLockDiskWork.wrappingSubtract(1, ordering: .releasing) }
+                if mayWait { log.unlockAfterDiskWork() } else { log.lock.unlock() }
             }
-            if writerClosed { throw LogKVError.closed }
+            if log.isClosed { throw LogKVError.closed }
             if let writeFailure { throw writeFailure }
             // The reserve was given up for a delete or a compaction: until
             // it is back (`Maintenance`), only deletes may take the room.
@@ -136,7 +112,7 @@ extension LogKV {
                 }
                 if kind == .ttlRefresh { renewed = currentLocation }
             }
-            seq = nextSeq
+            seq = log.nextSeq
             let recordValue = renewed.map { RecordCodec.ttlRefreshValue(renewing: $0.seq) } ?? value
             let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, flags: kind.flags,
                                               key: key, value: recordValue, valueCRC: valueCRC)
@@ -158,14 +134,12 @@ extension LogKV {
                     diskFullHint.store(true, ordering: .relaxed)
                     metrics.writeRefusals.increment()
                 default:
-                    if writeFailure == nil { throw failWritesCuttingUnsynced("append to segment \(active.id) failed: \(error)") }  // EIO: rule 6
+                    if writeFailure == nil { throw failWritesCuttingUnsynced("append to segment \(log.active.id) failed: \(error)") }  // EIO: rule 6
                 }
                 throw error
             }
             if diskFullHint.load(ordering: .relaxed) { diskFullHint.store(false, ordering: .relaxed) }
-            nextSeq += 1
-            recordsSinceCommit += 1
-            let location = RecordLocation(segment: active.id, offset: offset, length: recordLength,
+            let location = RecordLocation(segment: log.active.id, offset: offset, length: recordLength,
                                           seq: seq, expiresAt: expiresAt)
             let k = KeyBytes(key)
             let change: KeyDirChange
@@ -176,16 +150,16 @@ extension LogKV {
                 // No value location: compaction may move the value before
                 // this reaches the index (`KeyDir` joins it to a value still
                 // in memory).
-                let record = RefreshRecord(seq: seq, segment: active.id, offset: offset, length: recordLength)
+                let record = RefreshRecord(seq: seq, segment: log.active.id, offset: offset, length: recordLength)
                 change = .renew(Renewal(valueSeq: renewed!.seq, expiresAt: expiresAt, record: record))
                 renewedVersion?.pointee = renewed!.seq
             }
-            let end = LogPosition(segment: active.id, offset: active.size)
+            let end = log.end
             state.withLock {
                 if options.fsync == .always {
                     self.unsynced.append(k, change)
                 } else {
-                    publish(k, change, recordAt: LogPosition(segment: active.id, offset: offset))
+                    publish(k, change, recordAt: LogPosition(segment: log.active.id, offset: offset))
                     if options.fsync == .never {
                         durableSeq = seq
                         durableEnd = end
@@ -228,20 +202,14 @@ extension LogKV {
     /// Called under the writer lock. Without `mayRotate`, a rotation due
     /// throws `WouldBlock` instead (it fsyncs and creates a file).
     private func place(_ head: [UInt8], _ value: [UInt8], mayRotate: Bool = true) throws -> Int64 {
-        let length = Int64(head.count + value.count)
-        let full = active.size + length > options.segmentSize && active.size > Int64(RecordFormat.segmentHeaderSize)
-        // An active segment from an older release holds no TTL refresh or commit record.
-        let outdated = active.header?.version ?? RecordFormat.formatVersion < RecordFormat.commitRecordsSince
-        if full || outdated {
+        if log.rotationDue(appending: Int64(head.count + value.count), segmentSize: options.segmentSize) {
             guard mayRotate else {
                 metrics.handedOffRotation.increment()
                 throw WouldBlock()
             }
             try rotate()
         }
-        let offset = active.size
-        try active.append(head, value)
-        return offset
+        return try log.append(head, value)
     }
 
     /// Where the key's live version is, or nil, and whether that answer
@@ -330,8 +298,7 @@ extension LogKV {
     /// refuses writes (rule 6).
     func failWrites(_ reason: String) -> LogKVError {
         let error = LogKVError.readOnly(reason: reason)
-        if writeFailure == nil {
-            writeFailure = error
+        if log.latchFailure(error) {
             metrics.writeRefusals.increment()
             logger.critical("store is now read-only", metadata: ["reason": "\(reason)"])
         }
@@ -349,8 +316,7 @@ extension LogKV {
         if let reserved {
             (id, highWater) = reserved
         } else {
-            (id, highWater) = (nextSegmentID, nextSeq - 1)
-            nextSegmentID += 1
+            (id, highWater) = log.reserveSegment()
         }
         let header = SegmentHeader(kind: kind, storeID: storeID, highWater: highWater, minSeq: minSeq)
         do {
@@ -386,13 +352,13 @@ extension LogKV {
             while ledger.syncInProgress { syncState.wait() }
             if let writeFailure { throw writeFailure }
         }
-        do { try active.sync() } catch { throw failWritesCuttingUnsynced("fsync of segment \(active.id) failed: \(error)") }
+        do { try log.active.sync() } catch { throw failWritesCuttingUnsynced("fsync of segment \(log.active.id) failed: \(error)") }
         syncState.withLock {
             markDurable(ledger.appended)
             syncState.broadcast()
         }
-        let sealed = active
-        let next = try createSegment(kind: .log, minSeq: nextSeq)
+        let sealed = log.active
+        let next = try createSegment(kind: .log, minSeq: log.nextSeq)
         sealed.markSealed()
         // The checkpoint may now move to the start of the new segment.
         let start = LogPosition(segment: next.id, offset: next.size)
@@ -405,8 +371,8 @@ extension LogKV {
                 indexProgress.sealed(sealed.id, size: sealed.size)
             }
         }
-        active = next
-        recordsSinceCommit = 0
+        log.active = next
+        log.recordsSinceCommit = 0
         logger.debug("rotated segment", metadata: ["sealed": "\(sealed.id)", "size": "\(sealed.size)"])
     }
 
@@ -444,24 +410,24 @@ extension LogKV {
     ///   told failed never comes back).
     func runSync(writerLockHeld: Bool = false) throws {
         if !writerLockHeld {
-            // Lock order: writerLock → syncState.
+            // Lock order: log.lock → syncState.
             syncState.unlock()
-            writerLock.lock()
+            log.lock.lock()
             syncState.lock()
             if ledger.syncInProgress {
-                writerLock.unlock()
+                log.lock.unlock()
                 return
             }
         }
         if let writeFailure {
-            if !writerLockHeld { writerLock.unlock() }
+            if !writerLockHeld { log.lock.unlock() }
             throw writeFailure
         }
         ledger.beginSync()
         syncState.unlock()
         var commitFailure: Error?
         do { try appendCommitRecord() } catch { commitFailure = error }
-        if !writerLockHeld { writerLock.unlock() }
+        if !writerLockHeld { log.lock.unlock() }
         syncState.lock()
         if let commitFailure {
             ledger.endSync()
@@ -485,9 +451,9 @@ extension LogKV {
                 ledger.endSync()
                 syncState.broadcast()
             }
-            if !writerLockHeld { writerLock.lock() }
+            if !writerLockHeld { log.lock.lock() }
             cutUnsynced()
-            if !writerLockHeld { writerLock.unlock() }
+            if !writerLockHeld { log.lock.unlock() }
             syncState.lock()
             throw error
         }
@@ -521,19 +487,19 @@ extension LogKV {
     /// `evenIfNothingNew`: one more, after a commit record whose fsync
     /// completed, only to prove that it did (at close).
     func appendCommitRecord(evenIfNothingNew: Bool = false) throws {
-        guard recordsSinceCommit > 0 || evenIfNothingNew,
-              (active.header?.version ?? 0) >= RecordFormat.commitRecordsSince else { return }
-        let offset = active.size
-        let record = RecordCodec.commitRecord(at: offset, lastSeq: nextSeq - 1, writtenAt: options.clock())
+        guard log.recordsSinceCommit > 0 || evenIfNothingNew,
+              (log.active.header?.version ?? 0) >= RecordFormat.commitRecordsSince else { return }
+        let offset = log.active.size
+        let record = RecordCodec.commitRecord(at: offset, lastSeq: log.nextSeq - 1, writtenAt: options.clock())
         do {
-            try active.append(record)
+            try log.active.append(record)
         } catch LogKVError.diskFull {
             return
         } catch {
-            throw failWritesCuttingUnsynced("append of a commit record to segment \(active.id) failed: \(error)")
+            throw failWritesCuttingUnsynced("append of a commit record to segment \(log.active.id) failed: \(error)")
         }
-        recordsSinceCommit = 0
-        let end = LogPosition(segment: active.id, offset: active.size)
+        log.recordsSinceCommit = 0
+        let end = log.end
         state.withLock { logEnd = end }
         syncState.withLock {
             ledger.noteAppended(record.count, seq: nil, end: end)
@@ -556,7 +522,7 @@ extension LogKV {
     /// be relied on either way.) Called under the writer lock.
     func cutUnsynced() {
         guard options.fsync == .always else { return }
-        holdingWriterLockForDiskWork { cutUnsyncedFlagged() }
+        log.flaggingDiskWork { cutUnsyncedFlagged() }
     }
 
     private func cutUnsyncedFlagged() {
@@ -565,15 +531,15 @@ extension LogKV {
         // `writeFailure`, which is set by now; so this is either the end it
         // published or one it will refuse to publish past.
         let end = syncState.withLock { state.withLock { durableEnd } }
-        guard end.segment == active.id, end.offset < active.size else { return }
+        guard end.segment == log.active.id, end.offset < log.active.size else { return }
         do {
-            try active.truncate(to: end.offset, durably: false)
-            try? active.sync()
+            try log.active.truncate(to: end.offset, durably: false)
+            try? log.active.sync()
             logger.warning("cut the records a failed write or fsync left unacknowledged", metadata: [
-                "segment": "\(active.id)", "offset": "\(end.offset)"])
+                "segment": "\(log.active.id)", "offset": "\(end.offset)"])
         } catch {
             logger.error("could not cut the records a failed write or fsync left unacknowledged; the next open may read them",
-                         metadata: ["segment": "\(active.id)", "error": "\(error)"])
+                         metadata: ["segment": "\(log.active.id)", "error": "\(error)"])
         }
     }
 

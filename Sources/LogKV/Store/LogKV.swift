@@ -24,13 +24,13 @@ import Synchronization
 ///
 /// Locks, in the order they may be taken (never the other way):
 ///
-///     compactionLock → indexWriterLock → writerLock → syncState → state → leaves
+///     compactionLock → indexWriterLock → log.lock → syncState → state → leaves
 ///
 /// - `compactionLock`: one compaction at a time; held for a whole run.
 /// - `indexWriterLock`: the one SQLite writer (flusher, compaction's commit,
 ///   close); taken with no other engine lock held but `compactionLock`.
-/// - `writerLock`: the log's writer state; held across one append, and —
-///   flagged in `writerLockDiskWork` — across fsyncs, file creation and
+/// - `log.lock`, the writer lock: the log's writer state (`Log`); held
+///   across one append, and — flagged in `log.diskWork` — across fsyncs, file creation and
 ///   index reads by rotation, the flusher's catch-up, close, the cut after
 ///   a failure and conditional writes. An event loop (`putWithoutWaiting`)
 ///   waits for it only while no such work is flagged.
@@ -38,7 +38,7 @@ import Synchronization
 ///   across an fsync.
 /// - `state`: the KeyDir and everything readers share; never held across
 ///   I/O.
-/// - Leaves (nothing is taken while one is held): `failureLock`, the change
+/// - Leaves (nothing is taken while one is held): the log's failure latch, the change
 ///   outbox's lock, each segment's handle lock, the reserve's lock.
 ///
 /// The change observer is called with none of them held (`ChangeOutbox`).
@@ -66,35 +66,16 @@ public final class LogKV: @unchecked Sendable {
     /// visible (`KeyChange`); delivered with no engine lock held.
     let changes = ChangeOutbox()
 
-    // MARK: Writer state, guarded by `writerLock` (held across one append).
-    let writerLock = NSLock()
-    /// Above 0 while the writer lock's holder does work that may wait on the
-    /// disk (`holdingWriterLockForDiskWork`): an event loop that finds the
-    /// lock taken then hands its write off rather than wait. Written only
-    /// by the holder.
-    let writerLockDiskWork = Atomic<Int>(0)
-    var active: SegmentFile
-    var nextSeq: UInt64
-    /// The next segment id, for rotation and compaction output alike.
-    var nextSegmentID: UInt64
-    var writerClosed = false
-    /// Records appended to the active segment since its last commit record.
-    var recordsSinceCommit = 0
+    /// The log's writer state and the writer lock (`Log`).
+    let log: Log
     /// Serialises use of `indexWriter` between the flusher and compaction.
     let indexWriterLock = NSLock()
     /// One compaction at a time.
     let compactionLock = NSLock()
 
-    // MARK: Write failure, guarded by `failureLock` (a leaf lock: nothing
-    // else is ever taken while holding it).
-    private let failureLock = NSLock()
-    private var _writeFailure: LogKVError?
     /// Set once a write failed in a way that leaves durability unknown
-    /// (fsync error); from then on writes are refused.
-    var writeFailure: LogKVError? {
-        get { failureLock.withLock { _writeFailure } }
-        set { failureLock.withLock { _writeFailure = newValue } }
-    }
+    /// (fsync error); from then on writes are refused (`Log.failure`).
+    var writeFailure: LogKVError? { log.failure }
 
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()
@@ -153,15 +134,16 @@ public final class LogKV: @unchecked Sendable {
         try self.init(recovered: recovered, options: options)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         metrics.recoveryDuration.record(seconds)
-        metrics.recoveryReplayed.record(recovered.replayedRecords)
-        metrics.recoveryTruncatedBytes.record(recovered.truncatedBytes)
-        metrics.recoveryDamaged.increment(by: recovered.damagedSpans)
-        damagedSpansAtOpen = recovered.damagedSpans
-        if recovered.rebuilt { metrics.indexRebuilds.increment() }
+        let report = recovered.report
+        metrics.recoveryReplayed.record(report.replayedRecords)
+        metrics.recoveryTruncatedBytes.record(report.truncatedBytes)
+        metrics.recoveryDamaged.increment(by: report.damagedSpans)
+        damagedSpansAtOpen = report.damagedSpans
+        if report.rebuilt { metrics.indexRebuilds.increment() }
         logger.info("opened store", metadata: [
-            "path": "\(path)", "segments": "\(recovered.segments.count)",
-            "replayed_records": "\(recovered.replayedRecords)", "rebuilt_index": "\(recovered.rebuilt)",
-            "damaged_spans": "\(recovered.damagedSpans)",
+            "path": "\(path)", "segments": "\(recovered.log.segments.count)",
+            "replayed_records": "\(report.replayedRecords)", "rebuilt_index": "\(report.rebuilt)",
+            "damaged_spans": "\(report.damagedSpans)",
             "seconds": "\(seconds)",
         ])
     }
@@ -182,30 +164,27 @@ public final class LogKV: @unchecked Sendable {
         self.directoryLock = recovered.lock
         self.indexWriter = recovered.index
         self.readers = IndexReaderPool(path: recovered.dir.indexPath, maxIdle: options.readConnections)
-        self.segments = SegmentSet(recovered.segments)
-        self.active = recovered.active
+        let start = recovered.log
+        self.segments = SegmentSet(start.segments)
+        self.log = Log(start)
         self.segmentHandles = SegmentHandleCache(limit: options.maxOpenSegments)
         self.reserve = DiskReserve(dir: recovered.dir, size: options.diskReserveBytes)
         reserve.ensure()
-        for segment in recovered.segments {
+        for segment in start.segments {
             // Recovery left every segment but the active one complete and synced.
-            if segment !== recovered.active { segment.markSealed() }
+            if segment !== start.active { segment.markSealed() }
             segment.attach(to: segmentHandles)
         }
-        self.nextSeq = recovered.maxSeq + 1
-        self.nextSegmentID = (recovered.segments.map(\.id).max() ?? 0) + 1
-        self.lastSeq = recovered.maxSeq
-        self.logEnd = LogPosition(segment: active.id, offset: active.size)
-        self.durableSeq = recovered.maxSeq
+        self.lastSeq = start.maxSeq
+        self.logEnd = log.end
+        self.durableSeq = start.maxSeq
         self.durableEnd = logEnd
-        self.ledger = SyncLedger(seq: recovered.maxSeq, end: logEnd, file: active)
+        self.ledger = SyncLedger(seq: start.maxSeq, end: logEnd, file: start.active)
         self.keyDir = KeyDir(cacheBudgetBytes: options.cacheBudgetBytes, tracksUnindexed: options.fsync == .interval)
         // The replayed tail is durable (recovery synced it): readers see it
         // at once, the flusher indexes it and then moves the checkpoint.
-        keyDir.adoptRecoveredTail(recovered.unindexedTail, startingAt: recovered.unindexedTailStart)
-        self.indexProgress = IndexProgress(
-            checkpoint: recovered.unindexedTailStart ?? LogPosition(segment: recovered.active.id, offset: recovered.active.size),
-            sealedSizes: recovered.unindexedSizes, recoveredBacklog: recovered.unindexedTail.count)
+        keyDir.adoptRecoveredTail(recovered.tail)
+        self.indexProgress = IndexProgress(recovered.tail, logEnd: logEnd)
         startFlusher()
         startSyncer()
         startCommitter()
@@ -213,7 +192,7 @@ public final class LogKV: @unchecked Sendable {
     }
 
     deinit {
-        if !writerClosed { try? close() }
+        if !log.isClosed { try? close() }
     }
 
     // MARK: Public API
@@ -491,9 +470,9 @@ public final class LogKV: @unchecked Sendable {
 
     /// Flushes the index, syncs the log and releases the directory.
     public func close() throws {
-        let alreadyClosed: Bool = writerLock.withLock {
-            let was = writerClosed
-            writerClosed = true
+        let alreadyClosed: Bool = log.lock.withLock {
+            let was = log.isClosed
+            log.isClosed = true
             return was
         }
         if alreadyClosed { return }
@@ -533,11 +512,11 @@ public final class LogKV: @unchecked Sendable {
     /// proves that fsync completed (see `RecordFormat`), so damage found
     /// later before it reads as damage, not as an unsynced tail.
     private func proveLastSync() throws {
-        try holdingWriterLockForDiskWork {
-            try writerLock.withLock {
+        try log.flaggingDiskWork {
+            try log.lock.withLock {
                 guard writeFailure == nil, syncState.withLock({ ledger.appended.bytes > 0 }) else { return }
                 try appendCommitRecord(evenIfNothingNew: true)
-                do { try active.sync() } catch { throw failWrites("fsync of segment \(active.id) failed: \(error)") }
+                do { try log.active.sync() } catch { throw failWrites("fsync of segment \(log.active.id) failed: \(error)") }
             }
         }
     }

@@ -28,12 +28,12 @@ extension LogKV {
     public func withBackupSnapshot<T>(_ body: ([SnapshotSegment]) throws -> T) throws -> T {
         compactionLock.lock()
         defer { compactionLock.unlock() }
-        let snapshot: [SnapshotSegment] = try writerLock.withLock {
-            if writerClosed { throw LogKVError.closed }
+        let snapshot: [SnapshotSegment] = try log.lock.withLock {
+            if log.isClosed { throw LogKVError.closed }
             return state.withLock {
                 let activeEnd = options.fsync == .always ? durableEnd : logEnd
                 return segments.all.map { file in
-                    let length = file.id == active.id && activeEnd.segment == file.id ? activeEnd.offset : file.size
+                    let length = file.id == log.active.id && activeEnd.segment == file.id ? activeEnd.offset : file.size
                     return SnapshotSegment(id: file.id, file: file, length: length)
                 }
             }
