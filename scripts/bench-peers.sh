@@ -11,7 +11,10 @@
 #
 # usage: scripts/bench-peers.sh [KEYS] [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #        (defaults 1000000 8 32 2; BENCH_CACHE_BYTES sets logkvd's cache,
-#        BENCH_SKIP_ETCD=1 leaves etcd out; it loads slowly)
+#        BENCH_SKIP_ETCD=1 leaves etcd out; it loads slowly;
+#        BENCH_BEFORE=REV adds a logkvd built from REV, loaded with the same
+#        keys, whose logkvd workloads run right after this code's in every
+#        round, and a second table: this code against REV)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keys="${1:-1000000}"
@@ -36,12 +39,27 @@ nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 swift build -c release --product logkvd >/dev/null
 dir="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  git worktree remove --force "$dir/before-src" 2>/dev/null || true; rm -rf "$dir"
+}
 trap cleanup EXIT
+before_rev="${BENCH_BEFORE:-}"
+before_bin=""
+if [ -n "$before_rev" ]; then
+  before_bin=".build/bench-before/$(git rev-parse --short "$before_rev")/logkvd"
+  if [ ! -x "$before_bin" ]; then
+    echo "building logkvd at $before_rev…" >&2
+    git worktree add --detach "$dir/before-src" "$before_rev" >/dev/null 2>&1
+    (cd "$dir/before-src" && swift build -c release --product logkvd >/dev/null)
+    mkdir -p "$(dirname "$before_bin")"
+    cp "$dir/before-src/.build/release/logkvd" "$before_bin"
+  fi
+fi
 wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 p_nginx=$(free_port); p_redis=$(free_port); p_webdis=$(free_port); p_etcd=$(free_port)
-p_logkv=$(free_port); p_always=$(free_port)
+p_logkv=$(free_port); p_always=$(free_port); p_before=$(free_port)
 
 # nginx-light: a fixed "ok", no logging, a worker per core.
 mkdir -p "$dir/nginx"
@@ -82,6 +100,12 @@ pids+=($!)
   --cache-bytes "$cache_bytes" --log-level warning &
 pids+=($!)
 
+if [ -n "$before_bin" ]; then
+  "$before_bin" --addr "127.0.0.1:$p_before" --data-dir "$dir/logkv-before" --cache-bytes "$cache_bytes" \
+    --log-level warning &
+  pids+=($!)
+fi
+
 if [ "${BENCH_SKIP_ETCD:-0}" != 1 ]; then
   etcd --name bench --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$p_etcd" \
     --advertise-client-urls "http://127.0.0.1:$p_etcd" --listen-peer-urls "http://127.0.0.1:$(free_port)" \
@@ -109,6 +133,10 @@ redis-cli -p "$p_redis" --pipe < "$dir/redis.resp" | tail -1 >&2
 redis-cli -p "$p_redis" config set appendonly yes >/dev/null
 redis-cli -p "$p_redis" config set appendfsync everysec >/dev/null
 python3 scripts/bench/httpload.py load logkv "$p_logkv" "$keys"
+if [ -n "$before_bin" ]; then
+  wait_http "http://127.0.0.1:$p_before/health"
+  python3 scripts/bench/httpload.py load logkv "$p_before" "$keys"
+fi
 # The fsync=always store holds a smaller set: it measures commit, not lookup.
 python3 scripts/bench/httpload.py load logkv "$p_always" 100000
 if [ "${BENCH_SKIP_ETCD:-0}" != 1 ]; then
@@ -145,6 +173,10 @@ for round in $(seq "$rounds"); do
   run webdis-get webdis get "$p_webdis"
   run logkv-get logkv get "$p_logkv"
   run logkv-raw-get logkv-raw get "$p_logkv"
+  if [ -n "$before_bin" ]; then
+    run before-get logkv get "$p_before"
+    run before-raw-get logkv-raw get "$p_before"
+  fi
   # Best case only: 10k hot keys, whose KeyDir entries all fit the cache.
   run webdis-get-hot webdis get "$p_webdis" 10000
   run logkv-get-hot logkv get "$p_logkv" 10000
@@ -153,9 +185,14 @@ for round in $(seq "$rounds"); do
   run webdis-put webdis put "$p_webdis"
   run logkv-put logkv put "$p_logkv"
   run logkv-raw-put logkv-raw put "$p_logkv"
+  if [ -n "$before_bin" ]; then
+    run before-put logkv put "$p_before"
+    run before-raw-put logkv-raw put "$p_before"
+  fi
   [ "${BENCH_SKIP_ETCD:-0}" = 1 ] || run etcd-put etcd put "$p_etcd"
   run webdis-put-new webdis put-new "$p_webdis"
   run logkv-put-new logkv put-new "$p_logkv"
+  [ -z "$before_bin" ] || run before-put-new logkv put-new "$p_before"
   always always
   run webdis-put-always webdis put "$p_webdis" 100000
   always everysec
@@ -164,13 +201,14 @@ done
 
 echo "checking a sample of keys in every system…" >&2
 python3 scripts/bench/httpload.py check logkv "$p_logkv" "$keys" >&2
+[ -z "$before_bin" ] || python3 scripts/bench/httpload.py check logkv "$p_before" "$keys" >&2
 python3 scripts/bench/httpload.py check webdis "$p_webdis" "$keys" >&2
 [ "${BENCH_SKIP_ETCD:-0}" = 1 ] || python3 scripts/bench/httpload.py check etcd "$p_etcd" "$keys" >&2
 hits=$(lookups "$p_logkv")
 
-python3 - "$results" "$keys" "$duration" "$conns" "$rounds" "$cache_bytes" "$hits" <<'PY'
+python3 - "$results" "$keys" "$duration" "$conns" "$rounds" "$cache_bytes" "$hits" "$before_rev" <<'PY'
 import statistics, sys
-path, keys, duration, conns, rounds, cache, hits = sys.argv[1:8]
+path, keys, duration, conns, rounds, cache, hits, before_rev = sys.argv[1:9]
 runs = {}
 for line in open(path):
     parts = line.split()
@@ -207,4 +245,19 @@ for title, ours, theirs, peer, target in rows:
     ratio = a / b
     verdict = "-" if target is None else f"≥ {target}x {'✓' if ratio >= target else '✗'}"
     print(f"| {title} | {a:,.0f} | {med(ours, 2):.2f} | {peer} | {b:,.0f} | {med(theirs, 2):.2f} | **{ratio:.2f}x** | {verdict} | {errors(ours)} / {errors(theirs)} |")
+if before_rev:
+    print()
+    print(f"This code against `{before_rev}`, the same workloads right after each other in every round:")
+    print()
+    print(f"| workload | this code req/s | p99 ms | `{before_rev}` req/s | p99 ms | ratio | wrong answers |")
+    print("|---|---|---|---|---|---|---|")
+    for title, ours in [("GET random key, JSON route", "get"), ("GET random key, `?raw`", "raw-get"),
+                        ("PUT overwrite, JSON route", "put"), ("PUT overwrite, raw body", "raw-put"),
+                        ("PUT new keys, JSON route", "put-new")]:
+        a, b = med("logkv-" + ours, 0), med("before-" + ours, 0)
+        if a is None or b is None:
+            continue
+        per_round = ", ".join(f"{x[0] / y[0]:.2f}" for x, y in zip(runs["logkv-" + ours], runs["before-" + ours]))
+        print(f"| {title} | {a:,.0f} | {med('logkv-' + ours, 2):.2f} | {b:,.0f} | {med('before-' + ours, 2):.2f} | "
+              f"**{a / b:.2f}x** ({per_round}) | {errors('logkv-' + ours)} / {errors('before-' + ours)} |")
 PY

@@ -213,7 +213,7 @@ import Testing
         let store = try LogKV(path: dir.path, options: options)
         defer { try? store.close() }
         #expect(!store.writeWouldWait)
-        store.indexWriterLock.lock()  // the flusher's next commit waits here
+        let releaseIndexWriter = store.holdIndexWriter()  // the flusher's next commit waits here
         let written = DispatchSemaphore(value: 0)
         let writer = Thread {
             for i in 0..<200 { try? store.put(bytes("k\(i)"), bytes("v")) }
@@ -221,7 +221,7 @@ import Testing
         }
         writer.start()
         #expect(eventually(pollingEvery: 2_000) { store.writeWouldWait })
-        store.indexWriterLock.unlock()
+        releaseIndexWriter()
         written.wait()
         try store.flushIndex()
         #expect(eventually(pollingEvery: 2_000) { !store.writeWouldWait })

@@ -306,8 +306,8 @@ extension LogKV {
         state.withLock { for file in outputs { segments.add(file) } }
         let result: (moved: Int, dropped: Int)
         do {
-            result = try indexWriterLock.withLock {
-                try indexWriter.commitCompaction(id: compactionID, moves: moves, drops: drops,
+            result = try indexFlusher.withWriter {
+                try $0.commitCompaction(id: compactionID, moves: moves, drops: drops,
                                                  newSegments: outputs.map { ($0.id, $0.size) }, oldSegments: chosen)
             }
         } catch {

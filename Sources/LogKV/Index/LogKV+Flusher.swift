@@ -17,12 +17,12 @@ extension LogKV {
     static let pinnedCheckpointCatchUpNanos: UInt64 = 2_000_000_000
 
     func startFlusher() {
-        flusher.start { [weak self] in self?.flusherLoop() }
+        indexFlusher.thread.start { [weak self] in self?.flusherLoop() }
     }
 
     /// Asks the flusher to index what is left (giving up after repeated
     /// failures) and waits until it has.
-    func stopFlusher() { flusher.stop() }
+    func stopFlusher() { indexFlusher.thread.stop() }
 
     private func flusherLoop() {
         let interval = TimeInterval(options.flushIntervalMillis) / 1000
@@ -35,7 +35,7 @@ extension LogKV {
         var pinnedSince: UInt64?
         state.lock()
         // `closing`: asked to stop; the loop indexes what is left first.
-        var closing: Bool { flusher.stopRequested }
+        var closing: Bool { indexFlusher.thread.stopRequested }
         while true {
             let giveUp = closing && indexProgress.failures >= options.flushFailuresBeforeRefusingWrites
             if !keyDir.hasPending || giveUp {
@@ -107,17 +107,13 @@ extension LogKV {
             state.unlock()
             if holdingWriters { changes.deliver() }  // what the catch-up fsync published
 
-            let started = DispatchTime.now()
-            let sorted = batch.changes.sortedForIndex()
             var failure: Error?
+            var nanos: UInt64 = 0
             do {
-                try indexWriterLock.withLock {
-                    try indexWriter.apply(sorted, checkpoint: batch.checkpoint, maxSeq: maxSeq, segmentSizes: sizes)
-                }
+                nanos = try indexFlusher.commit(batch, maxSeq: maxSeq, segmentSizes: sizes)
             } catch {
                 failure = error
             }
-            let nanos = DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds
 
             state.lock()
             if let failure {
@@ -154,14 +150,14 @@ extension LogKV {
     /// sealed segment (which compaction may then not take). With `pending`
     /// and `flushing` empty no key holds it back (see `KeyDir`).
     func advanceIdleCheckpoint() throws {
-        try indexWriterLock.withLock {
+        try indexFlusher.withWriter { writer in
             let target: (end: LogPosition, seq: UInt64, sizes: [UInt64: Int64])? = state.withLock {
                 guard keyDir.isEmpty, lastSeq <= durableSeq, indexProgress.checkpoint != durableEnd else { return nil }
                 return (durableEnd, durableSeq, indexProgress.takeSizes(durableEnd: durableEnd))
             }
             guard let target else { return }
             do {
-                try indexWriter.apply([], checkpoint: target.end, maxSeq: target.seq, segmentSizes: target.sizes)
+                try writer.apply([], checkpoint: target.end, maxSeq: target.seq, segmentSizes: target.sizes)
             } catch {
                 state.withLock { indexProgress.restoreSizes(target.sizes) }
                 throw error

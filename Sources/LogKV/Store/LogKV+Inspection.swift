@@ -1,3 +1,5 @@
+import Foundation
+
 /// What tests (and tools in this module) may look at, each read under the
 /// lock that guards it: they use these instead of the engine's fields and
 /// locks.
@@ -20,5 +22,22 @@ extension LogKV {
     /// Changes in memory not yet in SQLite (unflushed and being flushed).
     var unindexedChangeCount: Int {
         state.withLock { keyDir.count }
+    }
+}
+
+extension LogKV {
+    /// Holds the index writer — no flush, compaction commit or checkpoint
+    /// can commit — until the returned function is called (once).
+    func holdIndexWriter() -> @Sendable () -> Void {
+        let held = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        let flusher = indexFlusher
+        Thread.detachNewThread {
+            flusher.withWriter { _ in
+                held.signal()
+                release.wait()
+            }
+        }
+        held.wait()
+        return { release.signal() }
     }
 }

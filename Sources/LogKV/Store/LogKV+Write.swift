@@ -283,7 +283,7 @@ extension LogKV {
                 metrics.writeRefusals.increment()
                 throw refusal
             }
-            guard backlogIsFull && flusher.isAlive else { return }
+            guard backlogIsFull && indexFlusher.thread.isAlive else { return }
             backlogFullHint.store(true, ordering: .relaxed)
             guard mayWait else {
                 metrics.handedOffBacklog.increment()

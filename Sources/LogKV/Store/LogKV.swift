@@ -24,11 +24,12 @@ import Synchronization
 ///
 /// Locks, in the order they may be taken (never the other way):
 ///
-///     compactionLock → indexWriterLock → log.lock → syncState → state → leaves
+///     compactionLock → the index writer's lock → log.lock → syncState → state → leaves
 ///
 /// - `compactionLock`: one compaction at a time; held for a whole run.
-/// - `indexWriterLock`: the one SQLite writer (flusher, compaction's commit,
-///   close); taken with no other engine lock held but `compactionLock`.
+/// - The index writer's lock (`IndexFlusher.withWriter`): the one SQLite
+///   writer (flusher, compaction's commit, close); taken with no other
+///   engine lock held but `compactionLock`.
 /// - `log.lock`, the writer lock: the log's writer state (`Log`); held
 ///   across one append, and — flagged in `log.diskWork` — across fsyncs, file creation and
 ///   index reads by rotation, the flusher's catch-up, close, the cut after
@@ -53,7 +54,8 @@ public final class LogKV: @unchecked Sendable {
     var logger: Logger { options.logger }
     let storeID: [UInt8]
     let readers: IndexReaderPool
-    let indexWriter: IndexWriter
+    /// The one SQLite writer and the flusher thread (`IndexFlusher`).
+    let indexFlusher: IndexFlusher
     /// Bounds the open segment descriptors.
     let segmentHandles: SegmentHandleCache
     /// Room kept for deletes and compaction on a full disk.
@@ -68,8 +70,6 @@ public final class LogKV: @unchecked Sendable {
 
     /// The log's writer state and the writer lock (`Log`).
     let log: Log
-    /// Serialises use of `indexWriter` between the flusher and compaction.
-    let indexWriterLock = NSLock()
     /// One compaction at a time.
     let compactionLock = NSLock()
 
@@ -106,8 +106,6 @@ public final class LogKV: @unchecked Sendable {
     var segments: SegmentSet
     /// Set when `close()` starts: a running compaction abandons its work.
     var closeRequested = false
-    /// Runs `flusherLoop`; its flags are guarded by `state`.
-    let flusher: BackgroundThread
     /// Runs `maintenanceLoop`; its flags are guarded by `state`.
     let maintenance: BackgroundThread
 
@@ -153,7 +151,6 @@ public final class LogKV: @unchecked Sendable {
             throw LogKVError.invalidArgument("key, value and segment size limits must be positive, the disk reserve 0 or more")
         }
         self.options = options
-        self.flusher = BackgroundThread(name: "logkv-flusher", condition: state)
         self.maintenance = BackgroundThread(name: "logkv-maintenance", condition: state)
         self.syncer = BackgroundThread(name: "logkv-syncer", condition: syncState)
         self.committer = BackgroundThread(name: "logkv-committer", condition: syncState)
@@ -162,7 +159,7 @@ public final class LogKV: @unchecked Sendable {
         self.metrics = EngineMetrics(factory: options.metricsFactory)
         self.storeID = recovered.storeID
         self.directoryLock = recovered.lock
-        self.indexWriter = recovered.index
+        self.indexFlusher = IndexFlusher(writer: recovered.index, condition: state)
         self.readers = IndexReaderPool(path: recovered.dir.indexPath, maxIdle: options.readConnections)
         let start = recovered.log
         self.segments = SegmentSet(start.segments)
@@ -448,7 +445,7 @@ public final class LogKV: @unchecked Sendable {
             state.broadcast()
             while indexProgress.lastCompletedStart <= mark && !keyDir.isEmpty {
                 if let error = indexProgress.lastError { throw error }
-                if !flusher.isAlive { throw LogKVError.closed }
+                if !indexFlusher.thread.isAlive { throw LogKVError.closed }
                 state.wait()
             }
         }
@@ -493,16 +490,16 @@ public final class LogKV: @unchecked Sendable {
         let flusherError = state.withLock { indexProgress.lastError }
         if firstError == nil && flusherError == nil && writeFailure == nil {
             do {
-                try indexWriterLock.withLock {
+                try indexFlusher.withWriter { writer in
                     let end = state.withLock { logEnd }
-                    try indexWriter.apply([], checkpoint: end, maxSeq: lastSeq, segmentSizes: [end.segment: end.offset],
-                                          durable: true)
-                    try indexWriter.setClosedCleanly(true)
+                    try writer.apply([], checkpoint: end, maxSeq: lastSeq, segmentSizes: [end.segment: end.offset],
+                                     durable: true)
+                    try writer.setClosedCleanly(true)
                 }
             } catch { firstError = error }
         }
         if let flusherError { firstError = firstError ?? flusherError }
-        indexWriter.walCheckpoint()
+        indexFlusher.withWriter { $0.walCheckpoint() }
         readers.drain()
         directoryLock = nil
         if let firstError { throw firstError }
@@ -576,7 +573,7 @@ public final class LogKV: @unchecked Sendable {
         var epoch: UInt64 = 0
         var closed = false
         state.withLock {
-            closed = !flusher.isAlive && flusher.stopRequested
+            closed = !indexFlusher.thread.isAlive && indexFlusher.thread.stopRequested
             epoch = keyDir.epoch
             switch keyDir.lookup(key) {
             case let (.put(location), fromCache)?:
