@@ -174,147 +174,159 @@ extension LogKV {
         try options.compactionFailpoint?(step)
     }
 
+    /// Steps 2 to 6 (see above) for the segments `chosen`.
     private func compactSegments(_ chosen: [UInt64], now: Int64) throws -> CompactionReport {
         if let writeFailure { throw writeFailure }
-        var report = CompactionReport()
         let chosenSet = Set(chosen)
         let (inputs, staying) = state.withLock {
             (chosen.compactMap { segments[$0] }, segments.all.filter { !chosenSet.contains($0.id) })
         }
-        // Every record that may be older than a hiding record lies in a
-        // segment whose min_seq is at most that record's seq.
-        let minStayingSeq = staying.map { $0.header?.minSeq ?? 0 }.min() ?? UInt64.max
-        let outputMinSeq = inputs.map { $0.header?.minSeq ?? 0 }.min() ?? 0
-        var outputs: [SegmentFile] = []
-        var moves: [CompactionMove] = []
-        var drops: [CompactionMove] = []
-        var limiter = RateLimiter(bytesPerSecond: options.compactionBytesPerSecond)
-        var committed = false
-
-        var outputIDs: [UInt64] = []
-        var scanned = 0
-        // Names this compaction; its index commit records it, so an open
-        // after a crash can tell "committed" from "not yet" whatever index
-        // state the power loss left (never from missing rows, which an
-        // older index state lacks too).
-        let compactionID = UInt64.random(in: 1...UInt64(Int64.max))
-        func writeManifest() throws {
-            let manifest = CompactionManifest(compactionID: compactionID, inputs: chosen, outputs: outputIDs)
-            try dir.writeDurably(manifest.encoded, to: dir.compactionManifestPath)
-        }
-        func newOutput() throws -> SegmentFile {
-            // The manifest names an output before it exists, so a crash
-            // while creating it leaves no file nobody knows about.
-            // The id and high-water mark are taken under the writer lock;
-            // the file is created (and synced) outside it, which writers and
-            // event loops take.
-            let (id, highWater) = log.lock.withLock { log.reserveSegment() }
-            outputIDs.append(id)
-            try writeManifest()
-            let file = try createSegment(kind: .compacted, minSeq: outputMinSeq, reserved: (id, highWater))
-            outputs.append(file)
-            return file
-        }
+        let run = CompactionRun(chosen: chosen, inputs: inputs, staying: staying, now: now,
+                                bytesPerSecond: options.compactionBytesPerSecond)
         defer {
-            if !committed { abandon(outputs) }
+            if !run.committed { abandon(run.outputs) }
         }
-
-        try writeManifest()
+        try dir.writeDurably(run.manifest.encoded, to: dir.compactionManifestPath)
         var output: SegmentFile?
         for (done, input) in inputs.enumerated() {
             defer { options.compactionProgress?(done + 1, inputs.count) }
-            var scanner = SegmentScanner(file: input, withValues: true)
-            while true {
-                let entry: SegmentScanner.Entry
-                do {
-                    guard let next = try scanner.next() else { break }
-                    entry = next
-                } catch let stop as SegmentScanner.Stop {
-                    metrics.recoveryDamaged.increment()
-                    let resumed = try scanner.skipDamage()
-                    let spanEnd = resumed ?? input.size
-                    let rowsInside = try readers.withReader {
-                        try $0.countRows(segment: input.id, from: stop.offset, to: spanEnd)
-                    }
-                    // Dead bytes may still hide older values (a tombstone, an
-                    // expired record) in segments that stay: only when none
-                    // could is the damage safe to rewrite away.
-                    let mayHideOlder = minStayingSeq <= (input.header?.highWater ?? UInt64.max)
-                    if rowsInside > 0 || mayHideOlder {
-                        // Never delete bytes the index points at (rule 7): the
-                        // segment stays, out of compaction, for `logkv check`.
-                        logger.error("damaged bytes that live keys or older values depend on; the segment is kept out of compaction", metadata: [
-                            "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
-                            "live_keys": "\(rowsInside)", "reason": "\(stop.reason)"])
-                        state.withLock { segments.markDamaged(input.id) }
-                        throw DamagedInput.segment(input.id)
-                    }
-                    // Only dead records were there: salvage the rest (rule 7);
-                    // the damage is reported and goes with the rewrite.
-                    logger.error("compaction skipped damaged bytes holding no live key", metadata: [
-                        "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
-                        "reason": "\(stop.reason)"])
-                    if resumed == nil { break }
-                    continue
-                }
-                scanned += 1
-                if scanned % 1024 == 0 || entry.header.recordLength > 1 << 20, state.withLock({ closeRequested }) {
-                    throw LogKVError.closed  // close() is waiting: abandon, the outputs go
-                }
-                let h = entry.header
-                report.bytesRead += Int64(h.recordLength)
-                limiter.spend(h.recordLength)
-                let row = try readers.withReader { try $0.lookup(entry.key) }
-                let fate = CompactionPlan.fate(of: h, segment: input.id, offset: entry.offset, row: row,
-                                               minStayingSeq: minStayingSeq, now: now)
-                switch fate {
-                case .drop: continue
-                case .dropWithRow:
-                    drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset, new: row!))
-                    continue
-                case .copyOwned, .copyHiding: break
-                }
-                if output == nil || output!.size + Int64(h.recordLength) > options.segmentSize {
-                    if let full = output { try full.sync() }
-                    output = try newOutput()
-                }
-                let record = RecordCodec.encode(seq: h.seq, writtenAt: h.writtenAt, expiresAt: h.expiresAt,
-                                                flags: h.flags, key: entry.key, value: entry.value)
-                let offset = output!.size
-                try output!.append(record)
-                report.bytesWritten += Int64(record.count)
-                limiter.spend(record.count)
-                if fate == .copyOwned {
-                    moves.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
-                                                new: RecordLocation(segment: output!.id, offset: offset, length: record.count,
-                                                                    seq: h.seq, expiresAt: h.expiresAt),
-                                                isRefresh: h.isTTLRefresh))
-                }
-            }
+            try copyLiveRecords(of: input, in: run, into: &output)
         }
         try failpoint("outputs-written")
         do {
-            for file in outputs { try file.sync() }
+            for file in run.outputs { try file.sync() }
             try dir.syncDirectory(dir.segmentsPath)
-            for file in outputs { file.markSealed() }
+            for file in run.outputs { file.markSealed() }
         } catch {
             throw failWrites("fsync of compaction output failed: \(error)")
         }
         try failpoint("outputs-synced")
+        let result = try commit(run)
+        try failpoint("index-committed")
+        try removeInputs(of: run)
+        try failpoint("finished")
 
+        var report = run.report
+        report.segmentsCompacted = inputs.count
+        report.segmentsWritten = run.outputs.count
+        report.keysMoved = result.moved
+        report.expiredDropped = result.dropped
+        report.bytesReclaimed = inputs.reduce(0) { $0 + $1.size } - run.outputs.reduce(0) { $0 + $1.size }
+        return report
+    }
+
+    /// Step 3 for one input: copies what `CompactionPlan` keeps into
+    /// `output` (a new one when it is full), and notes the rows to move or
+    /// drop.
+    private func copyLiveRecords(of input: SegmentFile, in run: CompactionRun, into output: inout SegmentFile?) throws {
+        var scanner = SegmentScanner(file: input, withValues: true)
+        var scanned = 0
+        while true {
+            let entry: SegmentScanner.Entry
+            do {
+                guard let next = try scanner.next() else { return }
+                entry = next
+            } catch let stop as SegmentScanner.Stop {
+                guard try skipDamage(stop, in: input, scanner: &scanner, run: run) else { return }
+                continue
+            }
+            scanned += 1
+            if scanned % 1024 == 0 || entry.header.recordLength > 1 << 20, state.withLock({ closeRequested }) {
+                throw LogKVError.closed  // close() is waiting: abandon, the outputs go
+            }
+            let h = entry.header
+            run.report.bytesRead += Int64(h.recordLength)
+            run.limiter.spend(h.recordLength)
+            let row = try readers.withReader { try $0.lookup(entry.key) }
+            let fate = CompactionPlan.fate(of: h, segment: input.id, offset: entry.offset, row: row,
+                                           minStayingSeq: run.minStayingSeq, now: run.now)
+            switch fate {
+            case .drop: continue
+            case .dropWithRow:
+                run.drops.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset, new: row!))
+                continue
+            case .copyOwned, .copyHiding: break
+            }
+            if output == nil || output!.size + Int64(h.recordLength) > options.segmentSize {
+                if let full = output { try full.sync() }
+                output = try newOutput(for: run)
+            }
+            let record = RecordCodec.encode(seq: h.seq, writtenAt: h.writtenAt, expiresAt: h.expiresAt,
+                                            flags: h.flags, key: entry.key, value: entry.value)
+            let offset = output!.size
+            try output!.append(record)
+            run.report.bytesWritten += Int64(record.count)
+            run.limiter.spend(record.count)
+            if fate == .copyOwned {
+                run.moves.append(CompactionMove(key: entry.key, oldSegment: input.id, oldOffset: entry.offset,
+                                                new: RecordLocation(segment: output!.id, offset: offset, length: record.count,
+                                                                    seq: h.seq, expiresAt: h.expiresAt),
+                                                isRefresh: h.isTTLRefresh))
+            }
+        }
+    }
+
+    /// Damaged bytes in an input: skipped when only dead records were there
+    /// (returns whether intact records follow); otherwise the segment stays,
+    /// out of compaction, and the run goes on without it (`DamagedInput`).
+    private func skipDamage(_ stop: SegmentScanner.Stop, in input: SegmentFile, scanner: inout SegmentScanner,
+                            run: CompactionRun) throws -> Bool {
+        metrics.recoveryDamaged.increment()
+        let resumed = try scanner.skipDamage()
+        let spanEnd = resumed ?? input.size
+        let rowsInside = try readers.withReader {
+            try $0.countRows(segment: input.id, from: stop.offset, to: spanEnd)
+        }
+        // Dead bytes may still hide older values (a tombstone, an expired
+        // record) in segments that stay: only when none could is the damage
+        // safe to rewrite away.
+        let mayHideOlder = run.minStayingSeq <= (input.header?.highWater ?? UInt64.max)
+        if rowsInside > 0 || mayHideOlder {
+            // Never delete bytes the index points at (rule 7): the segment
+            // stays, out of compaction, for `logkv check`.
+            logger.error("damaged bytes that live keys or older values depend on; the segment is kept out of compaction", metadata: [
+                "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
+                "live_keys": "\(rowsInside)", "reason": "\(stop.reason)"])
+            state.withLock { segments.markDamaged(input.id) }
+            throw DamagedInput.segment(input.id)
+        }
+        // Only dead records were there: salvage the rest (rule 7); the damage
+        // is reported and goes with the rewrite.
+        logger.error("compaction skipped damaged bytes holding no live key", metadata: [
+            "segment": "\(input.id)", "offset": "\(stop.offset)", "bytes": "\(spanEnd - stop.offset)",
+            "reason": "\(stop.reason)"])
+        return resumed != nil
+    }
+
+    /// A new output segment. The manifest names it before it exists, so a
+    /// crash while creating it leaves no file nobody knows about. The id and
+    /// high-water mark are taken under the writer lock; the file is created
+    /// (and synced) outside it, which writers and event loops take.
+    private func newOutput(for run: CompactionRun) throws -> SegmentFile {
+        let (id, highWater) = log.lock.withLock { log.reserveSegment() }
+        run.outputIDs.append(id)
+        try dir.writeDurably(run.manifest.encoded, to: dir.compactionManifestPath)
+        let file = try createSegment(kind: .compacted, minSeq: run.outputMinSeq, reserved: (id, highWater))
+        run.outputs.append(file)
+        return file
+    }
+
+    /// Step 5: the durable index commit that moves and drops rows, then the
+    /// KeyDir's cached rows and the segment set follow it.
+    private func commit(_ run: CompactionRun) throws -> (moved: Int, dropped: Int) {
         // Readers may see the new locations as soon as the commit lands.
-        state.withLock { for file in outputs { segments.add(file) } }
+        state.withLock { for file in run.outputs { segments.add(file) } }
         let result: (moved: Int, dropped: Int)
         do {
             result = try indexFlusher.withWriter {
-                try $0.commitCompaction(id: compactionID, moves: moves, drops: drops,
-                                                 newSegments: outputs.map { ($0.id, $0.size) }, oldSegments: chosen)
+                try $0.commitCompaction(id: run.id, moves: run.moves, drops: run.drops,
+                                        newSegments: run.outputs.map { ($0.id, $0.size) }, oldSegments: run.inputIDs)
             }
         } catch {
-            state.withLock { for file in outputs { segments.withdraw(file.id) } }
+            state.withLock { for file in run.outputs { segments.withdraw(file.id) } }
             throw error
         }
-        committed = true
+        run.committed = true
         // Cached rows of the moved and dropped keys are forgotten a slice at a
         // time, the lock released between slices: every read and write takes
         // it, and one pass over a large compaction's keys stalled them all
@@ -322,24 +334,27 @@ extension LogKV {
         // cached points into an input, which is retired only after it; each
         // slice bumps the cache epoch, so no lookup begun before the commit
         // caches an old row afterwards.
-        let rewritten = moves.map(\.key) + drops.map(\.key)
+        let rewritten = run.moves.map(\.key) + run.drops.map(\.key)
         var sliceStart = 0
         repeat {
             let sliceEnd = min(sliceStart + 4096, rewritten.count)
             state.withLock { keyDir.rowsRewritten(Array(rewritten[sliceStart..<sliceEnd])) }
             sliceStart = sliceEnd
         } while sliceStart < rewritten.count
-        state.withLock { segments.retire(chosen) }
+        state.withLock { segments.retire(run.inputIDs) }
         if result.dropped > 0 { metrics.expiredCompaction.increment(by: result.dropped) }
         state.withLock {
             // Keys whose expiry nobody had noticed are gone now (a racing
             // write that kept its row is reported too; observers compare).
-            for drop in drops { changes.enqueue(KeyChange(key: drop.key, kind: .expire, seq: drop.new.latestSeq)) }
+            for drop in run.drops { changes.enqueue(KeyChange(key: drop.key, kind: .expire, seq: drop.new.latestSeq)) }
         }
-        try failpoint("index-committed")
+        return result
+    }
 
+    /// Step 6: the inputs go, then the manifest (rule 3).
+    private func removeInputs(of run: CompactionRun) throws {
         do {
-            for (n, input) in inputs.enumerated() {
+            for (n, input) in run.inputs.enumerated() {
                 try dir.remove(input.path)
                 if n == 0 { try failpoint("old-segment-deleted") }
             }
@@ -350,14 +365,6 @@ extension LogKV {
             // The commit stands; the next open finishes the cleanup.
             throw failWrites("removing compacted segments failed: \(error)")
         }
-        try failpoint("finished")
-
-        report.segmentsCompacted = inputs.count
-        report.segmentsWritten = outputs.count
-        report.keysMoved = result.moved
-        report.expiredDropped = result.dropped
-        report.bytesReclaimed = inputs.reduce(0) { $0 + $1.size } - outputs.reduce(0) { $0 + $1.size }
-        return report
     }
 
     /// Removes the outputs of a compaction that did not commit, and its

@@ -5,7 +5,7 @@ import CSQLiteNoWait
 ///
 /// `IndexWriter` owns the single writer connection: recovery uses it before
 /// the store starts; then the flusher, compaction's commit and `close` do,
-/// one at a time under the store's `indexWriterLock`.
+/// one at a time through `IndexFlusher.withWriter`.
 /// `IndexReader`s are read-only connections handed out by `IndexReaderPool`,
 /// each used by one thread at a time. WAL mode keeps readers and the writer
 /// out of each other's way.

@@ -43,20 +43,7 @@ extension LogKV {
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
-            // Gather a bigger batch for one interval, unless someone is
-            // waiting (flushIndex) or the backlog nears its budget — then go
-            // at once. Other wake-ups do not end the gathering: under
-            // `always` every fsync publishes and broadcasts, and flushing at
-            // each one made many small SQLite transactions (their fixed cost
-            // took CPU from the event loops). The deadline is monotonic: a
-            // wall clock stepping back must not stretch it.
-            let gatherUntil = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, interval) * 1e9)
-            while !closing && keyDir.pending.count < batchTarget && indexProgress.failures == 0 && indexProgress.waiters == 0
-                    && backlogFill < 0.5 {
-                let now = DispatchTime.now().uptimeNanoseconds
-                guard now < gatherUntil else { break }
-                _ = state.wait(until: Date(timeIntervalSinceNow: Double(gatherUntil - now) / 1e9))
-            }
+            gatherBatch(upTo: batchTarget, for: interval)
             if lastSeq > durableSeq && keyDir.pending.count >= syncTarget && writeFailure == nil {
                 // Under `.interval` only durable changes may be indexed: a
                 // big backlog waiting for the periodic fsync would stall
@@ -100,48 +87,76 @@ extension LogKV {
                 _ = state.wait(until: Date(timeIntervalSinceNow: interval))
                 continue
             }
-            let endAtTake = durableEnd
-            let flushNumber = indexProgress.beginFlush()
-            let maxSeq = durableSeq
-            let sizes = indexProgress.takeSizes(durableEnd: durableEnd)
-            state.unlock()
-            if holdingWriters { changes.deliver() }  // what the catch-up fsync published
-
-            var failure: Error?
-            var nanos: UInt64 = 0
-            do {
-                nanos = try indexFlusher.commit(batch, maxSeq: maxSeq, segmentSizes: sizes)
-            } catch {
-                failure = error
-            }
-
-            state.lock()
-            if let failure {
-                indexProgress.flushFailed((failure as? LogKVError) ?? .index(code: 0, message: "\(failure)"))
-                logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(indexProgress.failures)"])
-                keyDir.batchFailed()
-                indexProgress.restoreSizes(sizes)
-                state.broadcast()
-                state.unlock()
-                Thread.sleep(forTimeInterval: min(1.0, 0.02 * Double(indexProgress.failures)))
-                state.lock()
-                continue
-            }
-            indexProgress.flushCommitted(flushNumber, checkpoint: batch.checkpoint)
-            if batch.checkpoint < endAtTake {
-                pinnedSince = pinnedSince ?? DispatchTime.now().uptimeNanoseconds
-            } else {
-                pinnedSince = nil
-            }
-            keyDir.batchCommitted(batch)
-            if backlogFill < 0.5 { backlogFullHint.store(false, ordering: .relaxed) }
-            metrics.flushDuration.recordNanoseconds(Int64(nanos))
-            metrics.flushBatchSize.record(batch.changes.count)
-            metrics.pendingEntries.record(keyDir.pending.count)
-            state.broadcast()
+            flush(batch, publishedByCatchUp: holdingWriters, pinnedSince: &pinnedSince)
         }
         backlogFullHint.store(false, ordering: .relaxed)
         state.unlock()
+    }
+
+    /// Lets `pending` grow towards `target` changes for one `interval`,
+    /// unless the store is closing, someone waits (`flushIndex`), a flush
+    /// failed or the backlog nears its budget — then it returns at once.
+    /// Other wake-ups do not end the gathering: under `always` every fsync
+    /// publishes and broadcasts, and flushing at each one made many small
+    /// SQLite transactions (their fixed cost took CPU from the event loops).
+    /// The deadline is monotonic: a wall clock stepping back must not
+    /// stretch it. Called with `state` locked.
+    private func gatherBatch(upTo target: Int, for interval: TimeInterval) {
+        let gatherUntil = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, interval) * 1e9)
+        while !indexFlusher.thread.stopRequested && keyDir.pending.count < target && indexProgress.failures == 0
+                && indexProgress.waiters == 0 && backlogFill < 0.5 {
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < gatherUntil else { return }
+            _ = state.wait(until: Date(timeIntervalSinceNow: Double(gatherUntil - now) / 1e9))
+        }
+    }
+
+    /// Commits a batch the KeyDir handed over, with its checkpoint, then
+    /// settles it: committed, it leaves memory; failed, it goes back under
+    /// anything newer, and the flusher backs off before the retry. Called
+    /// with `state` locked (released while SQLite commits); returns with it
+    /// locked. `pinnedSince` notes since when every commit left the
+    /// checkpoint held back before the durable end.
+    private func flush(_ batch: KeyDir.Batch, publishedByCatchUp: Bool, pinnedSince: inout UInt64?) {
+        let endAtTake = durableEnd
+        let flushNumber = indexProgress.beginFlush()
+        let maxSeq = durableSeq
+        let sizes = indexProgress.takeSizes(durableEnd: durableEnd)
+        state.unlock()
+        if publishedByCatchUp { changes.deliver() }  // what the catch-up fsync published
+
+        var failure: Error?
+        var nanos: UInt64 = 0
+        do {
+            nanos = try indexFlusher.commit(batch, maxSeq: maxSeq, segmentSizes: sizes)
+        } catch {
+            failure = error
+        }
+
+        state.lock()
+        if let failure {
+            indexProgress.flushFailed((failure as? LogKVError) ?? .index(code: 0, message: "\(failure)"))
+            logger.error("index flush failed; will retry", metadata: ["error": "\(failure)", "attempt": "\(indexProgress.failures)"])
+            keyDir.batchFailed()
+            indexProgress.restoreSizes(sizes)
+            state.broadcast()
+            state.unlock()
+            Thread.sleep(forTimeInterval: min(1.0, 0.02 * Double(indexProgress.failures)))
+            state.lock()
+            return
+        }
+        indexProgress.flushCommitted(flushNumber, checkpoint: batch.checkpoint)
+        if batch.checkpoint < endAtTake {
+            pinnedSince = pinnedSince ?? DispatchTime.now().uptimeNanoseconds
+        } else {
+            pinnedSince = nil
+        }
+        keyDir.batchCommitted(batch)
+        if backlogFill < 0.5 { backlogFullHint.store(false, ordering: .relaxed) }
+        metrics.flushDuration.recordNanoseconds(Int64(nanos))
+        metrics.flushBatchSize.record(batch.changes.count)
+        metrics.pendingEntries.record(keyDir.pending.count)
+        state.broadcast()
     }
 
     /// Moves the index checkpoint to the durable end of the log when nothing

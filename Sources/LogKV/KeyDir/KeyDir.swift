@@ -1,7 +1,10 @@
-/// The in-memory half of the KeyDir: changes acknowledged but not yet in
-/// SQLite (`pending`), the batch the flusher is committing (`flushing`), and
-/// a bounded cache of rows read from SQLite. The SQLite half is `IndexWriter`
-/// / `IndexReader`; `LogKV` moves changes from here to there (the flusher).
+/// The in-memory half of the KeyDir, every place a change waits before
+/// SQLite: under `.always`, appended but not yet covered by an fsync
+/// (`staged`: writers see it, readers do not); visible but not yet in
+/// SQLite (`pending`); in the batch the flusher is committing (`flushing`);
+/// and a bounded cache of rows read from SQLite. The SQLite half is
+/// `IndexWriter` / `IndexReader`; `LogKV` moves changes from here to there
+/// (publishing what an fsync covers, and the flusher).
 ///
 /// Ordering rules it owns:
 /// - Newest wins per key, by seq: a change never replaces a newer one.
@@ -15,9 +18,18 @@
 ///   in no batch, so `unindexedSince` keeps the checkpoint before it.
 /// - `epoch` changes with every commit that may change SQLite rows; a row
 ///   read from SQLite is cached only if no commit happened meanwhile.
+/// - A staged change is published once an fsync covers it, each once, in
+///   seq order (`UnsyncedChanges`, rule 11); while a key has one staged, or
+///   a TTL refresh of it is between its expiry check and its publish
+///   (`writeInFlight`), an expiry noticed by a reader is not published: the
+///   write on its way decides.
 ///
 /// Thread-safety: none of its own; `LogKV` keeps it under its `state` lock.
 struct KeyDir {
+    /// Under `.always`: changes appended but not yet covered by an fsync.
+    private var staged = UnsyncedChanges()
+    /// Keys with a TTL refresh between its expiry check and its publish.
+    private var refreshesInFlight: Set<KeyBytes> = []
     /// Changes not yet handed to the flusher; newest per key.
     private(set) var pending: [KeyBytes: KeyDirChange] = [:]
     /// Changes the flusher is committing now; still visible to readers.
@@ -49,6 +61,32 @@ struct KeyDir {
     }
 
     // MARK: Writers and readers
+
+    /// Stages a change just appended under `.always`, until an fsync covers it.
+    mutating func stage(_ key: KeyBytes, _ change: KeyDirChange) { staged.append(key, change) }
+
+    /// The key's newest staged change, joined with those before it: what
+    /// writers judge conditions against first.
+    func newestStaged(_ key: KeyBytes) -> KeyDirChange? { staged.newest(key) }
+
+    /// Takes, in seq order, every staged change an fsync up to `seq`
+    /// covers; the caller publishes each.
+    mutating func takeCovered(upTo seq: UInt64) -> [(key: KeyBytes, change: KeyDirChange)] {
+        var covered: [(key: KeyBytes, change: KeyDirChange)] = []
+        staged.takeCovered(upTo: seq) { covered.append(($0, $1)) }
+        return covered
+    }
+
+    /// A TTL refresh of `key` read its clock (its expiry check); until
+    /// `refreshEnded`, no expiry of the key is published.
+    mutating func refreshStarted(_ key: KeyBytes) { refreshesInFlight.insert(key) }
+    mutating func refreshEnded(_ key: KeyBytes) { refreshesInFlight.remove(key) }
+
+    /// Whether a write to `key` is on its way to readers: a TTL refresh
+    /// being appended, or a staged change waiting for its fsync.
+    func writeInFlight(_ key: KeyBytes) -> Bool {
+        refreshesInFlight.contains(key) || staged.contains(key)
+    }
 
     /// Makes a change visible to readers, unless a newer one already is.
     /// `recordAt` is where the change's record starts (nil for an expiry,

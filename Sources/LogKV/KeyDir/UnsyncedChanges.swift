@@ -10,7 +10,7 @@
 ///   changes joined by the one rule (`KeyDirChange.superseding`); a key
 ///   leaves once its newest change is handed out.
 ///
-/// A value type; its owner (`LogKV`) guards it with `state`.
+/// A value type, part of `KeyDir` (`staged`).
 struct UnsyncedChanges {
     /// The newest change per key, joined.
     private var newestByKey: [KeyBytes: KeyDirChange] = [:]

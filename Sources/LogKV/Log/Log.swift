@@ -31,17 +31,17 @@ final class Log: @unchecked Sendable {
     let diskWork = Atomic<Int>(0)
 
     /// The segment appends go to. Guarded by `lock`.
-    var active: SegmentFile
+    private(set) var active: SegmentFile
     /// The seq the next record takes. Guarded by `lock`.
-    var nextSeq: UInt64
+    private(set) var nextSeq: UInt64
     /// The next segment id, for rotation and compaction output alike.
     /// Guarded by `lock`.
     private var nextSegmentID: UInt64
     /// Set by `close()`: no append from then on. Guarded by `lock`.
-    var isClosed = false
+    private(set) var isClosed = false
     /// Records appended to the active segment since its last commit record.
     /// Guarded by `lock`.
-    var recordsSinceCommit = 0
+    private(set) var recordsSinceCommit = 0
 
     private let failureLock = NSLock()
     /// Guarded by `failureLock`.
@@ -80,7 +80,7 @@ final class Log: @unchecked Sendable {
     /// Under `lock`.
     func reserveSegment() -> (id: UInt64, highWater: UInt64) {
         defer { nextSegmentID += 1 }
-        return (nextSegmentID, nextSeq - 1)
+        return (nextSegmentID, lastSeq)
     }
 
     /// Whether `length` more bytes must go to a new segment: the active one
@@ -92,14 +92,34 @@ final class Log: @unchecked Sendable {
         return full || outdated
     }
 
-    /// Appends one record that took `nextSeq` (the caller encoded it) and
+    /// Appends one record, encoded with `seq` (which must be `nextSeq`), and
     /// issues the next seq; returns where the record starts. Under `lock`.
-    func append(_ head: [UInt8], _ value: [UInt8]) throws -> Int64 {
+    func append(_ head: [UInt8], _ value: [UInt8], seq: UInt64) throws -> Int64 {
+        precondition(seq == nextSeq, "records are appended in seq order")
         let offset = active.size
         try active.append(head, value)
         nextSeq += 1
         recordsSinceCommit += 1
         return offset
+    }
+
+    /// Appends a commit record (which takes no seq) sealing the records
+    /// since the last one. Under `lock`.
+    func appendCommitRecord(_ record: [UInt8]) throws {
+        try active.append(record)
+        recordsSinceCommit = 0
+    }
+
+    /// The next segment takes the appends. Under `lock`.
+    func rotated(to next: SegmentFile) {
+        active = next
+        recordsSinceCommit = 0
+    }
+
+    /// Ends writing; returns whether it had ended already. Under `lock`.
+    func close() -> Bool {
+        defer { isClosed = true }
+        return isClosed
     }
 
     // MARK: Taking the lock

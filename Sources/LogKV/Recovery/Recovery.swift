@@ -86,71 +86,14 @@ enum Recovery {
 
     static func open(path: String, options: LogKVOptions) throws -> Result {
         let logger = options.logger
-        let fs = options.fileSystem
-        let dir = DataDirectory(path: path, fs: fs)
-        // Never take over a directory with other things in it: opening
-        // creates and rewrites files (LOCK, index.sqlite).
-        if fs.exists(path) && !fs.exists(dir.segmentsPath), let entries = try? fs.list(path), !entries.isEmpty {
-            throw LogKVError.invalidArgument("\(path) is not empty and is not a logkv data directory (no segments/): refusing to create a store in it")
-        }
-        try dir.create()
-        if let mode = dir.permissionsLooserThanOwnerOnly {
-            // As etcd: said, not changed (the operator may mean it).
-            logger.warning("data directory is open to other users: every value is readable through it; run chmod 700 on it",
-                           metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
-        }
-        let lock = try dir.lock(clock: options.clock)
+        let (dir, lock) = try openDirectory(path, options: options)
         try settleCompaction(dir, logger: logger)
         var segments = try openSegments(dir, logger: logger)
-        let storeID: [UInt8]
         let freshStore = segments.isEmpty
-        if segments.isEmpty {
-            var id = [UInt8](repeating: 0, count: 16)
-            var rng = SystemRandomNumberGenerator()
-            for i in id.indices { id[i] = rng.next() }
-            storeID = id
-            let header = SegmentHeader(kind: .log, storeID: id, highWater: 0, minSeq: 1)
-            segments.append(try SegmentFile.create(fs: fs, id: 1, path: dir.segmentPath(1), header: header))
-            try dir.syncDirectory(dir.segmentsPath)
-        } else {
-            storeID = try checkStoreIDs(segments)
-        }
+        let storeID = try establishStoreID(dir, &segments)
         let headerHighWater = segments.map { $0.header!.highWater }.max() ?? 0
-        let present = Set(segments.map(\.id))
-
-        var index: IndexWriter
-        var start: (position: LogPosition, seq: UInt64)?
-        var rebuildReason: String?
-        do {
-            index = try IndexWriter(path: dir.indexPath, fs: fs)
-            let checkpoint = try index.checkpoint()
-            let indexStore = try index.storeID()
-            if let checkpoint, indexStore == storeID {
-                let segment = segments.first { $0.id == checkpoint.position.segment }
-                if let segment, segment.kind == .log,
-                   checkpoint.position.offset >= segment.dataStart, checkpoint.position.offset <= segment.size {
-                    if let missing = try index.segmentsWithLiveKeys().first(where: { !present.contains($0) }) {
-                        rebuildReason = "index points into segment \(missing), which does not exist"
-                    } else {
-                        start = (checkpoint.position, checkpoint.maxSeq)
-                    }
-                } else {
-                    rebuildReason = "index checkpoint (segment \(checkpoint.position.segment), offset \(checkpoint.position.offset)) is not a position in the log"
-                }
-            } else if indexStore != nil && indexStore != storeID {
-                rebuildReason = "index belongs to another data directory"
-            } else if checkpoint == nil && segments.allSatisfy(\.isEmpty) {
-                let first = segments.first { $0.kind == .log }!
-                start = (LogPosition(segment: first.id, offset: first.dataStart), 0)
-                try index.setStoreID(storeID)
-            } else {
-                rebuildReason = "index is missing or empty"
-            }
-        } catch {
-            rebuildReason = "index cannot be opened (\(error))"
-            index = try freshIndex(dir, storeID: storeID)
-        }
-        if options.forceIndexRebuild && rebuildReason == nil { rebuildReason = "requested" }
+        let (index, start, reason) = try openIndex(dir, segments: segments, storeID: storeID)
+        let rebuildReason = reason ?? (options.forceIndexRebuild ? "requested" : nil)
 
         var replay = Replay(dir: dir, index: index, logger: logger, progress: options.recoveryProgress)
         replay.maxSeq = max(headerHighWater, start?.seq ?? 0)
@@ -193,6 +136,74 @@ enum Recovery {
             report: RecoveryReport(replayedRecords: replay.records, truncatedBytes: replay.truncatedBytes,
                                    droppedTailRecords: replay.droppedTailRecords, damagedSpans: replay.damagedSpans,
                                    rebuilt: rebuildReason != nil))
+    }
+
+    /// Step 1's start: the directory, created if need be, and its lock.
+    /// Refuses a directory with other things in it: opening creates and
+    /// rewrites files (LOCK, index.sqlite).
+    private static func openDirectory(_ path: String, options: LogKVOptions) throws -> (DataDirectory, AnyObject) {
+        let fs = options.fileSystem
+        let dir = DataDirectory(path: path, fs: fs)
+        if fs.exists(path) && !fs.exists(dir.segmentsPath), let entries = try? fs.list(path), !entries.isEmpty {
+            throw LogKVError.invalidArgument("\(path) is not empty and is not a logkv data directory (no segments/): refusing to create a store in it")
+        }
+        try dir.create()
+        if let mode = dir.permissionsLooserThanOwnerOnly {
+            // As etcd: said, not changed (the operator may mean it).
+            options.logger.warning("data directory is open to other users: every value is readable through it; run chmod 700 on it",
+                                   metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
+        }
+        return (dir, try dir.lock(clock: options.clock))
+    }
+
+    /// The store's id: that of its segments, which must all agree; a new
+    /// one, with the first log segment, for a fresh store.
+    private static func establishStoreID(_ dir: DataDirectory, _ segments: inout [SegmentFile]) throws -> [UInt8] {
+        guard segments.isEmpty else { return try checkStoreIDs(segments) }
+        var id = [UInt8](repeating: 0, count: 16)
+        var rng = SystemRandomNumberGenerator()
+        for i in id.indices { id[i] = rng.next() }
+        let header = SegmentHeader(kind: .log, storeID: id, highWater: 0, minSeq: 1)
+        segments.append(try SegmentFile.create(fs: dir.fs, id: 1, path: dir.segmentPath(1), header: header))
+        try dir.syncDirectory(dir.segmentsPath)
+        return id
+    }
+
+    /// Step 2: the index, with where replay starts (its checkpoint), or why
+    /// it must be rebuilt from the segments.
+    private static func openIndex(_ dir: DataDirectory, segments: [SegmentFile], storeID: [UInt8]) throws
+        -> (index: IndexWriter, start: (position: LogPosition, seq: UInt64)?, rebuildReason: String?) {
+        let present = Set(segments.map(\.id))
+        let index: IndexWriter
+        do {
+            index = try IndexWriter(path: dir.indexPath, fs: dir.fs)
+        } catch {
+            return (try freshIndex(dir, storeID: storeID), nil, "index cannot be opened (\(error))")
+        }
+        do {
+            let checkpoint = try index.checkpoint()
+            let indexStore = try index.storeID()
+            if let checkpoint, indexStore == storeID {
+                let segment = segments.first { $0.id == checkpoint.position.segment }
+                guard let segment, segment.kind == .log,
+                      checkpoint.position.offset >= segment.dataStart, checkpoint.position.offset <= segment.size else {
+                    return (index, nil, "index checkpoint (segment \(checkpoint.position.segment), offset \(checkpoint.position.offset)) is not a position in the log")
+                }
+                if let missing = try index.segmentsWithLiveKeys().first(where: { !present.contains($0) }) {
+                    return (index, nil, "index points into segment \(missing), which does not exist")
+                }
+                return (index, (checkpoint.position, checkpoint.maxSeq), nil)
+            }
+            if indexStore != nil && indexStore != storeID { return (index, nil, "index belongs to another data directory") }
+            if checkpoint == nil && segments.allSatisfy(\.isEmpty) {
+                let first = segments.first { $0.kind == .log }!
+                try index.setStoreID(storeID)
+                return (index, (LogPosition(segment: first.id, offset: first.dataStart), 0), nil)
+            }
+            return (index, nil, "index is missing or empty")
+        } catch {
+            return (try freshIndex(dir, storeID: storeID), nil, "index cannot be opened (\(error))")
+        }
     }
 
     /// Finishes or undoes a compaction a crash interrupted. Its durable index

@@ -79,7 +79,7 @@ extension LogKV {
 
     /// `hasWriteInFlight`, called with `state` locked.
     func writeInFlight(_ key: KeyBytes) -> Bool {
-        refreshesInFlight.contains(key) || unsynced.contains(key)
+        keyDir.writeInFlight(key)
     }
 
     /// The highest seq issued so far (a write's version, a tombstone's, a

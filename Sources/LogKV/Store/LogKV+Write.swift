@@ -69,7 +69,7 @@ extension LogKV {
         // A refresh is marked in flight before its clock is read, until it
         // is published: no expiry of the key is published meanwhile.
         let refreshing = kind == .ttlRefresh ? KeyBytes(key) : nil
-        if let refreshing { state.withLock { _ = refreshesInFlight.insert(refreshing) } }
+        if let refreshing { state.withLock { keyDir.refreshStarted(refreshing) } }
         // Read under the lock: conditions and expiry are judged at the time
         // of the append (compaction relies on it for TTL refreshes).
         let now = options.clock()
@@ -82,7 +82,7 @@ extension LogKV {
         let seq: UInt64
         do {
             defer {
-                if let refreshing { state.withLock { _ = refreshesInFlight.remove(refreshing) } }
+                if let refreshing { state.withLock { keyDir.refreshEnded(refreshing) } }
                 if mayWait { log.unlockAfterDiskWork() } else { log.lock.unlock() }
             }
             if log.isClosed { throw LogKVError.closed }
@@ -92,85 +92,20 @@ extension LogKV {
             if kind != .tombstone && reserve.isReleased { throw LogKVError.diskFull }
             var renewed: RecordLocation?
             if kind != .value || condition != .none {
-                // A blocking writer (only those judge conditions): its index
-                // read is flagged for event loops already.
-                let (currentLocation, judgedOnUnsynced) = try self.currentLocation(key, now: now)
-                do {
-                    let current = currentLocation?.seq
-                    switch condition {
-                    case .none: break
-                    case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
-                    case .ifPresent: if current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
-                    case let .ifVersion(wanted): if current != wanted { throw LogKVError.preconditionFailed(currentSeq: current) }
-                    case let .ifAnyVersion(wanted):
-                        guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
-                    }
-                    if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
-                } catch let error as LogKVError where judgedOnUnsynced {
-                    refusedOnUnsynced = (error, syncState.withLock { ledger.appended.bytes })
-                    throw error
-                }
-                if kind == .ttlRefresh { renewed = currentLocation }
+                let current = try judge(condition, of: kind, key: key, now: now, refusedOnUnsynced: &refusedOnUnsynced)
+                if kind == .ttlRefresh { renewed = current }
             }
             seq = log.nextSeq
             let recordValue = renewed.map { RecordCodec.ttlRefreshValue(renewing: $0.seq) } ?? value
             let head = RecordCodec.encodeHead(seq: seq, writtenAt: now, expiresAt: expiresAt, flags: kind.flags,
                                               key: key, value: recordValue, valueCRC: valueCRC)
             let recordLength = head.count + recordValue.count
-            let offset: Int64
-            do {
-                do {
-                    offset = try place(head, recordValue, mayRotate: mayWait)
-                } catch LogKVError.diskFull where kind == .tombstone && reserve.release() {
-                    // A delete frees space: it may use the reserve.
-                    logger.warning("disk full: gave up the reserve for a delete", metadata: ["reserve_bytes": "\(reserve.size)"])
-                    offset = try place(head, recordValue)
-                }
-            } catch let error as LogKVError {
-                switch error {
-                case .readOnly(let reason): if writeFailure == nil { _ = failWritesCuttingUnsynced(reason) }
-                case .diskFull:
-                    // Nothing written; writes work again once space is freed.
-                    diskFullHint.store(true, ordering: .relaxed)
-                    metrics.writeRefusals.increment()
-                default:
-                    if writeFailure == nil { throw failWritesCuttingUnsynced("append to segment \(log.active.id) failed: \(error)") }  // EIO: rule 6
-                }
-                throw error
-            }
-            if diskFullHint.load(ordering: .relaxed) { diskFullHint.store(false, ordering: .relaxed) }
-            let location = RecordLocation(segment: log.active.id, offset: offset, length: recordLength,
-                                          seq: seq, expiresAt: expiresAt)
-            let k = KeyBytes(key)
-            let change: KeyDirChange
-            switch kind {
-            case .value: change = .put(location)
-            case .tombstone: change = .delete(seq: seq)
-            case .ttlRefresh:
-                // No value location: compaction may move the value before
-                // this reaches the index (`KeyDir` joins it to a value still
-                // in memory).
-                let record = RefreshRecord(seq: seq, segment: log.active.id, offset: offset, length: recordLength)
-                change = .renew(Renewal(valueSeq: renewed!.seq, expiresAt: expiresAt, record: record))
-                renewedVersion?.pointee = renewed!.seq
-            }
-            let end = log.end
-            state.withLock {
-                if options.fsync == .always {
-                    self.unsynced.append(k, change)
-                } else {
-                    publish(k, change, recordAt: LogPosition(segment: log.active.id, offset: offset))
-                    if options.fsync == .never {
-                        durableSeq = seq
-                        durableEnd = end
-                    }
-                }
-                logEnd = end
-                lastSeq = seq
-            }
-            acknowledgedAt = syncState.withLock {
-                ledger.noteAppended(recordLength, seq: seq, end: end)
-            }
+            let offset = try placeRecord(head, recordValue, seq: seq, deleting: kind == .tombstone, mayRotate: mayWait)
+            let change = Self.change(kind, seq: seq, at: RecordLocation(segment: log.active.id, offset: offset, length: recordLength,
+                                                                           seq: seq, expiresAt: expiresAt),
+                                     renewing: renewed)
+            if let renewed { renewedVersion?.pointee = renewed.seq }
+            acknowledgedAt = noteAppended(KeyBytes(key), change, recordAt: offset, length: recordLength)
             metrics.writtenBytes.increment(by: recordLength)
         } catch let error as LogKVError {
             guard let (refusal, target) = refusedOnUnsynced else { throw error }
@@ -183,13 +118,21 @@ extension LogKV {
                 return nil
             }
         }
+        return try acknowledgeAppended(seq, upTo: acknowledgedAt, acknowledge)
+    }
+
+    /// Acknowledges an appended write as the fsync policy says: under
+    /// `.always` once an fsync covers `appendedUpTo` bytes (here, or by the
+    /// committer for `.notify`), otherwise at once. Returns `seq` for
+    /// `.waitHere`, nil for `.notify`.
+    private func acknowledgeAppended(_ seq: UInt64, upTo target: UInt64, _ acknowledge: Acknowledgement) throws -> UInt64? {
         switch acknowledge {
         case .waitHere:
-            if options.fsync == .always { try waitForSync(upTo: acknowledgedAt) }
+            if options.fsync == .always { try waitForSync(upTo: target) }
             return seq
         case let .notify(done):
             if options.fsync == .always {
-                awaitDurable(upTo: acknowledgedAt) { result in done(result.map { seq }) }
+                awaitDurable(upTo: target) { result in done(result.map { seq }) }
             } else {
                 changes.deliver()
                 done(.success(seq))
@@ -198,10 +141,105 @@ extension LogKV {
         }
     }
 
+    /// `place`, and what its failure means: a delete may take the reserve
+    /// on a full disk; a full disk refuses writes until space is freed (an
+    /// append that succeeds clears it); any other failure makes the store
+    /// read-only (rule 6). Called under the writer lock.
+    private func placeRecord(_ head: [UInt8], _ value: [UInt8], seq: UInt64, deleting: Bool, mayRotate: Bool) throws -> Int64 {
+        let offset: Int64
+        do {
+            do {
+                offset = try place(head, value, seq: seq, mayRotate: mayRotate)
+            } catch LogKVError.diskFull where deleting && reserve.release() {
+                // A delete frees space: it may use the reserve.
+                logger.warning("disk full: gave up the reserve for a delete", metadata: ["reserve_bytes": "\(reserve.size)"])
+                offset = try place(head, value, seq: seq)
+            }
+        } catch let error as LogKVError {
+            switch error {
+            case .readOnly(let reason): if writeFailure == nil { _ = failWritesCuttingUnsynced(reason) }
+            case .diskFull:
+                // Nothing written; writes work again once space is freed.
+                diskFullHint.store(true, ordering: .relaxed)
+                metrics.writeRefusals.increment()
+            default:
+                if writeFailure == nil { throw failWritesCuttingUnsynced("append to segment \(log.active.id) failed: \(error)") }  // EIO: rule 6
+            }
+            throw error
+        }
+        if diskFullHint.load(ordering: .relaxed) { diskFullHint.store(false, ordering: .relaxed) }
+        return offset
+    }
+
+    /// The KeyDir change an appended record makes. A TTL refresh carries no
+    /// value location: compaction may move the value before it reaches the
+    /// index (`KeyDir` joins it to a value still in memory).
+    private static func change(_ kind: AppendedRecord, seq: UInt64, at location: RecordLocation,
+                               renewing renewed: RecordLocation?) -> KeyDirChange {
+        switch kind {
+        case .value: return .put(location)
+        case .tombstone: return .delete(seq: seq)
+        case .ttlRefresh:
+            let record = RefreshRecord(seq: seq, segment: location.segment, offset: location.offset, length: location.length)
+            return .renew(Renewal(valueSeq: renewed!.seq, expiresAt: location.expiresAt, record: record))
+        }
+    }
+
+    /// Makes an appended change visible as the fsync policy says — at once
+    /// (`.interval`, `.never`), or staged until an fsync covers it
+    /// (`.always`) — and moves the log's end; returns the appended bytes an
+    /// fsync must cover to acknowledge it. Called under the writer lock,
+    /// just after the append.
+    private func noteAppended(_ key: KeyBytes, _ change: KeyDirChange, recordAt offset: Int64, length: Int) -> UInt64 {
+        let end = log.end
+        let seq = change.seq
+        state.withLock {
+            if options.fsync == .always {
+                keyDir.stage(key, change)
+            } else {
+                publish(key, change, recordAt: LogPosition(segment: end.segment, offset: offset))
+                if options.fsync == .never {
+                    durableSeq = seq
+                    durableEnd = end
+                }
+            }
+            logEnd = end
+            lastSeq = seq
+        }
+        return syncState.withLock { ledger.noteAppended(length, seq: seq, end: end) }
+    }
+
+    /// Judges `condition` — and, for a delete or a TTL refresh, that the key
+    /// exists — against the key's live version; returns where that version
+    /// is (nil: absent). A refusal judged against a change not yet synced
+    /// also sets `refusedOnUnsynced`, with the sync its answer must wait for.
+    /// Called under the writer lock by a writer that may wait (only those
+    /// judge conditions): its index read is flagged for event loops already.
+    private func judge(_ condition: WriteCondition, of kind: AppendedRecord, key: [UInt8], now: Int64,
+                       refusedOnUnsynced: inout (error: LogKVError, syncTarget: UInt64)?) throws -> RecordLocation? {
+        let (currentLocation, judgedOnUnsynced) = try self.currentLocation(key, now: now)
+        do {
+            let current = currentLocation?.seq
+            switch condition {
+            case .none: break
+            case .ifAbsent: if current != nil { throw LogKVError.preconditionFailed(currentSeq: current) }
+            case .ifPresent: if current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
+            case let .ifVersion(wanted): if current != wanted { throw LogKVError.preconditionFailed(currentSeq: current) }
+            case let .ifAnyVersion(wanted):
+                guard let current, wanted.contains(current) else { throw LogKVError.preconditionFailed(currentSeq: current) }
+            }
+            if kind != .value && current == nil { throw LogKVError.preconditionFailed(currentSeq: nil) }
+        } catch let error as LogKVError where judgedOnUnsynced {
+            refusedOnUnsynced = (error, syncState.withLock { ledger.appended.bytes })
+            throw error
+        }
+        return currentLocation
+    }
+
     /// Rotates when due, then appends one record; returns its offset.
     /// Called under the writer lock. Without `mayRotate`, a rotation due
     /// throws `WouldBlock` instead (it fsyncs and creates a file).
-    private func place(_ head: [UInt8], _ value: [UInt8], mayRotate: Bool = true) throws -> Int64 {
+    private func place(_ head: [UInt8], _ value: [UInt8], seq: UInt64, mayRotate: Bool = true) throws -> Int64 {
         if log.rotationDue(appending: Int64(head.count + value.count), segmentSize: options.segmentSize) {
             guard mayRotate else {
                 metrics.handedOffRotation.increment()
@@ -209,14 +247,14 @@ extension LogKV {
             }
             try rotate()
         }
-        return try log.append(head, value)
+        return try log.append(head, value, seq: seq)
     }
 
     /// Where the key's live version is, or nil, and whether that answer
     /// rests on a change not yet synced (`.always`). Called under the
     /// writer lock, so no other write can change it meanwhile.
     private func currentLocation(_ key: [UInt8], now: Int64) throws -> (RecordLocation?, unsynced: Bool) {
-        let newestUnsynced = state.withLock { unsynced.newest(KeyBytes(key)) }
+        let newestUnsynced = state.withLock { keyDir.newestStaged(KeyBytes(key)) }
         let location: RecordLocation?
         switch newestUnsynced {
         case let .put(l)?: location = l
@@ -243,7 +281,7 @@ extension LogKV {
     /// Publishes every change an fsync now covers, each once, in seq order
     /// (rule 11; see `UnsyncedChanges`). Called with `state` locked.
     func publishDurable(upTo seq: UInt64) {
-        unsynced.takeCovered(upTo: seq) { key, change in publish(key, change) }
+        for (key, change) in keyDir.takeCovered(upTo: seq) { publish(key, change) }
     }
 
     /// How full the index backlog is against its budget, 0...1 and beyond
@@ -371,8 +409,7 @@ extension LogKV {
                 indexProgress.sealed(sealed.id, size: sealed.size)
             }
         }
-        log.active = next
-        log.recordsSinceCommit = 0
+        log.rotated(to: next)
         logger.debug("rotated segment", metadata: ["sealed": "\(sealed.id)", "size": "\(sealed.size)"])
     }
 
@@ -490,15 +527,14 @@ extension LogKV {
         guard log.recordsSinceCommit > 0 || evenIfNothingNew,
               (log.active.header?.version ?? 0) >= RecordFormat.commitRecordsSince else { return }
         let offset = log.active.size
-        let record = RecordCodec.commitRecord(at: offset, lastSeq: log.nextSeq - 1, writtenAt: options.clock())
+        let record = RecordCodec.commitRecord(at: offset, lastSeq: log.lastSeq, writtenAt: options.clock())
         do {
-            try log.active.append(record)
+            try log.appendCommitRecord(record)
         } catch LogKVError.diskFull {
             return
         } catch {
             throw failWritesCuttingUnsynced("append of a commit record to segment \(log.active.id) failed: \(error)")
         }
-        log.recordsSinceCommit = 0
         let end = log.end
         state.withLock { logEnd = end }
         syncState.withLock {

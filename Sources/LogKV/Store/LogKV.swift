@@ -31,8 +31,8 @@ import Synchronization
 ///   writer (flusher, compaction's commit, close); taken with no other
 ///   engine lock held but `compactionLock`.
 /// - `log.lock`, the writer lock: the log's writer state (`Log`); held
-///   across one append, and — flagged in `log.diskWork` — across fsyncs, file creation and
-///   index reads by rotation, the flusher's catch-up, close, the cut after
+///   across one append, and — flagged in `log.diskWork` — across fsyncs,
+///   file creation and index reads by rotation, the flusher's catch-up, close, the cut after
 ///   a failure and conditional writes. An event loop (`putWithoutWaiting`)
 ///   waits for it only while no such work is flagged.
 /// - `syncState`: the durability watermarks and group commit; never held
@@ -79,16 +79,14 @@ public final class LogKV: @unchecked Sendable {
 
     // MARK: Shared state, guarded by `state` (never held across I/O).
     let state = NSCondition()
-    /// Under `.always`: changes appended but not yet covered by an fsync
-    /// (see `UnsyncedChanges`).
-    var unsynced = UnsyncedChanges()
     /// The highest seq, and the log position just past it, that an fsync
     /// covers (under `.never`: that the kernel has). The flusher moves only
     /// changes up to here into SQLite, so the index never points at bytes a
     /// power loss may take.
     var durableSeq: UInt64
     var durableEnd: LogPosition
-    /// The in-memory KeyDir: unflushed changes and the row cache.
+    /// The in-memory KeyDir: staged and unflushed changes, refreshes in
+    /// flight, and the row cache.
     var keyDir: KeyDir
     /// Just past the last record whose change is in `pending` or earlier.
     var logEnd: LogPosition
@@ -97,10 +95,6 @@ public final class LogKV: @unchecked Sendable {
     var indexProgress: IndexProgress
     /// `writeWouldWait`: the index backlog was last seen full.
     let backlogFullHint = Atomic<Bool>(false)
-    /// Keys with a TTL refresh between its expiry check and its publish:
-    /// an expiry noticed meanwhile must not be published (the refresh,
-    /// judged before the expiry, wins; see `expireLazily`).
-    var refreshesInFlight: Set<KeyBytes> = []
     /// Every segment file, readable by id; retired and damaged ones
     /// (`SegmentSet`).
     var segments: SegmentSet
@@ -467,11 +461,7 @@ public final class LogKV: @unchecked Sendable {
 
     /// Flushes the index, syncs the log and releases the directory.
     public func close() throws {
-        let alreadyClosed: Bool = log.lock.withLock {
-            let was = log.isClosed
-            log.isClosed = true
-            return was
-        }
+        let alreadyClosed = log.lock.withLock { log.close() }
         if alreadyClosed { return }
         var firstError: Error?
         state.withLock { closeRequested = true }
