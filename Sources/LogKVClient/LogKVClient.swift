@@ -309,11 +309,14 @@ public final class LogKVClient: Sendable {
     /// index passes `index`, then reads it: Consul's blocking query.
     public func get(_ key: [UInt8], after index: UInt64, wait: TimeAmount) async throws -> Value? {
         let millis = max(1, wait.nanoseconds / 1_000_000)
-        // The call may take the wait itself, plus the usual time.
         let answer = try await send(.GET, "/v1/kv/\(try Self.checkedPath(forKey: key))?raw&index=\(index)&wait=\(millis)ms",
-                                    timeout: wait + configuration.timeout)
+                                    timeout: blockingDeadline(wait: wait))
         return try value(from: answer)
     }
+
+    /// A blocking query's deadline: it may take the wait itself, plus the
+    /// usual time.
+    func blockingDeadline(wait: TimeAmount) -> TimeAmount { wait + configuration.timeout }
 
     private func value(from answer: Answer) throws -> Value? {
         if answer.status == 404 && answer.json["success"] as? Bool == false { return nil }
