@@ -39,23 +39,11 @@ nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 swift build -c release --product logkvd >/dev/null
 dir="$(mktemp -d)"
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
-  git worktree remove --force "$dir/before-src" 2>/dev/null || true; rm -rf "$dir"
-}
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 before_rev="${BENCH_BEFORE:-}"
 before_bin=""
-if [ -n "$before_rev" ]; then
-  before_bin=".build/bench-before/$(git rev-parse --short "$before_rev")/logkvd"
-  if [ ! -x "$before_bin" ]; then
-    echo "building logkvd at $before_rev…" >&2
-    git worktree add --detach "$dir/before-src" "$before_rev" >/dev/null 2>&1
-    (cd "$dir/before-src" && swift build -c release --product logkvd >/dev/null)
-    mkdir -p "$(dirname "$before_bin")"
-    cp "$dir/before-src/.build/release/logkvd" "$before_bin"
-  fi
-fi
+[ -z "$before_rev" ] || before_bin="$(logkvd_at "$before_rev")"
 wait_http() { for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 p_nginx=$(free_port); p_redis=$(free_port); p_webdis=$(free_port); p_etcd=$(free_port)

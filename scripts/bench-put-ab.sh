@@ -13,10 +13,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 keys="${BENCH_KEYS:-300000}"; seconds="${BENCH_SECONDS:-8}"; rounds="${BENCH_ROUNDS:-4}"
 [ "$#" -gt 0 ] || set -- . db51cbb
-dir="$(mktemp -d)"
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true;
-      git worktree remove --force "$dir/src" 2>/dev/null || true; rm -rf "$dir"' EXIT
+bench_workdir
+dir="$DIR"
 bins=()
 for build in "$@"; do
   if [ "$build" = . ]; then
@@ -25,14 +23,7 @@ for build in "$@"; do
   elif [ -x "$build" ]; then
     bins+=("$build")
   else
-    bin=".build/bench-before/$(git rev-parse --short "$build")/logkvd"
-    if [ ! -x "$bin" ]; then
-      git worktree add --detach "$dir/src" "$build" >/dev/null 2>&1
-      (cd "$dir/src" && swift build -c release --product logkvd >/dev/null)
-      mkdir -p "$(dirname "$bin")"; cp "$dir/src/.build/release/logkvd" "$bin"
-      git worktree remove --force "$dir/src"
-    fi
-    bins+=("$bin")
+    bins+=("$(logkvd_at "$build")")
   fi
 done
 ports=()

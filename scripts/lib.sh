@@ -38,28 +38,36 @@ free_port() {
 }
 
 # bench_workdir: a temporary directory the service user can enter, removed
-# on exit with every logkvd listed in `pids` (and a BEFORE worktree); sets DIR.
+# on exit with every logkvd listed in `pids`; sets DIR.
 bench_workdir() {
     DIR="$(mktemp -d)"
     chmod 755 "$DIR"
     pids=()
-    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true;
-          git worktree remove --force "$DIR/before-src" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
+}
+
+# logkvd_at REV: prints the path of a release logkvd built from REV, built
+# once (in a temporary worktree) into .build/bench-before/REV/.
+logkvd_at() {
+    local bin
+    bin=".build/bench-before/$(git rev-parse --short "$1")/logkvd"
+    if [ ! -x "$bin" ]; then
+        local src
+        src="$(mktemp -d)/src"
+        git worktree add --detach "$src" "$1" >/dev/null 2>&1
+        (cd "$src" && swift build -c release --product logkvd >/dev/null)
+        mkdir -p "$(dirname "$bin")"
+        cp "$src/.build/release/logkvd" "$bin"
+        git worktree remove --force "$src"
+    fi
+    echo "$bin"
 }
 
 # bench_builds BEFORE_REV: release logkvd of the working tree as
-# $DIR/logkvd-after and of BEFORE_REV as $DIR/logkvd-before (built once into
-# .build/bench-before/REV/, or BENCH_BEFORE_BIN names a built one).
+# $DIR/logkvd-after and of BEFORE_REV as $DIR/logkvd-before (`logkvd_at`,
+# or BENCH_BEFORE_BIN names a built one).
 bench_builds() {
-    local rev="$1"
     swift build -c release --product logkvd >/dev/null
     cp .build/release/logkvd "$DIR/logkvd-after"
-    local before_bin="${BENCH_BEFORE_BIN:-.build/bench-before/$(git rev-parse --short "$rev")/logkvd}"
-    if [ ! -x "$before_bin" ]; then
-        git worktree add --detach "$DIR/before-src" "$rev" >/dev/null 2>&1
-        (cd "$DIR/before-src" && swift build -c release --product logkvd >/dev/null)
-        mkdir -p "$(dirname "$before_bin")"
-        cp "$DIR/before-src/.build/release/logkvd" "$before_bin"
-    fi
-    cp "$before_bin" "$DIR/logkvd-before"
+    cp "${BENCH_BEFORE_BIN:-$(logkvd_at "$1")}" "$DIR/logkvd-before"
 }

@@ -232,24 +232,10 @@ public final class KVAPI: Sendable {
         }
         // Appended here only if that needs no waiting (the writer lock is
         // held across fsyncs by rotations); otherwise on the blocking pool.
-        // Without `always` the append is the acknowledgement: the callback
-        // runs before `putWithoutWaiting` returns, and the answer goes out
-        // at once (no promise to allocate and complete). Under `always` the
+        // Without `always` the append is the acknowledgement (the callback
+        // runs before `putWithoutWaiting` returns); under `always` the
         // committer's fsync acknowledges it (group commit across every
         // connection; no thread waits).
-        if store.options.fsync != .always {
-            let acknowledged = AppendAcknowledgement()
-            if case .appended = try store.putWithoutWaiting(key, value, expiresAt: expiresAt,
-                                                            whenDurable: { acknowledged.result = $0 }) {
-                guard let result = acknowledged.result else {
-                    preconditionFailure("without fsync=always an append is acknowledged before putWithoutWaiting returns")
-                }
-                switch result {
-                case let .success(seq): return .now(answer(seq))
-                case let .failure(error): return .now(.error(APIError.from(error)))
-                }
-            }
-        }
         let promise = request.eventLoop.makePromise(of: Response.self)
         let respond: @Sendable (Result<UInt64, Error>) -> Void = { result in
             switch result {
@@ -258,15 +244,11 @@ public final class KVAPI: Sendable {
             }
         }
         let outcome: LogKV.ImmediateWrite
-        if store.options.fsync != .always {
-            outcome = .wouldBlock  // tried above
-        } else {
-            do {
-                outcome = try store.putWithoutWaiting(key, value, expiresAt: expiresAt, whenDurable: respond)
-            } catch {
-                promise.succeed(.error(APIError.from(error)))  // refused before the append
-                throw error
-            }
+        do {
+            outcome = try store.putWithoutWaiting(key, value, expiresAt: expiresAt, whenDurable: respond)
+        } catch {
+            promise.succeed(.error(APIError.from(error)))  // refused before the append
+            throw error
         }
         if case .wouldBlock = outcome {
             // Nothing was written and `respond` was not called. On the pool,
@@ -699,11 +681,4 @@ final class ActiveStreams: Sendable {
     func closeAll() {
         for channel in channels.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
     }
-}
-
-/// Where a write acknowledged by its append (`fsync` not `always`) leaves
-/// its result: `putWithoutWaiting` calls back before it returns, on the same
-/// thread.
-private final class AppendAcknowledgement: @unchecked Sendable {
-    var result: Result<UInt64, Error>?
 }
